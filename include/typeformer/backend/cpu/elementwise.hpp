@@ -1,0 +1,142 @@
+// typeformer/backend/cpu/elementwise.hpp
+//
+// cpu evaluation of elementwise expressions: the whole tree is computed one SIMD register at a
+// time and stored once (no temporaries), rows are split into fixed chunks that OpenMP threads
+// share. Leaves read contiguously (stride 1), by broadcast (stride 0) or by gather (any other
+// stride), so every layout vectorises. Trees that mix compute types or compute in integers run
+// the scalar loop of the reference backend's algorithm, with the same threading.
+// Results do not depend on the thread count (each element is computed independently).
+#pragma once
+
+#include "typeformer/backend/cpu/parallel.hpp"
+#include "typeformer/backend/cpu/simd.hpp"
+#include "typeformer/backend/reference/elementwise.hpp"
+#include "typeformer/backend/tags.hpp"
+#include "typeformer/core/half.hpp"
+#include "typeformer/core/tensor.hpp"
+#include "typeformer/expr/evaluate.hpp"
+
+#include <algorithm>
+#include <array>
+#include <type_traits>
+
+TFM_BEGIN_NAMESPACE
+
+namespace detail {
+
+template <class T, class C>
+inline constexpr bool simd_leaf_ok_v =
+    (std::is_same_v<T, C> && (std::is_same_v<C, float> || std::is_same_v<C, double>)) ||
+    (is_half_v<T> && std::is_same_v<C, float>);
+
+/// True when every leaf of the cursor tree loads into batch<C> and every functor takes batches.
+template <class C, class Cur>
+struct simd_cursor_ok : std::false_type {};
+template <class C, class T, std::size_t R>
+struct simd_cursor_ok<C, leaf_cursor<T, R>> : std::bool_constant<simd_leaf_ok_v<T, C>> {};
+template <class C, class V>
+struct simd_cursor_ok<C, scalar_cursor<V>>
+    : std::bool_constant<std::is_same_v<C, float> || std::is_same_v<C, double>> {};
+template <class C, class F, class... Cs>
+struct simd_cursor_ok<C, map_cursor<F, Cs...>>
+    : std::bool_constant<(simd_cursor_ok<C, Cs>::value && ...) &&
+                         std::is_invocable_r_v<simd::batch<C>, F,
+                                               decltype((void)sizeof(Cs), simd::batch<C>{})...>> {};
+
+template <class Bt, class T>
+TFM_ALWAYS_INLINE Bt load_leaf_contiguous(const T* p) {
+  if constexpr (is_half_v<T>) return load_as_float(p);
+  else return Bt::load_unaligned(p);
+}
+
+template <class Bt, class Cur>
+TFM_ALWAYS_INLINE Bt batch_at(const Cur& c, index_t j) {
+  using C = typename Bt::value_type;
+  if constexpr (requires { c.base; }) {
+    if (c.inner == 1) return load_leaf_contiguous<Bt>(c.row + j);
+    if (c.inner == 0) return Bt(static_cast<C>(c.row[0]));
+    alignas(64) C tmp[Bt::size];
+    for (std::size_t k = 0; k < Bt::size; ++k)
+      tmp[k] = static_cast<C>(c.row[(j + static_cast<index_t>(k)) * c.inner]);
+    return Bt::load_aligned(tmp);
+  } else if constexpr (requires { c.value; }) {
+    return Bt(static_cast<C>(c.value));
+  } else {
+    return std::apply(
+        [&](const auto&... ch) { return typename Cur::functor_type{}(batch_at<Bt>(ch, j)...); },
+        c.children);
+  }
+}
+
+template <class T, class Bt>
+TFM_ALWAYS_INLINE void store_batch(T* d, index_t inner, const Bt& v) {
+  if (inner == 1) {
+    if constexpr (is_half_v<T>) store_from_float(d, v);
+    else v.store_unaligned(d);
+  } else {
+    alignas(64) typename Bt::value_type tmp[Bt::size];
+    v.store_aligned(tmp);
+    for (std::size_t k = 0; k < Bt::size; ++k)
+      d[static_cast<index_t>(k) * inner] = to_storage<T>(tmp[k]);
+  }
+}
+
+/// Elements [j0, j1) of the current row.
+template <bool Simd, class C, class T, class Cur>
+TFM_ALWAYS_INLINE void run_row(const Cur& cur, T* d, index_t inner, index_t j0, index_t j1) {
+  index_t j = j0;
+  if constexpr (Simd) {
+    using Bt = simd::batch<C>;
+    constexpr index_t w = static_cast<index_t>(Bt::size);
+    for (; j + w <= j1; j += w) store_batch<T>(d + j * inner, inner, batch_at<Bt>(cur, j));
+  }
+  for (; j < j1; ++j) d[j * inner] = to_storage<T>(scalar_at<C>(cur, j));
+}
+
+/// Elements per work item: a multiple of every SIMD width, large enough to amortise set-up.
+inline constexpr index_t elementwise_chunk = 8192;
+/// Below this many elements one thread does everything (thread start-up costs more).
+inline constexpr index_t elementwise_parallel_min = 1 << 15;
+
+}  // namespace detail
+
+/// dst = node with SIMD and threads.
+template <class T, class S, class B, class N>
+void evaluate(const tensor_view<T, S, B>& dst, const N& node, cpu) {
+  constexpr std::size_t R = detail::loop_rank<S>;
+  using C = typename detail::node_compute<N>::type;
+  std::array<index_t, R> ext, dst_st;
+  detail::loop_extents<R>(dst, ext, dst_st);
+  auto cur0 = detail::make_cursor<R>(node, ext);
+  using Cur = decltype(cur0);
+  constexpr bool use_simd = std::is_same_v<compute_t<T>, C> && detail::simd_cursor_ok<C, Cur>::value &&
+                            detail::simd_leaf_ok_v<T, C>;
+  const auto sp = detail::plan_rows<R>(ext, dst_st, cur0);
+  if (sp.rows == 0 || sp.cols == 0) return;
+  const index_t inner = sp.dst_strides[R - 1];
+  const index_t chunks = (sp.cols + detail::elementwise_chunk - 1) / detail::elementwise_chunk;
+  const index_t items = sp.rows * chunks;
+  const bool parallel = sp.rows * sp.cols >= detail::elementwise_parallel_min && items > 1 &&
+                        num_threads() > 1 && !in_parallel();
+  auto run_item = [&](Cur& cur, index_t it) {
+    index_t r = it / chunks, c = it % chunks;
+    auto idx = detail::row_index(sp, r);
+    detail::set_row(cur, idx);
+    T* d = dst.data() + detail::dst_row_offset(sp, idx);
+    index_t j0 = c * detail::elementwise_chunk;
+    index_t j1 = std::min(sp.cols, j0 + detail::elementwise_chunk);
+    detail::run_row<use_simd, C, T>(cur, d, inner, j0, j1);
+  };
+  if (!parallel) {
+    Cur cur = cur0;
+    for (index_t it = 0; it < items; ++it) run_item(cur, it);
+    return;
+  }
+  TFM_OMP(parallel) {
+    Cur cur = cur0;
+    TFM_OMP(for schedule(static))
+    for (index_t it = 0; it < items; ++it) run_item(cur, it);
+  }
+}
+
+TFM_END_NAMESPACE

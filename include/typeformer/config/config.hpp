@@ -1,0 +1,55 @@
+// typeformer/config/config.hpp
+//
+// The one documented place for user-visible configuration knobs. Define any of these before the
+// first typeformer include (or on the compiler command line) to override the default.
+//
+//   TFM_NO_EXCEPTIONS       errors call the handler set with tfm::set_error_handler instead of
+//                           throwing (edge builds, -fno-exceptions). Default: on when the compiler
+//                           has exceptions disabled.
+//   TFM_WITH_OPENMP         use OpenMP threading in the cpu backend when the compiler has OpenMP
+//                           enabled (-fopenmp). Define to 0 to force single-threaded kernels.
+//   TFM_MAX_FUSION_DEPTH    deepest elementwise expression tree that assignment fuses into one
+//                           pass (default 32); deeper trees fail to compile with a message that
+//                           says to call .eval() on a sub-expression.
+//   TFM_DEFAULT_ALIGNMENT   byte alignment of owning heap storage (default 64: one cache line and
+//                           one AVX-512 register).
+//
+// Derived settings (not knobs) live in config/platform.hpp.
+#pragma once
+
+#include "typeformer/config/version.hpp"
+
+#if !defined(TFM_NO_EXCEPTIONS)
+#  if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#    define TFM_NO_EXCEPTIONS 0
+#  else
+#    define TFM_NO_EXCEPTIONS 1
+#  endif
+#endif
+
+#if !defined(TFM_WITH_OPENMP)
+#  define TFM_WITH_OPENMP 1
+#endif
+
+#if !defined(TFM_MAX_FUSION_DEPTH)
+#  define TFM_MAX_FUSION_DEPTH 32
+#endif
+
+#if !defined(TFM_DEFAULT_ALIGNMENT)
+#  define TFM_DEFAULT_ALIGNMENT 64
+#endif
+
+// ABI inline namespace: binaries built against different typeformer versions do not silently mix
+// (the idea of nlohmann/json's versioned inline namespace).
+#define TFM_ABI_CONCAT2(a, b, c) abi_v##a##_##b##_##c
+#define TFM_ABI_CONCAT(a, b, c) TFM_ABI_CONCAT2(a, b, c)
+#define TFM_ABI_NAMESPACE TFM_ABI_CONCAT(TFM_VERSION_MAJOR, TFM_VERSION_MINOR, TFM_VERSION_PATCH)
+
+#define TFM_BEGIN_NAMESPACE                                                                        \
+  namespace tfm {                                                                                  \
+  inline namespace TFM_ABI_NAMESPACE {
+#define TFM_END_NAMESPACE                                                                          \
+  }                                                                                                \
+  }
+
+#include "typeformer/config/platform.hpp"

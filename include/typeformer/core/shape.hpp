@@ -1,0 +1,301 @@
+// typeformer/core/shape.hpp
+//
+// WHAT THIS REPRESENTS
+//   tfm::shape<E0, E1, ...>: the extents of a tensor, one template argument per axis. An extent
+//   is a non-negative number when it is known at compile time and tfm::dyn when it is known only
+//   at run time. Only the dynamic extents are stored (the idea of mdspan's extents): a fully
+//   static shape is an empty object.
+//
+//     tfm::shape<4, tfm::dyn, 768> s(10);      // (4, 10, 768); stores one integer
+//     s.extent(1) == 10; s.size() == 30720;
+//
+//   Shape algebra (broadcast_shape_t, concat_shape_t, ...) returns a static result whenever its
+//   inputs are static, and a statically known mismatch is a compile error at the line that builds
+//   the expression, naming both shapes and the axis.
+#pragma once
+
+#include "typeformer/config/error.hpp"
+#include "typeformer/core/index.hpp"
+
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+TFM_BEGIN_NAMESPACE
+
+template <index_t... Es>
+struct shape;
+
+namespace detail {
+template <class T>
+struct is_shape : std::false_type {};
+template <index_t... Es>
+struct is_shape<shape<Es...>> : std::true_type {};
+}  // namespace detail
+
+/// Satisfied by every tfm::shape<...>.
+template <class S>
+concept shape_type = detail::is_shape<std::remove_cvref_t<S>>::value;
+
+template <index_t... Es>
+struct shape {
+  static_assert(((Es >= 0 || Es == dyn) && ...),
+                "tfm::shape: an extent must be >= 0 or tfm::dyn (negative extents are invalid)");
+
+  /// Number of axes.
+  static constexpr std::size_t rank = sizeof...(Es);
+  /// Number of axes whose extent is tfm::dyn.
+  static constexpr std::size_t rank_dynamic = ((Es == dyn ? 1 : 0) + ... + 0);
+  /// True when every extent is known at compile time.
+  static constexpr bool is_static = rank_dynamic == 0;
+  /// The template arguments (tfm::dyn for run-time axes).
+  static constexpr std::array<index_t, rank> static_extents{Es...};
+
+  /// Product of the extents when all are static, else tfm::dyn.
+  static constexpr index_t static_size = [] {
+    if constexpr (!is_static) {
+      return dyn;
+    } else {
+      index_t n = 1;
+      ((n *= Es), ...);
+      return n;
+    }
+  }();
+
+  /// A shape whose dynamic extents are all zero (an empty tensor), or the static shape.
+  constexpr shape() noexcept = default;
+
+  /// Constructs from the dynamic extents only, in axis order: shape<4, dyn, dyn>(10, 20).
+  template <std::integral... I>
+    requires(sizeof...(I) == rank_dynamic && rank_dynamic > 0)
+  constexpr explicit shape(I... dynamic_extents) : dyn_{static_cast<index_t>(dynamic_extents)...} {
+    for (index_t e : dyn_)
+      if (e < 0) fail(errc::shape, "tfm::shape: extents must be >= 0, got ", e, ".");
+  }
+
+  /// Constructs from all extents; static ones must match their template argument.
+  static constexpr shape from_extents(const std::array<index_t, rank>& all) {
+    shape s;
+    std::size_t d = 0;
+    for (std::size_t i = 0; i < rank; ++i) {
+      if (all[i] < 0) fail(errc::shape, "tfm::shape: axis ", i, " has negative extent ", all[i], ".");
+      if (static_extents[i] == dyn) {
+        s.dyn_[d++] = all[i];
+      } else if (static_extents[i] != all[i]) {
+        fail(errc::shape, "tfm::shape: axis ", i, " is fixed to ", static_extents[i],
+             " by the type ", shape().to_string(), " but the value is ", all[i], ".");
+      }
+    }
+    return s;
+  }
+
+  /// Extent of axis i (0 <= i < rank).
+  constexpr index_t extent(std::size_t i) const noexcept {
+    if (static_extents[i] != dyn) return static_extents[i];
+    std::size_t d = 0;
+    for (std::size_t k = 0; k < i; ++k) d += static_extents[k] == dyn ? 1 : 0;
+    return dyn_[d];
+  }
+  constexpr index_t operator[](std::size_t i) const noexcept { return extent(i); }
+
+  /// All extents as an array.
+  constexpr std::array<index_t, rank> extents() const noexcept {
+    std::array<index_t, rank> a{};
+    for (std::size_t i = 0; i < rank; ++i) a[i] = extent(i);
+    return a;
+  }
+
+  /// Number of elements (1 for rank 0).
+  constexpr index_t size() const noexcept {
+    if constexpr (is_static) {
+      return static_size;
+    } else {
+      index_t n = 1;
+      for (std::size_t i = 0; i < rank; ++i) n *= extent(i);
+      return n;
+    }
+  }
+
+  /// "(4, 10, 768)"; with types: "shape<4, dyn, 768> = (4, 10, 768)" via describe().
+  std::string to_string() const {
+    std::string s = "(";
+    for (std::size_t i = 0; i < rank; ++i) {
+      if (i) s += ", ";
+      s += std::to_string(extent(i));
+    }
+    if (rank == 1) s += ",";
+    return s + ")";
+  }
+
+  friend constexpr bool operator==(const shape& a, const shape& b) noexcept {
+    return a.dyn_ == b.dyn_;
+  }
+
+ private:
+  [[no_unique_address]] std::array<index_t, rank_dynamic> dyn_{};
+};
+
+/// Shapes of different types compare equal when their extents are equal.
+template <index_t... A, index_t... B>
+  requires(sizeof...(A) == sizeof...(B))
+constexpr bool same_extents(const shape<A...>& a, const shape<B...>& b) noexcept {
+  for (std::size_t i = 0; i < sizeof...(A); ++i)
+    if (a.extent(i) != b.extent(i)) return false;
+  return true;
+}
+template <index_t... A, index_t... B>
+  requires(sizeof...(A) != sizeof...(B))
+constexpr bool same_extents(const shape<A...>&, const shape<B...>&) noexcept {
+  return false;
+}
+
+/// The shape type with `N` dynamic axes: dyn_shape<2> == shape<dyn, dyn>.
+namespace detail {
+template <std::size_t N, index_t... Es>
+struct make_dyn_shape : make_dyn_shape<N - 1, dyn, Es...> {};
+template <index_t... Es>
+struct make_dyn_shape<0, Es...> {
+  using type = shape<Es...>;
+};
+}  // namespace detail
+template <std::size_t N>
+using dyn_shape = typename detail::make_dyn_shape<N>::type;
+
+// ---- shape algebra --------------------------------------------------------------------------
+
+namespace detail {
+
+// Static extent of axis `i` counted from the right (0 = last); missing axes count as 1.
+template <class S>
+constexpr index_t static_extent_from_right(std::size_t i) {
+  if (i >= S::rank) return 1;
+  return S::static_extents[S::rank - 1 - i];
+}
+
+template <class SA, class SB>
+constexpr bool static_broadcast_axis_ok(std::size_t i) {
+  index_t a = static_extent_from_right<SA>(i), b = static_extent_from_right<SB>(i);
+  return a == dyn || b == dyn || a == b || a == 1 || b == 1;
+}
+
+template <class SA, class SB>
+constexpr index_t static_broadcast_extent(std::size_t i) {
+  index_t a = static_extent_from_right<SA>(i), b = static_extent_from_right<SB>(i);
+  if (a == 1) return b;
+  if (b == 1) return a;
+  if (a == dyn) return b;  // b static != 1: a must be 1 or b at run time; the result is b
+  if (b == dyn) return a;
+  return a;  // equal
+}
+
+template <class SA, class SB, std::size_t R, std::size_t... I>
+auto broadcast_shape_impl(std::index_sequence<I...>)
+    -> shape<static_broadcast_extent<SA, SB>(R - 1 - I)...>;
+
+}  // namespace detail
+
+/// Compile-time check, instantiated per axis so that a failure names both shapes and the axis
+/// (counted from the right, NumPy style) in the compiler's instantiation context.
+template <class ShapeA, class ShapeB, std::size_t AxisFromRight>
+struct static_broadcast_check {
+  static_assert(detail::static_broadcast_axis_ok<ShapeA, ShapeB>(AxisFromRight),
+                "tfm: the two shapes cannot be broadcast together: the extents at this axis "
+                "(counted from the right, 0 = last) differ and neither is 1 "
+                "(see static_broadcast_check<ShapeA, ShapeB, AxisFromRight> below)");
+  static constexpr bool value = true;
+};
+
+namespace detail {
+template <class SA, class SB, std::size_t... I>
+constexpr bool check_broadcast_all(std::index_sequence<I...>) {
+  return (static_broadcast_check<SA, SB, I>::value && ...);
+}
+}  // namespace detail
+
+/// The broadcast of two shape types (NumPy rules, aligned on the right). A statically known
+/// mismatch is a compile error; dynamic axes are checked by broadcast_shape().
+template <shape_type SA, shape_type SB>
+struct broadcast_shape {
+  static constexpr std::size_t rank = SA::rank > SB::rank ? SA::rank : SB::rank;
+  static constexpr bool ok = detail::check_broadcast_all<SA, SB>(std::make_index_sequence<rank>{});
+  using type = decltype(detail::broadcast_shape_impl<SA, SB, rank>(std::make_index_sequence<rank>{}));
+};
+template <shape_type SA, shape_type SB>
+using broadcast_shape_t = typename broadcast_shape<SA, SB>::type;
+
+/// Run-time broadcast of two shapes; throws tfm::shape_error naming both shapes and the axis.
+template <shape_type SA, shape_type SB>
+constexpr broadcast_shape_t<SA, SB> broadcast_shapes(const SA& a, const SB& b) {
+  using R = broadcast_shape_t<SA, SB>;
+  std::array<index_t, R::rank> out{};
+  for (std::size_t i = 0; i < R::rank; ++i) {  // i counts from the right
+    index_t ea = i < SA::rank ? a.extent(SA::rank - 1 - i) : 1;
+    index_t eb = i < SB::rank ? b.extent(SB::rank - 1 - i) : 1;
+    index_t e;
+    if (ea == eb || eb == 1) e = ea;
+    else if (ea == 1) e = eb;
+    else
+      fail(errc::shape, "tfm: cannot broadcast shape ", a.to_string(), " with shape ",
+           b.to_string(), ": axis ", R::rank - 1 - i, " of the result (", i,
+           " from the right) has extents ", ea, " and ", eb, ", and neither is 1.");
+    out[R::rank - 1 - i] = e;
+  }
+  return R::from_extents(out);
+}
+
+/// The shape with axis `Axis` removed (KeepDims: set to 1). Axis must be in [0, rank).
+namespace detail {
+template <class S, std::size_t Axis, bool KeepDims, std::size_t... I>
+auto reduce_shape_impl(std::index_sequence<I...>)
+    -> shape<(I < Axis ? S::static_extents[I]
+                       : (I == Axis && KeepDims ? 1 : S::static_extents[KeepDims ? I : I + 1]))...>;
+}  // namespace detail
+template <shape_type S, std::size_t Axis, bool KeepDims = false>
+using reduce_shape_t = decltype(detail::reduce_shape_impl<S, Axis, KeepDims>(
+    std::make_index_sequence<KeepDims ? S::rank : S::rank - 1>{}));
+
+template <shape_type Out, shape_type S>
+constexpr Out reduce_shape(const S& s, std::size_t axis, bool keepdims) {
+  std::array<index_t, Out::rank> e{};
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < S::rank; ++i) {
+    if (i == axis) {
+      if (keepdims) e[k++] = 1;
+    } else {
+      e[k++] = s.extent(i);
+    }
+  }
+  return Out::from_extents(e);
+}
+
+/// Shape with axes permuted: result axis i is input axis P[i].
+namespace detail {
+template <class S, std::size_t... P>
+using permute_shape_t = shape<S::static_extents[P]...>;
+}
+
+/// Normalises an axis that may be negative (-1 = last) at compile time.
+template <int Axis, std::size_t Rank>
+constexpr std::size_t normalize_axis() {
+  static_assert(Axis < static_cast<int>(Rank) && Axis >= -static_cast<int>(Rank),
+                "tfm: the axis is out of range for this tensor's rank");
+  return Axis < 0 ? static_cast<std::size_t>(Axis + static_cast<int>(Rank))
+                  : static_cast<std::size_t>(Axis);
+}
+
+/// Row-major (C order) strides of a shape, in elements.
+template <shape_type S>
+constexpr std::array<index_t, S::rank> row_major_strides(const S& s) noexcept {
+  std::array<index_t, S::rank> st{};
+  index_t acc = 1;
+  for (std::size_t i = S::rank; i-- > 0;) {
+    st[i] = acc;
+    acc *= s.extent(i);
+  }
+  return st;
+}
+
+TFM_END_NAMESPACE

@@ -1,0 +1,117 @@
+// typeformer/core/storage.hpp
+//
+// Storage engines of owning tensors. An engine owns `n` elements of T and exposes data()/size();
+// tensors add the layout. Copying an engine copies the elements (tensors are values).
+//   heap_storage    64-byte aligned heap buffer (TFM_DEFAULT_ALIGNMENT), any shape
+//   inline_storage  array inside the object, no heap; only for fully static shapes
+#pragma once
+
+#include "typeformer/config/error.hpp"
+#include "typeformer/core/fwd.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+TFM_BEGIN_NAMESPACE
+
+struct heap_storage {};
+struct inline_storage {};
+
+namespace detail {
+
+/// Owning aligned buffer with value semantics. Elements are value-initialised (zero).
+template <class T>
+class aligned_buffer {
+  static_assert(std::is_trivially_copyable_v<T>, "tfm: tensor elements must be trivially copyable");
+
+ public:
+  aligned_buffer() noexcept = default;
+  explicit aligned_buffer(index_t n, bool zero = true) { allocate(n, zero); }
+  aligned_buffer(const aligned_buffer& o) {
+    allocate(o.n_, false);
+    if (n_) std::memcpy(static_cast<void*>(p_), o.p_, sizeof(T) * static_cast<std::size_t>(n_));
+  }
+  aligned_buffer(aligned_buffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  aligned_buffer& operator=(const aligned_buffer& o) {
+    if (this != &o) {
+      aligned_buffer tmp(o);
+      swap(tmp);
+    }
+    return *this;
+  }
+  aligned_buffer& operator=(aligned_buffer&& o) noexcept {
+    aligned_buffer tmp(std::move(o));
+    swap(tmp);
+    return *this;
+  }
+  ~aligned_buffer() { release(); }
+
+  void swap(aligned_buffer& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+  }
+  T* data() noexcept { return p_; }
+  const T* data() const noexcept { return p_; }
+  index_t size() const noexcept { return n_; }
+
+ private:
+  void allocate(index_t n, bool zero) {
+    if (n < 0) fail(errc::value, "tfm: cannot allocate a negative number of elements (", n, ").");
+    if (n == 0) return;
+    constexpr std::size_t align = TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
+    if (static_cast<std::size_t>(n) > std::numeric_limits<std::size_t>::max() / sizeof(T) - align)
+      fail(errc::value, "tfm: a tensor of ", n, " elements does not fit in memory.");
+    std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + align - 1) / align * align;
+    p_ = static_cast<T*>(::operator new(bytes, std::align_val_t{align}));
+    n_ = n;
+    if (zero) std::memset(static_cast<void*>(p_), 0, bytes);
+  }
+  void release() noexcept {
+    if (p_) {
+      constexpr std::size_t align = TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
+      ::operator delete(static_cast<void*>(p_), std::align_val_t{align});
+    }
+    p_ = nullptr;
+    n_ = 0;
+  }
+
+  T* p_ = nullptr;
+  index_t n_ = 0;
+};
+
+/// In-object storage for N elements (N known at compile time), zero-initialised.
+template <class T, index_t N>
+struct inline_buffer {
+  alignas(TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T))
+      T data_[N > 0 ? N : 1]{};
+  T* data() noexcept { return data_; }
+  const T* data() const noexcept { return data_; }
+  static constexpr index_t size() noexcept { return N; }
+};
+
+template <class T, class Shape, class Storage>
+struct storage_engine;
+
+template <class T, class Shape>
+struct storage_engine<T, Shape, heap_storage> {
+  using type = aligned_buffer<T>;
+  static type make(index_t n, bool zero) { return type(n, zero); }
+};
+
+template <class T, class Shape>
+struct storage_engine<T, Shape, inline_storage> {
+  static_assert(Shape::is_static,
+                "tfm::inline_storage needs a fully static shape (no tfm::dyn extents): its size "
+                "must be known at compile time because the elements live inside the object");
+  using type = inline_buffer<T, Shape::static_size>;
+  static type make(index_t, bool) { return type{}; }
+};
+
+}  // namespace detail
+
+TFM_END_NAMESPACE

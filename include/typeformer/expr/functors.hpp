@@ -1,0 +1,247 @@
+// typeformer/expr/functors.hpp
+//
+// Elementwise functors: empty types whose call operator works on scalars (float, double, int)
+// and on SIMD batches alike. Scalar math comes from <cmath>; batch math is found by
+// argument-dependent lookup in the batch type's namespace (xsimd), so this header does not
+// include any SIMD library. A functor declares `static constexpr bool integer_ok` when it is
+// meaningful on integers, and `name` for messages.
+//
+// Formulas and sources:
+//   gelu_tanh  0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   Hendrycks & Gimpel, arXiv:1606.08415
+//   gelu_erf   0.5 x (1 + erf(x / sqrt(2)))                      same paper, exact form
+//   silu       x * sigmoid(x)                                    Elfwing et al., arXiv:1702.03118
+//   sigmoid    1 / (1 + exp(-x)); exp overflow gives 1/inf = 0, never NaN
+#pragma once
+
+#include "typeformer/config/config.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+TFM_BEGIN_NAMESPACE
+
+namespace detail::math {
+// Each wrapper brings the scalar overload into scope with a using-declaration; for a SIMD batch
+// argument the batch library's overload is found by argument-dependent lookup instead. The
+// wrappers have their own names so that lookup inside op:: never finds the functor types.
+namespace scalar {
+template <class T>
+  requires std::is_arithmetic_v<T>
+constexpr T select(bool c, T a, T b) noexcept {
+  return c ? a : b;
+}
+template <class T>
+  requires std::is_arithmetic_v<T>
+constexpr T min(T a, T b) noexcept {
+  return b < a ? b : a;
+}
+template <class T>
+  requires std::is_arithmetic_v<T>
+constexpr T max(T a, T b) noexcept {
+  return a < b ? b : a;
+}
+template <class T>
+  requires std::is_arithmetic_v<T>
+T abs(T a) noexcept {
+  if constexpr (std::is_floating_point_v<T>) return std::fabs(a);
+  else return a < 0 ? T(-a) : a;
+}
+}  // namespace scalar
+
+#define TFM_DETAIL_WRAP1(NAME, FROM)                                                               \
+  template <class X>                                                                               \
+  X m_##NAME(X x) noexcept {                                                                       \
+    using FROM::NAME;                                                                              \
+    return NAME(x);                                                                                \
+  }
+TFM_DETAIL_WRAP1(exp, std)
+TFM_DETAIL_WRAP1(log, std)
+TFM_DETAIL_WRAP1(sqrt, std)
+TFM_DETAIL_WRAP1(tanh, std)
+TFM_DETAIL_WRAP1(erf, std)
+TFM_DETAIL_WRAP1(abs, scalar)
+#undef TFM_DETAIL_WRAP1
+template <class X>
+X m_pow(X a, X b) noexcept {
+  using std::pow;
+  return pow(a, b);
+}
+template <class X>
+X m_min(X a, X b) noexcept {
+  using scalar::min;
+  return min(a, b);
+}
+template <class X>
+X m_max(X a, X b) noexcept {
+  using scalar::max;
+  return max(a, b);
+}
+template <class M, class X>
+X m_select(M c, X a, X b) noexcept {
+  using scalar::select;
+  return select(c, a, b);
+}
+}  // namespace detail::math
+
+namespace op {
+
+#define TFM_DETAIL_MATH using namespace ::tfm::detail::math
+
+// ---- binary ----
+struct add {
+  static constexpr const char* name = "add";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    return a + b;
+  }
+};
+struct sub {
+  static constexpr const char* name = "sub";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    return a - b;
+  }
+};
+struct mul {
+  static constexpr const char* name = "mul";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    return a * b;
+  }
+};
+struct div {
+  static constexpr const char* name = "div";
+  static constexpr bool integer_ok = false;  // integer division by zero is undefined behaviour
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    return a / b;
+  }
+};
+struct minimum {
+  static constexpr const char* name = "min";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    TFM_DETAIL_MATH;
+    return m_min(a, b);
+  }
+};
+struct maximum {
+  static constexpr const char* name = "max";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    TFM_DETAIL_MATH;
+    return m_max(a, b);
+  }
+};
+struct pow {
+  static constexpr const char* name = "pow";
+  static constexpr bool integer_ok = false;
+  template <class X>
+  X operator()(X a, X b) const noexcept {
+    TFM_DETAIL_MATH;
+    return m_pow(a, b);
+  }
+};
+
+// Comparisons give 1 where true and 0 where false, in the operands' type, so they fuse into
+// arithmetic and into where().
+#define TFM_DETAIL_COMPARE(NAME, OP)                                                              \
+  struct NAME {                                                                                    \
+    static constexpr const char* name = #NAME;                                                     \
+    static constexpr bool integer_ok = true;                                                       \
+    template <class X>                                                                             \
+    X operator()(X a, X b) const noexcept {                                                        \
+      TFM_DETAIL_MATH;                                                                             \
+      return m_select(a OP b, X(1), X(0));                                                           \
+    }                                                                                              \
+  };
+TFM_DETAIL_COMPARE(less, <)
+TFM_DETAIL_COMPARE(less_equal, <=)
+TFM_DETAIL_COMPARE(greater, >)
+TFM_DETAIL_COMPARE(greater_equal, >=)
+TFM_DETAIL_COMPARE(equal, ==)
+TFM_DETAIL_COMPARE(not_equal, !=)
+#undef TFM_DETAIL_COMPARE
+
+/// where(c, a, b): a where c != 0, else b.
+struct where {
+  static constexpr const char* name = "where";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X c, X a, X b) const noexcept {
+    TFM_DETAIL_MATH;
+    return m_select(c != X(0), a, b);
+  }
+};
+
+// ---- unary ----
+struct neg {
+  static constexpr const char* name = "neg";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a) const noexcept {
+    return -a;
+  }
+};
+struct abs {
+  static constexpr const char* name = "abs";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a) const noexcept {
+    TFM_DETAIL_MATH;
+    return m_abs(a);
+  }
+};
+struct relu {
+  static constexpr const char* name = "relu";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a) const noexcept {
+    TFM_DETAIL_MATH;
+    return m_max(a, X(0));
+  }
+};
+#define TFM_DETAIL_UNARY_FLOAT(NAME, EXPR)                                                         \
+  struct NAME {                                                                                    \
+    static constexpr const char* name = #NAME;                                                     \
+    static constexpr bool integer_ok = false;                                                      \
+    template <class X>                                                                             \
+    X operator()(X x) const noexcept {                                                             \
+      TFM_DETAIL_MATH;                                                                             \
+      return EXPR;                                                                                 \
+    }                                                                                              \
+  };
+TFM_DETAIL_UNARY_FLOAT(exp, m_exp(x))
+TFM_DETAIL_UNARY_FLOAT(log, m_log(x))
+TFM_DETAIL_UNARY_FLOAT(sqrt, m_sqrt(x))
+TFM_DETAIL_UNARY_FLOAT(rsqrt, X(1) / m_sqrt(x))
+TFM_DETAIL_UNARY_FLOAT(tanh, m_tanh(x))
+TFM_DETAIL_UNARY_FLOAT(sigmoid, X(1) / (X(1) + m_exp(-x)))
+TFM_DETAIL_UNARY_FLOAT(silu, x / (X(1) + m_exp(-x)))
+TFM_DETAIL_UNARY_FLOAT(gelu_tanh,
+                       X(0.5) * x *
+                           (X(1) + m_tanh(X(0.7978845608028654) * (x + X(0.044715) * x * x * x))))
+TFM_DETAIL_UNARY_FLOAT(gelu_erf, X(0.5) * x * (X(1) + m_erf(x * X(0.7071067811865476))))
+TFM_DETAIL_UNARY_FLOAT(square, x * x)
+#undef TFM_DETAIL_UNARY_FLOAT
+
+/// Identity: the node a plain copy (or a dtype conversion) evaluates.
+struct identity {
+  static constexpr const char* name = "copy";
+  static constexpr bool integer_ok = true;
+  template <class X>
+  X operator()(X a) const noexcept {
+    return a;
+  }
+};
+
+#undef TFM_DETAIL_MATH
+}  // namespace op
+
+TFM_END_NAMESPACE

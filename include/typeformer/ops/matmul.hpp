@@ -1,0 +1,223 @@
+// typeformer/ops/matmul.hpp
+//
+// Matrix products of tensors, forward (the vjp arrives with autodiff/).
+//
+//   matmul(a, b)   a (..., M, K) x b (..., K, N) -> (..., M, N). Leading (batch) axes broadcast
+//                  NumPy-style: (B, T, C) x (C, N) is one GEMM of (B*T, C) x (C, N);
+//                  (B, H, T, D) x (B, H, D, T) is a batched GEMM.
+//   Transposed operands are views: matmul(q, transpose(k)) passes k's layout to the GEMM as a
+//   transpose flag, no copy. Operands whose last two axes are neither row- nor column-contiguous
+//   are copied once. A static mismatch of the inner extents is a compile error naming both
+//   shapes; a dynamic one throws tfm::shape_error.
+//
+// Element types: float and double run natively; bf16/f16 operands are widened to float, multiplied
+// in float and rounded once to the operand type.
+#pragma once
+
+#include "typeformer/backend/cpu/gemm.hpp"
+#include "typeformer/backend/reference/gemm.hpp"
+#include "typeformer/backend/tags.hpp"
+#include "typeformer/core/shape.hpp"
+#include "typeformer/core/tensor.hpp"
+#include "typeformer/core/view.hpp"
+#include "typeformer/expr/evaluate.hpp"
+
+#include <array>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+TFM_BEGIN_NAMESPACE
+
+// ---- backend adapters -----------------------------------------------------------------------
+template <class T>
+void gemm_kernel(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, const T* A,
+                 index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, reference) {
+  reference_kernels::gemm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+template <class T>
+void gemm_kernel(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, const T* A,
+                 index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, cpu) {
+  cpu_kernels::gemm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// ---- shape algebra --------------------------------------------------------------------------
+namespace detail {
+template <class S, std::size_t... I>
+auto take_shape_impl(std::index_sequence<I...>) -> shape<S::static_extents[I]...>;
+/// The first N axes of S.
+template <class S, std::size_t N>
+using take_shape_t = decltype(take_shape_impl<S>(std::make_index_sequence<N>{}));
+
+template <class A, class B>
+struct concat_shape;
+template <index_t... A, index_t... B>
+struct concat_shape<shape<A...>, shape<B...>> {
+  using type = shape<A..., B...>;
+};
+}  // namespace detail
+
+/// Compile-time check of matmul operands, instantiated with both shapes so that the compiler
+/// names them in the error.
+template <class ShapeA, class ShapeB>
+struct matmul_static_check {
+  static_assert(ShapeA::rank >= 2 && ShapeB::rank >= 2,
+                "tfm::matmul: both operands need rank >= 2 (use unsqueeze<0> for a vector)");
+  static constexpr index_t ka = ShapeA::static_extents[ShapeA::rank - 1];
+  static constexpr index_t kb = ShapeB::static_extents[ShapeB::rank - 2];
+  static_assert(ka == dyn || kb == dyn || ka == kb,
+                "tfm::matmul: inner extents differ: the last axis of A (its columns) must equal "
+                "the second-to-last axis of B (its rows) (see matmul_static_check<ShapeA, ShapeB>)");
+  using batch_a = detail::take_shape_t<ShapeA, ShapeA::rank - 2>;
+  using batch_b = detail::take_shape_t<ShapeB, ShapeB::rank - 2>;
+  using batch = broadcast_shape_t<batch_a, batch_b>;
+  using result = typename detail::concat_shape<
+      batch, shape<ShapeA::static_extents[ShapeA::rank - 2],
+                   ShapeB::static_extents[ShapeB::rank - 1]>>::type;
+};
+
+namespace detail {
+/// How the last two axes of a view are laid out for a GEMM.
+struct matrix_layout {
+  bool trans;
+  index_t ld;
+};
+template <class V>
+std::optional<matrix_layout> layout_of(const V& v) {
+  constexpr std::size_t R = V::rank;
+  index_t rows = v.extent(R - 2), cols = v.extent(R - 1);
+  index_t sr = v.stride(R - 2), sc = v.stride(R - 1);
+  if ((sc == 1 || cols == 1) && (rows == 1 || sr >= std::max<index_t>(cols, 1)))
+    return matrix_layout{false, rows == 1 ? std::max<index_t>(cols, 1) : sr};
+  if ((sr == 1 || rows == 1) && (cols == 1 || sc >= std::max<index_t>(rows, 1)))
+    return matrix_layout{true, cols == 1 ? std::max<index_t>(rows, 1) : sc};
+  return std::nullopt;
+}
+
+template <class T, class VA, class VB, class VC, class Backend>
+void matmul_views(const VA& a, const VB& b, const VC& c, Backend be) {
+  constexpr std::size_t Ra = VA::rank, Rb = VB::rank, Rc = VC::rank;
+  const index_t M = a.extent(Ra - 2), K = a.extent(Ra - 1), N = b.extent(Rb - 1);
+  auto la = layout_of(a), lb = layout_of(b);
+  if (!la || !lb) {  // copy odd layouts once
+    if (!la) {
+      auto ca = eval(a);
+      return matmul_views<T>(ca.view(), b, c, be);
+    }
+    auto cb = eval(b);
+    return matmul_views<T>(a, cb.view(), c, be);
+  }
+  // Batch axes of the output; per-operand batch strides (0 where broadcast).
+  constexpr std::size_t nb = Rc - 2;
+  std::array<index_t, nb + 1> ext{}, sa{}, sb{}, sc{};
+  for (std::size_t k = 0; k < nb; ++k) {
+    ext[k] = c.extent(k);
+    sc[k] = c.stride(k);
+    std::size_t ka = k + Ra - Rc, kb = k + Rb - Rc;  // aligned on the right
+    sa[k] = (k + Ra >= Rc && a.extent(ka) != 1) ? a.stride(ka) : 0;
+    sb[k] = (k + Rb >= Rc && b.extent(kb) != 1) ? b.stride(kb) : 0;
+    if (k + Ra < Rc) sa[k] = 0;
+    if (k + Rb < Rc) sb[k] = 0;
+  }
+  index_t batches = 1;
+  for (std::size_t k = 0; k < nb; ++k) batches *= ext[k];
+  const index_t ldc = c.stride(Rc - 2);
+  // Fold the batch into M when B is shared and A's rows (and C's) are evenly spaced.
+  if (nb > 0 && !la->trans && batches > 1) {
+    bool fold = true;
+    index_t rows_stride = la->ld;
+    index_t expect_a = M * rows_stride, expect_c = M * ldc;
+    for (std::size_t k = nb; k-- > 0;) {
+      if (ext[k] == 1) continue;
+      fold = fold && sb[k] == 0 && sa[k] == expect_a && sc[k] == expect_c;
+      expect_a *= ext[k];
+      expect_c *= ext[k];
+    }
+    if (fold) {
+      gemm_kernel<T>(false, lb->trans, M * batches, N, K, T(1), a.data(), la->ld, b.data(), lb->ld,
+                     T(0), c.data(), ldc, be);
+      return;
+    }
+  }
+  for (index_t bi = 0; bi < batches; ++bi) {
+    index_t r = bi, oa = 0, ob = 0, oc = 0;
+    for (std::size_t k = nb; k-- > 0;) {
+      index_t i = r % ext[k];
+      r /= ext[k];
+      oa += i * sa[k];
+      ob += i * sb[k];
+      oc += i * sc[k];
+    }
+    gemm_kernel<T>(la->trans, lb->trans, M, N, K, T(1), a.data() + oa, la->ld, b.data() + ob,
+                   lb->ld, T(0), c.data() + oc, ldc, be);
+  }
+}
+
+template <class X>
+auto matmul_operand(X&& x) {
+  // A dense view of x (expressions are evaluated once).
+  if constexpr (view_type<X> || (tensor_type<X> && std::is_lvalue_reference_v<X>))
+    return as_view(std::forward<X>(x));
+  else if constexpr (tensor_type<X>)
+    return std::remove_cvref_t<X>(std::move(x));  // a temporary: keep it alive here
+  else
+    return eval(std::forward<X>(x));
+}
+}  // namespace detail
+
+/// a (..., M, K) x b (..., K, N) -> (..., M, N), with the backend of a.
+template <tensor_operand XA, tensor_operand XB>
+auto matmul(XA&& xa, XB&& xb) {
+  using NA = detail::node_t<XA>;
+  using NB = detail::node_t<XB>;
+  using SA = typename NA::shape_type;
+  using SB = typename NB::shape_type;
+  using check = matmul_static_check<SA, SB>;
+  using SC = typename check::result;
+  using TA = typename NA::value_type;
+  using T = std::remove_cv_t<TA>;
+  static_assert(std::is_same_v<T, std::remove_cv_t<typename NB::value_type>>,
+                "tfm::matmul: both operands must have the same element type (use tfm::cast)");
+  static_assert(is_floating_v<T>, "tfm::matmul: needs floating-point operands");
+  using Backend = detail::node_backend_or_cpu<NA>;
+  // Keep evaluated operands alive for the whole call.
+  decltype(auto) ha = detail::matmul_operand(std::forward<XA>(xa));
+  decltype(auto) hb = detail::matmul_operand(std::forward<XB>(xb));
+  auto a = ha.view();
+  auto b = hb.view();
+  constexpr std::size_t Ra = SA::rank, Rb = SB::rank;
+  if (a.extent(Ra - 1) != b.extent(Rb - 2))
+    fail(errc::shape, "tfm::matmul: inner extents differ: A ", a.shape().to_string(), " has ",
+         a.extent(Ra - 1), " columns (axis ", Ra - 1, ") but B ", b.shape().to_string(), " has ",
+         b.extent(Rb - 2), " rows (axis ", Rb - 2, ").");
+  auto ba = detail::take_shape_t<SA, Ra - 2>::from_extents([&] {
+    std::array<index_t, Ra - 2> e{};
+    for (std::size_t k = 0; k + 2 < Ra; ++k) e[k] = a.extent(k);
+    return e;
+  }());
+  auto bb = detail::take_shape_t<SB, Rb - 2>::from_extents([&] {
+    std::array<index_t, Rb - 2> e{};
+    for (std::size_t k = 0; k + 2 < Rb; ++k) e[k] = b.extent(k);
+    return e;
+  }());
+  auto bc = broadcast_shapes(ba, bb);
+  std::array<index_t, SC::rank> ec{};
+  for (std::size_t k = 0; k + 2 < SC::rank; ++k) ec[k] = bc.extent(k);
+  ec[SC::rank - 2] = a.extent(Ra - 2);
+  ec[SC::rank - 1] = b.extent(Rb - 1);
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    auto c = tensor<T, SC, Backend>::uninitialized(SC::from_extents(ec));
+    if (c.size() > 0) detail::matmul_views<T>(a, b, c.view(), Backend{});
+    if (a.extent(Ra - 1) == 0) c.fill(0);
+    return c;
+  } else {  // bf16 / f16: compute in float, round once
+    auto fa = cast<float>(a);
+    auto fb = cast<float>(b);
+    auto c = tensor<float, SC, Backend>::uninitialized(SC::from_extents(ec));
+    if (c.size() > 0) detail::matmul_views<float>(fa.view(), fb.view(), c.view(), Backend{});
+    if (a.extent(Ra - 1) == 0) c.fill(0);
+    return cast<T>(c);
+  }
+}
+
+TFM_END_NAMESPACE

@@ -1,0 +1,7 @@
+// typeformer/typeformer.hpp: umbrella for users: everything that runs on the CPU.
+// (Opt-in extras with outside dependencies: typeformer/interop/eigen.hpp.)
+#pragma once
+
+#include "typeformer/core.hpp"
+#include "typeformer/ops/matmul.hpp"
+#include "typeformer/ops/normalize.hpp"
