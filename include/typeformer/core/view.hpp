@@ -36,6 +36,12 @@ template <class T, class S, class B, class St>
 struct view_of<const tensor<T, S, B, St>&> {
   using type = tensor_view<const T, S, B>;
 };
+template <class T, class S, class B, class St>
+struct view_of<tensor<T, S, B, St>&&> {  // rejected by as_view's static_assert; defined so
+  using type = tensor_view<T, S, B>;     // that the assertion is the only error printed
+};
+template <class T, class S, class B, class St>
+struct view_of<tensor<T, S, B, St>> : view_of<tensor<T, S, B, St>&&> {};
 template <class T, class S, class B>
 struct view_of<tensor_view<T, S, B>> {
   using type = tensor_view<T, S, B>;

@@ -9,6 +9,7 @@
 // Formulas and sources:
 //   gelu_tanh  0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   Hendrycks & Gimpel, arXiv:1606.08415
 //   gelu_erf   0.5 x (1 + erf(x / sqrt(2)))                      same paper, exact form
+//   normal_cdf Phi(x) = 0.5 (1 + erf(x / sqrt(2)))
 //   silu       x * sigmoid(x)                                    Elfwing et al., arXiv:1702.03118
 //   sigmoid    1 / (1 + exp(-x)); exp overflow gives 1/inf = 0, never NaN
 #pragma once
@@ -229,6 +230,8 @@ TFM_DETAIL_UNARY_FLOAT(gelu_tanh,
                            (X(1) + m_tanh(X(0.7978845608028654) * (x + X(0.044715) * x * x * x))))
 TFM_DETAIL_UNARY_FLOAT(gelu_erf, X(0.5) * x * (X(1) + m_erf(x * X(0.7071067811865476))))
 TFM_DETAIL_UNARY_FLOAT(square, x * x)
+TFM_DETAIL_UNARY_FLOAT(erf, m_erf(x))
+TFM_DETAIL_UNARY_FLOAT(normal_cdf, X(0.5) * (X(1) + m_erf(x * X(0.7071067811865476))))
 #undef TFM_DETAIL_UNARY_FLOAT
 
 /// Identity: the node a plain copy (or a dtype conversion) evaluates.

@@ -300,6 +300,8 @@ TFM_DETAIL_UNARY_FUNCTION(gelu, op::gelu_tanh)
 TFM_DETAIL_UNARY_FUNCTION(gelu_tanh, op::gelu_tanh)
 TFM_DETAIL_UNARY_FUNCTION(gelu_erf, op::gelu_erf)
 TFM_DETAIL_UNARY_FUNCTION(square, op::square)
+TFM_DETAIL_UNARY_FUNCTION(erf, op::erf)
+TFM_DETAIL_UNARY_FUNCTION(normal_cdf, op::normal_cdf)
 #undef TFM_DETAIL_UNARY_FUNCTION
 
 /// Elementwise c ? a : b (c != 0 selects a).

@@ -10,10 +10,16 @@
 //   are copied once. A static mismatch of the inner extents is a compile error naming both
 //   shapes; a dynamic one throws tfm::shape_error.
 //
+// Differentiable form: matmul(var a, var b) records dA = dC B^T and dB = A^T dC (summed over
+// broadcast batch axes). When B is a shared matrix (rank 2) the batch folds into the rows and
+// each gradient is one GEMM accumulated straight into the gradient buffer (beta = 1).
+//
 // Element types: float and double run natively; bf16/f16 operands are widened to float, multiplied
 // in float and rounded once to the operand type.
 #pragma once
 
+#include "typeformer/autodiff/support.hpp"
+#include "typeformer/autodiff/variable.hpp"
 #include "typeformer/backend/cpu/gemm.hpp"
 #include "typeformer/backend/reference/gemm.hpp"
 #include "typeformer/backend/tags.hpp"
@@ -23,6 +29,7 @@
 #include "typeformer/expr/evaluate.hpp"
 
 #include <array>
+#include <cstring>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -218,6 +225,51 @@ auto matmul(XA&& xa, XB&& xb) {
     if (a.extent(Ra - 1) == 0) c.fill(0);
     return cast<T>(c);
   }
+}
+
+// ---- differentiable matmul -------------------------------------------------------------------
+namespace detail {
+template <class T, std::size_t Ra, std::size_t Rb, class SC>
+var_ptr<T> ad_matmul(const var_ptr<T>& ad, const var_ptr<T>& bd, const SC& sc) {
+  constexpr std::size_t Rc = SC::rank;
+  auto a = value_view<Ra>(ad);
+  auto b = value_view<Rb>(bd);
+  auto c = matmul(a, b);
+  auto out = result<T>(extents_of(c));
+  if (c.size()) std::memcpy(static_cast<void*>(out->value.data()), c.data(), sizeof(T) * static_cast<std::size_t>(c.size()));
+  (void)sc;
+  record(out, "matmul", {ad, bd}, [ad, bd, o = out.get()] {
+    using G = grad_t<T>;
+    auto a = value_view<Ra>(ad);
+    auto b = value_view<Rb>(bd);
+    tensor_view<const G, dyn_shape<Rc>> g(o->grad_data(), dyn_shape_of<Rc>(o->extents));
+    const index_t M = a.extent(Ra - 2), K = a.extent(Ra - 1), N = b.extent(Rb - 1);
+    if constexpr (Rb == 2 && std::is_same_v<T, G>) {
+      // B shared across the batch: fold the batch into the rows.
+      const index_t rows = M == 0 ? 0 : a.size() / K;
+      if (rows == 0 || K == 0 || N == 0) return;
+      if (ad->requires_grad)  // dA (rows, K) += g (rows, N) * B^T
+        gemm_kernel<T>(false, true, rows, K, N, T(1), g.data(), N, b.data(), N, T(1),
+                       ad->grad_data(), K, cpu{});
+      if (bd->requires_grad)  // dB (K, N) += A^T (K, rows) * g (rows, N)
+        gemm_kernel<T>(true, false, K, N, rows, T(1), a.data(), K, g.data(), N, T(1),
+                       bd->grad_data(), N, cpu{});
+    } else {
+      auto gt = cast<T>(g);
+      if (ad->requires_grad) accumulate_grad(ad, matmul(gt, transpose(b)));
+      if (bd->requires_grad) accumulate_grad(bd, matmul(transpose(a), gt));
+    }
+  });
+  return out;
+}
+}  // namespace detail
+
+/// Differentiable a (..., M, K) x b (..., K, N).
+template <class T, class SA, class SB>
+auto matmul(const var<T, SA>& a, const var<T, SB>& b) {
+  using SC = typename matmul_static_check<SA, SB>::result;
+  auto d = detail::ad_matmul<T, SA::rank, SB::rank>(a.data(), b.data(), SC{});
+  return var<T, SC>(std::move(d));
 }
 
 TFM_END_NAMESPACE

@@ -11,11 +11,20 @@
 //   layer_norm(x, gamma, beta, eps)  (x - mean) / sqrt(var + eps) * gamma + beta   arXiv:1607.06450
 //   rms_norm(x, weight, eps)         x / sqrt(mean(x^2) + eps) * weight           arXiv:1910.07467
 //
+// Differentiable forms on tfm::var (last axis), vjps (y output, g its gradient, rows of n):
+//   softmax      dx = y (g - sum(g y))                     log_softmax  dx = g - exp(y) sum(g)
+//   layer_norm   xh = (x - mu) r, r = 1/sqrt(var + eps):
+//                dx = r (gw - mean(gw) - xh mean(gw xh)), gw = g gamma; dgamma = sum g xh; dbeta = sum g
+//   rms_norm     r = 1/sqrt(mean(x^2) + eps): dx = r gw - x r^3 mean(gw x); dweight = sum g x r
+//
 // Numerics (see backend/cpu/rows.hpp): stable for rows up to +-1e4, masked (-inf) entries give 0,
 // a fully masked row gives zeros (softmax) / -inf (log_softmax), never NaN.
 // bf16/f16 inputs are computed in float and rounded once.
 #pragma once
 
+#include "typeformer/autodiff/support.hpp"
+#include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/reduce.hpp"
 #include "typeformer/backend/cpu/rows.hpp"
 #include "typeformer/backend/reference/rows.hpp"
 #include "typeformer/backend/tags.hpp"
@@ -190,6 +199,128 @@ auto rms_norm(X&& x, const W& weight, double eps = 1e-6) {
   if (t.size() > 0)
     rms_norm_kernel<KT>(t.data(), w ? w->data() : nullptr, static_cast<KT>(eps), t.data(), rows, n, B{});
   return detail::to_result<T>(std::move(t));
+}
+
+// ---- differentiable forms ---------------------------------------------------------------------
+namespace detail {
+template <row_op K, class T, std::size_t R>
+var_ptr<T> ad_row_normalize(const var_ptr<T>& a) {
+  auto y = row_normalize<K, -1>(value_view<R>(a));
+  auto out = result<T>(a->extents);
+  value_view<R>(out) = y;
+  record(out, K == row_op::softmax ? "softmax" : "log_softmax", {a}, [a, o = out.get()] {
+    using G = grad_t<T>;
+    tensor_view<const T, dyn_shape<R>> y(o->value.data(), dyn_shape_of<R>(o->extents));
+    tensor_view<const G, dyn_shape<R>> g(o->grad_data(), y.shape());
+    auto gi = grad_view<R>(a);
+    if constexpr (K == row_op::softmax) {
+      auto s = sum<R - 1>(g * y, keepdims);  // (..., 1)
+      gi = gi + y * (g - s);
+    } else {
+      auto s = sum<R - 1>(g, keepdims);
+      gi = gi + (g - exp(y) * s);
+    }
+  });
+  return out;
+}
+}  // namespace detail
+
+template <class T, class S>
+var<T, S> softmax(const var<T, S>& v) {
+  return var<T, S>(detail::ad_row_normalize<row_op::softmax, T, S::rank>(v.data()));
+}
+template <class T, class S>
+var<T, S> log_softmax(const var<T, S>& v) {
+  return var<T, S>(detail::ad_row_normalize<row_op::log_softmax, T, S::rank>(v.data()));
+}
+
+namespace detail {
+/// Layer norm (Rms = false) or RMS norm over the last axis of a rank-R record, with optional
+/// scale (gamma/weight) and shift (beta, layer norm only) vars of rank 1.
+template <bool Rms, class T, std::size_t R>
+var_ptr<T> ad_norm(const var_ptr<T>& a, const var_ptr<T>& w, const var_ptr<T>& bias, double eps) {
+  using KT = kernel_type_t<T>;
+  const index_t n = a->extents[R - 1];
+  const index_t rows = n ? a->size() / n : 0;
+  for (const auto* p : {w.get(), bias.get()})
+    if (p && (p->extents.size() != 1 || p->extents[0] != n))
+      fail(errc::shape, Rms ? "tfm::rms_norm" : "tfm::layer_norm", ": the parameter has ",
+           p->extents.size() == 1 ? p->extents[0] : -1, " elements but the normalised axis has ", n, ".");
+  // Forward in the kernel type, keeping per-row statistics for the vjp.
+  auto x = eval(cast<KT>(value_view<R>(a)));  // rank-R contiguous copy
+  tensor<KT, shape<dyn>> wk, bk;
+  if (w) wk = cast<KT>(value_view<1>(w));
+  if (bias) bk = cast<KT>(value_view<1>(bias));
+  tensor<KT, dyn_shape<R>> y(dyn_shape_of<R>(a->extents));
+  auto mean_s = std::make_shared<std::vector<KT>>(static_cast<std::size_t>(rows));
+  auto rstd_s = std::make_shared<std::vector<KT>>(static_cast<std::size_t>(rows));
+  if (rows > 0) {
+    if constexpr (Rms)
+      cpu_kernels::rms_norm_rows(x.data(), n, w ? wk.data() : static_cast<KT*>(nullptr),
+                                 static_cast<KT>(eps), y.data(), n, rows, n, rstd_s->data());
+    else
+      cpu_kernels::layer_norm_rows(x.data(), n, w ? wk.data() : static_cast<KT*>(nullptr),
+                                   bias ? bk.data() : static_cast<KT*>(nullptr),
+                                   static_cast<KT>(eps), y.data(), n, rows, n, mean_s->data(),
+                                   rstd_s->data());
+  }
+  auto out = result<T>(a->extents);
+  value_view<R>(out) = y;
+  std::vector<std::shared_ptr<var_base>> ins{a};
+  if (w) ins.push_back(w);
+  if (bias) ins.push_back(bias);
+  record(out, Rms ? "rms_norm" : "layer_norm", std::move(ins),
+         [a, w, bias, o = out.get(), mean_s, rstd_s, n, rows] {
+           using G = grad_t<T>;
+           const G* g = o->grad_data();
+           const T* xv = a->value.data();
+           G* gx = a->requires_grad ? a->grad_data() : nullptr;
+           G* gw = (w && w->requires_grad) ? w->grad_data() : nullptr;
+           G* gb = (bias && bias->requires_grad) ? bias->grad_data() : nullptr;
+           const T* wv = w ? w->value.data() : nullptr;
+           // Rows are independent for dx; dgamma/dbeta accumulate over rows in order.
+           for (index_t r = 0; r < rows; ++r) {
+             const G* gr = g + r * n;
+             const T* xr = xv + r * n;
+             const double mu = Rms ? 0.0 : static_cast<double>((*mean_s)[static_cast<std::size_t>(r)]);
+             const double rs = static_cast<double>((*rstd_s)[static_cast<std::size_t>(r)]);
+             double s1 = 0, s2 = 0;  // sums of gw and gw * xh
+             for (index_t j = 0; j < n; ++j) {
+               double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
+               double gwj = static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
+               s1 += gwj;
+               s2 += gwj * xh;
+               if (gw) gw[j] += static_cast<G>(static_cast<double>(gr[j]) * xh);
+               if (gb) gb[j] += gr[j];
+             }
+             if (!gx) continue;
+             const double m1 = s1 / static_cast<double>(n), m2 = s2 / static_cast<double>(n);
+             for (index_t j = 0; j < n; ++j) {
+               double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
+               double gwj = static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
+               double d = Rms ? rs * (gwj - xh * m2) : rs * (gwj - m1 - xh * m2);
+               gx[r * n + j] += static_cast<G>(d);
+             }
+           }
+         });
+  return out;
+}
+}  // namespace detail
+
+/// Differentiable LayerNorm over the last axis; gamma/beta are 1-D vars (or tfm::none).
+template <class T, class S, class GW, class GB>
+var<T, S> layer_norm(const var<T, S>& x, const GW& gamma, const GB& beta, double eps = 1e-5) {
+  detail::var_ptr<T> w, b;
+  if constexpr (!std::is_same_v<GW, none_t>) w = gamma.data();
+  if constexpr (!std::is_same_v<GB, none_t>) b = beta.data();
+  return var<T, S>(detail::ad_norm<false, T, S::rank>(x.data(), w, b, eps));
+}
+/// Differentiable RMSNorm over the last axis; weight is a 1-D var (or tfm::none).
+template <class T, class S, class W>
+var<T, S> rms_norm(const var<T, S>& x, const W& weight, double eps = 1e-6) {
+  detail::var_ptr<T> w;
+  if constexpr (!std::is_same_v<W, none_t>) w = weight.data();
+  return var<T, S>(detail::ad_norm<true, T, S::rank>(x.data(), w, nullptr, eps));
 }
 
 TFM_END_NAMESPACE
