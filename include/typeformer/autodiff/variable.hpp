@@ -207,15 +207,23 @@ struct backward_options {
 /// Runs reverse-mode differentiation from `root`, whose gradient is seeded with ones (a scalar
 /// loss gets d loss/d loss = 1). Gradients accumulate into every var that requires them.
 template <class T>
+void backward_seeded(const detail::var_ptr<T>& root, backward_options opt = {});
+
+template <class T>
 void backward_from(const detail::var_ptr<T>& root, backward_options opt = {}) {
-  using namespace detail;
   if (!root->requires_grad)
     fail(errc::value, "tfm::backward: the output does not require gradients (no input that "
                       "requires gradients took part, or it was computed under no_grad).");
-  {
-    auto* g = root->grad_data();
-    for (index_t i = 0; i < root->size(); ++i) g[i] += grad_t<T>(1);
-  }
+  auto* g = root->grad_data();
+  for (index_t i = 0; i < root->size(); ++i) g[i] += grad_t<T>(1);
+  backward_seeded(root, opt);
+}
+
+/// Backpropagates the gradient already held by `root` (used by checkpoint and by callers that
+/// seed a non-scalar output with their own gradient).
+template <class T>
+void backward_seeded(const detail::var_ptr<T>& root, backward_options opt) {
+  using namespace detail;
   // Reverse topological order by iterative DFS over creators.
   std::vector<node*> order;
   std::unordered_set<node*> seen;

@@ -286,6 +286,27 @@ constexpr std::size_t normalize_axis() {
                   : static_cast<std::size_t>(Axis);
 }
 
+/// The first N axes of S, and the concatenation of two shape types.
+namespace detail {
+template <class S, std::size_t... I>
+auto take_shape_impl(std::index_sequence<I...>) -> shape<S::static_extents[I]...>;
+template <class S, std::size_t N>
+using take_shape_t = decltype(take_shape_impl<S>(std::make_index_sequence<N>{}));
+
+template <class A, class B>
+struct concat_shape;
+template <index_t... A, index_t... B>
+struct concat_shape<shape<A...>, shape<B...>> {
+  using type = shape<A..., B...>;
+};
+
+template <class S, std::size_t Axis, index_t E, std::size_t... I>
+auto set_extent_impl(std::index_sequence<I...>) -> shape<(I == Axis ? E : S::static_extents[I])...>;
+/// S with axis Axis's static extent replaced by E.
+template <class S, std::size_t Axis, index_t E>
+using set_extent_t = decltype(set_extent_impl<S, Axis, E>(std::make_index_sequence<S::rank>{}));
+}  // namespace detail
+
 /// Row-major (C order) strides of a shape, in elements.
 template <shape_type S>
 constexpr std::array<index_t, S::rank> row_major_strides(const S& s) noexcept {

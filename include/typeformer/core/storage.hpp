@@ -10,6 +10,8 @@
 #include "typeformer/core/fwd.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -20,6 +22,44 @@ TFM_BEGIN_NAMESPACE
 
 struct heap_storage {};
 struct inline_storage {};
+
+/// Bytes held by tensor storage (heap engines) in this process: now and the peak since the last
+/// reset. Counted with relaxed atomics; used by tests and benches to measure memory savings.
+struct memory_stats_t {
+  std::size_t current_bytes;
+  std::size_t peak_bytes;
+};
+
+namespace detail {
+struct alloc_counters {
+  std::atomic<std::size_t> current{0};
+  std::atomic<std::size_t> peak{0};
+};
+inline alloc_counters& alloc_stats() noexcept {
+  static alloc_counters c;
+  return c;
+}
+inline void note_alloc(std::size_t bytes) noexcept {
+  auto& c = alloc_stats();
+  std::size_t now = c.current.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  std::size_t p = c.peak.load(std::memory_order_relaxed);
+  while (now > p && !c.peak.compare_exchange_weak(p, now, std::memory_order_relaxed)) {
+  }
+}
+inline void note_free(std::size_t bytes) noexcept {
+  alloc_stats().current.fetch_sub(bytes, std::memory_order_relaxed);
+}
+}  // namespace detail
+
+inline memory_stats_t memory_stats() noexcept {
+  auto& c = detail::alloc_stats();
+  return {c.current.load(std::memory_order_relaxed), c.peak.load(std::memory_order_relaxed)};
+}
+/// Sets the peak to the current figure.
+inline void reset_peak_memory() noexcept {
+  auto& c = detail::alloc_stats();
+  c.peak.store(c.current.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
 
 namespace detail {
 
@@ -69,11 +109,13 @@ class aligned_buffer {
     std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + align - 1) / align * align;
     p_ = static_cast<T*>(::operator new(bytes, std::align_val_t{align}));
     n_ = n;
+    note_alloc(bytes);
     if (zero) std::memset(static_cast<void*>(p_), 0, bytes);
   }
   void release() noexcept {
     if (p_) {
       constexpr std::size_t align = TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
+      note_free((static_cast<std::size_t>(n_) * sizeof(T) + align - 1) / align * align);
       ::operator delete(static_cast<void*>(p_), std::align_val_t{align});
     }
     p_ = nullptr;

@@ -193,7 +193,7 @@ class tensor {
   }
   /// Static 1-D tensor from values: tensor<float, shape<3>> t{1, 2, 3}.
   tensor(std::initializer_list<T> values)
-    requires(S::is_static && S::rank >= 1)
+    requires(S::is_static && S::rank == 1)
       : tensor(S{}, values) {}
   /// Static 2-D tensor from rows: tensor<float, shape<2, 3>> t{{1, 2, 3}, {4, 5, 6}}.
   tensor(std::initializer_list<std::initializer_list<T>> rows)

@@ -112,11 +112,6 @@ auto transpose(X&& x) {
 }
 
 namespace detail {
-template <class S, std::size_t Axis, index_t E, std::size_t... I>
-auto set_extent_impl(std::index_sequence<I...>) -> shape<(I == Axis ? E : S::static_extents[I])...>;
-template <class S, std::size_t Axis, index_t E>
-using set_extent_t = decltype(set_extent_impl<S, Axis, E>(std::make_index_sequence<S::rank>{}));
-
 inline index_t checked_slice_count(index_t extent, index_t b, index_t e, index_t step,
                                    std::size_t axis) {
   if (step <= 0)

@@ -48,22 +48,6 @@ void gemm_kernel(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, con
   cpu_kernels::gemm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// ---- shape algebra --------------------------------------------------------------------------
-namespace detail {
-template <class S, std::size_t... I>
-auto take_shape_impl(std::index_sequence<I...>) -> shape<S::static_extents[I]...>;
-/// The first N axes of S.
-template <class S, std::size_t N>
-using take_shape_t = decltype(take_shape_impl<S>(std::make_index_sequence<N>{}));
-
-template <class A, class B>
-struct concat_shape;
-template <index_t... A, index_t... B>
-struct concat_shape<shape<A...>, shape<B...>> {
-  using type = shape<A..., B...>;
-};
-}  // namespace detail
-
 /// Compile-time check of matmul operands, instantiated with both shapes so that the compiler
 /// names them in the error.
 template <class ShapeA, class ShapeB>

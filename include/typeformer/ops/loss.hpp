@@ -1,0 +1,191 @@
+// typeformer/ops/loss.hpp
+//
+// Fused softmax cross-entropy, forward and vjp side by side.
+//
+//   cross_entropy(logits (..., V), targets (...))                 mean over counted rows
+//   cross_entropy<ce_reduction::sum>(logits, targets)             sum
+//   cross_entropy<ce_reduction::none>(logits, targets)            per-row losses, shape (...)
+//   options: ignore_index (rows whose target equals it count for nothing; default -100, as in
+//   PyTorch) and label_smoothing eps (Szegedy et al., arXiv:1512.00567): the target
+//   distribution is (1 - eps) one_hot + eps / V.
+//
+// Per row, with lse = log sum_j exp(x_j) (computed after subtracting the row maximum):
+//   loss = lse - (1 - eps) x_t - eps mean_j(x_j)
+//   dloss/dx_j = exp(x_j - lse) - (1 - eps) [j == t] - eps / V
+// The mean divides by the number of counted rows (NaN if none, like PyTorch). Logits never
+// materialise a softmax: each row is read once forward and once backward, with SIMD exp.
+// A target outside [0, V) that is not ignore_index raises tfm::index_error.
+#pragma once
+
+#include "typeformer/autodiff/support.hpp"
+#include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/parallel.hpp"
+#include "typeformer/backend/cpu/simd.hpp"
+#include "typeformer/core/shape.hpp"
+#include "typeformer/core/tensor.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+TFM_BEGIN_NAMESPACE
+
+enum class ce_reduction { mean, sum, none };
+
+struct cross_entropy_options {
+  std::int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
+};
+
+namespace detail {
+/// Row statistics: max-shifted log-sum-exp and the plain sum of the row.
+template <class T>
+std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
+  using C = compute_t<T>;
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    using Bt = simd::batch<C>;
+    constexpr index_t w = simd::width<C>;
+    index_t j = 0;
+    Bt m(-std::numeric_limits<C>::infinity()), s(C(0));
+    for (; j + w <= n; j += w) {
+      Bt v = simd::load(x + j);
+      m = xsimd::max(m, v);
+      s += v;
+    }
+    alignas(64) C lanes[Bt::size];
+    m.store_aligned(lanes);
+    C mx = -std::numeric_limits<C>::infinity();
+    for (std::size_t k = 0; k < Bt::size; ++k) mx = std::max(mx, lanes[k]);
+    double sum = static_cast<double>(simd::reduce_add(s));
+    for (; j < n; ++j) {
+      mx = std::max(mx, x[j]);
+      sum += static_cast<double>(x[j]);
+    }
+    if (!std::isfinite(mx)) return {static_cast<double>(mx), sum};
+    Bt bm(mx), acc(C(0));
+    index_t i = 0;
+    for (; i + w <= n; i += w) acc += xsimd::exp(simd::load(x + i) - bm);
+    double e = static_cast<double>(simd::reduce_add(acc));
+    for (; i < n; ++i) e += std::exp(static_cast<double>(x[i] - mx));
+    return {static_cast<double>(mx) + std::log(e), sum};
+  } else {
+    double mx = -std::numeric_limits<double>::infinity(), sum = 0;
+    for (index_t j = 0; j < n; ++j) {
+      double v = static_cast<double>(C(x[j]));
+      mx = std::max(mx, v);
+      sum += v;
+    }
+    if (!std::isfinite(mx)) return {mx, sum};
+    double e = 0;
+    for (index_t j = 0; j < n; ++j) e += std::exp(static_cast<double>(C(x[j])) - mx);
+    return {mx + std::log(e), sum};
+  }
+}
+
+/// gx[j] += scale * (exp(x_j - lse) - eps / V) for one row; the target term is added by the caller.
+template <class T, class G>
+void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double eps) {
+  const double off = eps / static_cast<double>(n);
+  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>) && std::is_same_v<T, G>) {
+    using Bt = simd::batch<T>;
+    constexpr index_t w = simd::width<T>;
+    const Bt bl(static_cast<T>(lse)), bs(static_cast<T>(scale)), bo(static_cast<T>(off));
+    index_t j = 0;
+    for (; j + w <= n; j += w)
+      simd::store(gx + j, simd::load(gx + j) + bs * (xsimd::exp(simd::load(x + j) - bl) - bo));
+    for (; j < n; ++j) gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
+  } else {
+    for (index_t j = 0; j < n; ++j)
+      gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(compute_t<T>(x[j])) - lse) - off));
+  }
+}
+
+template <ce_reduction Red, class T, std::size_t R, class I>
+var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy_options opt) {
+  const index_t V = a->extents[R - 1];
+  const index_t rows = V ? a->size() / V : 0;
+  if (opt.label_smoothing < 0 || opt.label_smoothing > 1)
+    fail(errc::value, "tfm::cross_entropy: label_smoothing must be in [0, 1], got ",
+         opt.label_smoothing, ".");
+  auto tv = eval(targets);
+  if (tv.size() != rows)
+    fail(errc::shape, "tfm::cross_entropy: ", rows, " rows of logits but ", tv.size(), " targets.");
+  for (std::size_t k = 0; k + 1 < R; ++k)
+    if (tv.extent(k) != a->extents[k])
+      fail(errc::shape, "tfm::cross_entropy: the targets' axis ", k, " has extent ", tv.extent(k),
+           " but the logits' has ", a->extents[k], ".");
+  auto tgt = std::make_shared<std::vector<std::int64_t>>(static_cast<std::size_t>(rows));
+  index_t counted = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    std::int64_t t = static_cast<std::int64_t>(tv.data()[r]);
+    if (t != opt.ignore_index) {
+      if (t < 0 || t >= V)
+        fail(errc::index, "tfm::cross_entropy: target ", t, " at row ", r,
+             " is out of range for ", V, " classes.");
+      ++counted;
+    }
+    (*tgt)[static_cast<std::size_t>(r)] = t;
+  }
+  auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(rows));
+  std::vector<double> losses(static_cast<std::size_t>(rows));
+  const double eps = opt.label_smoothing;
+  const T* x = a->value.data();
+  TFM_OMP(parallel for schedule(static) if (rows * V >= (1 << 16)))
+  for (index_t r = 0; r < rows; ++r) {
+    std::int64_t t = (*tgt)[static_cast<std::size_t>(r)];
+    if (t == opt.ignore_index) {
+      losses[static_cast<std::size_t>(r)] = 0;
+      continue;
+    }
+    auto [l, s] = row_lse_and_sum(x + r * V, V);
+    (*lse)[static_cast<std::size_t>(r)] = l;
+    double xt = static_cast<double>(compute_t<T>(x[r * V + t]));
+    losses[static_cast<std::size_t>(r)] = l - (1 - eps) * xt - eps * s / static_cast<double>(V);
+  }
+  std::vector<index_t> oe;
+  if constexpr (Red == ce_reduction::none) oe.assign(a->extents.begin(), a->extents.end() - 1);
+  auto out = result<T>(oe);
+  if constexpr (Red == ce_reduction::none) {
+    for (index_t r = 0; r < rows; ++r) out->value.data()[r] = to_storage<T>(static_cast<compute_t<T>>(losses[static_cast<std::size_t>(r)]));
+  } else {
+    double total = 0;
+    for (double l : losses) total += l;  // fixed order
+    if (Red == ce_reduction::mean) total = counted ? total / static_cast<double>(counted) : std::numeric_limits<double>::quiet_NaN();
+    out->value.data()[0] = to_storage<T>(static_cast<compute_t<T>>(total));
+  }
+  const std::int64_t ignore = opt.ignore_index;
+  record(out, "cross_entropy", {a}, [a, tgt, lse, o = out.get(), V, rows, counted, eps, ignore] {
+    using G = grad_t<T>;
+    const G* g = o->grad_data();
+    G* gx = a->grad_data();
+    const T* x = a->value.data();
+    TFM_OMP(parallel for schedule(static) if (rows * V >= (1 << 16)))
+    for (index_t r = 0; r < rows; ++r) {
+      std::int64_t t = (*tgt)[static_cast<std::size_t>(r)];
+      if (t == ignore) continue;
+      double scale = Red == ce_reduction::none ? static_cast<double>(g[r])
+                     : Red == ce_reduction::sum ? static_cast<double>(g[0])
+                                                : static_cast<double>(g[0]) / static_cast<double>(counted);
+      row_softmax_grad(x + r * V, gx + r * V, V, (*lse)[static_cast<std::size_t>(r)], scale, eps);
+      gx[r * V + t] -= static_cast<G>(scale * (1 - eps));
+    }
+  });
+  return out;
+}
+}  // namespace detail
+
+/// Softmax cross-entropy of logits (..., V) against integer targets (...).
+template <ce_reduction Red = ce_reduction::mean, class T, class S, class I>
+  requires dense_type<I>
+auto cross_entropy(const var<T, S>& logits, const I& targets, cross_entropy_options opt = {}) {
+  static_assert(S::rank >= 1, "tfm::cross_entropy: logits need a class axis");
+  static_assert(std::is_integral_v<typename std::remove_cvref_t<I>::value_type>,
+                "tfm::cross_entropy: targets must be integers");
+  auto d = detail::ad_cross_entropy<Red, T, S::rank>(logits.data(), targets.view(), opt);
+  if constexpr (Red == ce_reduction::none) return var<T, detail::take_shape_t<S, S::rank - 1>>(d);
+  else return var<T, shape<>>(d);
+}
+
+TFM_END_NAMESPACE
