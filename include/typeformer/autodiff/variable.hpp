@@ -26,6 +26,7 @@
 //   precision training requires; f32 and f64 vars have gradients of their own type.
 #pragma once
 
+#include "typeformer/autodiff/registry.hpp"
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/dtype.hpp"
 #include "typeformer/core/shape.hpp"
@@ -184,6 +185,11 @@ void record(const var_ptr<T>& out, const char* op_name,
   if (anomaly_mode::enabled() && !all_finite(out->value.data(), out->size()))
     fail(errc::value, "tfm anomaly: the forward pass of op '", op_name,
          "' produced a NaN or Inf value.");
+#if defined(TFM_CHECK_OP_REGISTRY) && TFM_CHECK_OP_REGISTRY
+  if (!is_differentiable_op(op_name))
+    fail(errc::unsupported, "tfm autodiff: op '", op_name,
+         "' records a node but is not listed in autodiff/registry.hpp (add it with its gradcheck).");
+#endif
   if (!grad_enabled()) return;
   bool need = false;
   for (auto& in : inputs) need = need || (in && in->requires_grad);

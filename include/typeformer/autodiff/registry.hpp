@@ -1,0 +1,52 @@
+// typeformer/autodiff/registry.hpp
+//
+// The list of differentiable ops: every name a recorded node can carry (node::op_name). The
+// test suite keeps a gradient check for each entry and fails when one is missing (the tripwire
+// of TESTING.md: adding an op without its vjp and gradcheck breaks the build of the tests or
+// the tests themselves). An op that records a name not in this list fails in debug builds of
+// the tests, which check every recorded name against it.
+#pragma once
+
+#include "typeformer/config/config.hpp"
+
+#include <array>
+#include <string_view>
+
+TFM_BEGIN_NAMESPACE
+
+// X(name): one line per differentiable op, in the order of ops/*.hpp.
+#define TFM_DIFFERENTIABLE_OPS(X)                                                                  \
+  /* ops/elementwise.hpp */                                                                        \
+  X(add) X(sub) X(mul) X(div) X(pow) X(min) X(max) X(where) X(neg) X(exp) X(log) X(sqrt)           \
+  X(rsqrt) X(tanh) X(sigmoid) X(silu) X(gelu_tanh) X(gelu_erf) X(relu) X(abs) X(square) X(erf)     \
+  X(normal_cdf)                                                                                    \
+  /* ops/reduce.hpp */                                                                             \
+  X(sum) X(mean)                                                                                   \
+  /* ops/matmul.hpp */                                                                             \
+  X(matmul)                                                                                        \
+  /* ops/view.hpp */                                                                               \
+  X(reshape) X(permute) X(slice) X(concat)                                                         \
+  /* ops/gather.hpp */                                                                             \
+  X(embedding) X(index_select) X(gather)                                                           \
+  /* ops/normalize.hpp */                                                                          \
+  X(softmax) X(log_softmax) X(layer_norm) X(rms_norm)                                              \
+  /* ops/loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */                                     \
+  X(cross_entropy) X(dropout) X(checkpoint)
+
+namespace detail {
+#define TFM_DETAIL_OP_NAME(n) std::string_view(#n),
+inline constexpr std::array differentiable_op_names{TFM_DIFFERENTIABLE_OPS(TFM_DETAIL_OP_NAME)};
+#undef TFM_DETAIL_OP_NAME
+}  // namespace detail
+
+/// Number of differentiable ops; a test asserts it equals the number of gradient checks.
+inline constexpr std::size_t differentiable_op_count = detail::differentiable_op_names.size();
+
+/// True when `name` is a registered differentiable op.
+constexpr bool is_differentiable_op(std::string_view name) noexcept {
+  for (auto n : detail::differentiable_op_names)
+    if (n == name) return true;
+  return false;
+}
+
+TFM_END_NAMESPACE
