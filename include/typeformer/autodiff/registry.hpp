@@ -31,7 +31,9 @@ TFM_BEGIN_NAMESPACE
   /* ops/normalize.hpp */                                                                          \
   X(softmax) X(log_softmax) X(layer_norm) X(rms_norm)                                              \
   /* ops/loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */                                     \
-  X(cross_entropy) X(dropout) X(checkpoint)
+  X(cross_entropy) X(dropout) X(checkpoint)                                                       \
+  /* ops/linear.hpp, ops/rope.hpp */                                                               \
+  X(linear) X(rope)
 
 namespace detail {
 #define TFM_DETAIL_OP_NAME(n) std::string_view(#n),

@@ -17,4 +17,10 @@ struct inline_storage;  // owning, in-object array: no heap (static shapes only)
 template <index_t... Es>
 struct shape;
 
+/// "No argument": passed for an optional operand (a bias, a norm's weight) that is absent.
+struct none_t {
+  explicit constexpr none_t() = default;
+};
+inline constexpr none_t none{};
+
 TFM_END_NAMESPACE

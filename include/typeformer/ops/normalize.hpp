@@ -148,11 +148,6 @@ auto log_softmax(X&& x) {
 
 /// LayerNorm over the last axis; gamma and beta are 1-D of that extent (either may be omitted
 /// by passing tfm::none).
-struct none_t {
-  explicit constexpr none_t() = default;
-};
-inline constexpr none_t none{};
-
 template <tensor_operand X, class G, class Bt>
 auto layer_norm(X&& x, const G& gamma, const Bt& beta, double eps = 1e-5) {
   using T = detail::value_t<X>;
