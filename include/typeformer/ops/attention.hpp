@@ -1,0 +1,119 @@
+// typeformer/ops/attention.hpp
+//
+// Scaled dot-product attention (Vaswani et al., arXiv:1706.03762) on vars:
+//
+//   attention(q (B, H, T, D), k (B, G, S, D), v (B, G, S, D), options) -> (B, H, T, D)
+//
+// G divides H: G == H is multi-head attention, 1 < G < H grouped-query (GQA, Ainslie et al.,
+// arXiv:2305.13245), G == 1 multi-query (MQA). Query i (0 <= i < T) sits at key position
+// q_offset + i (default q_offset = S - T: the queries are the last T positions, as in
+// KV-cached decoding). Options:
+//   causal   key j is visible to query i iff j <= q_offset + i
+//   window   sliding window (Mistral style): additionally j > q_offset + i - window (0 = off)
+//   alibi    adds -m_h (q_offset + i - j) to the scores, m_h the ALiBi slopes of Press et al.,
+//            arXiv:2108.12409 (geometric in 2^(-8/H'), H' the power of two below H, interleaved
+//            for the remaining heads)
+//   scale    multiplies q k^T (0 = 1/sqrt(D))
+// A query with no visible key gets an output row of zeros (no NaN).
+//
+// This is the composed form, built from differentiable ops (matmul, softmax, index_select): its
+// forward materialises the (B, H, T, S) probabilities. It is the reference for fused kernels.
+#pragma once
+
+#include "typeformer/autodiff/support.hpp"
+#include "typeformer/autodiff/variable.hpp"
+#include "typeformer/core/shape.hpp"
+#include "typeformer/core/tensor.hpp"
+#include "typeformer/ops/elementwise.hpp"
+#include "typeformer/ops/gather.hpp"
+#include "typeformer/ops/matmul.hpp"
+#include "typeformer/ops/normalize.hpp"
+#include "typeformer/ops/view.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+TFM_BEGIN_NAMESPACE
+
+struct attention_options {
+  bool causal = true;
+  index_t window = 0;      // sliding window length; 0 = unlimited
+  bool alibi = false;
+  double scale = 0.0;      // 0: 1/sqrt(D)
+  index_t q_offset = -1;   // position of query 0 among the keys; -1: S - T
+};
+
+/// ALiBi slopes for H heads (Press et al., arXiv:2108.12409, and their reference code for H not
+/// a power of two).
+inline std::vector<double> alibi_slopes(index_t H) {
+  std::vector<double> m;
+  auto pow2 = [](index_t n) {
+    std::vector<double> s;
+    double start = std::pow(2.0, -8.0 / static_cast<double>(n));
+    for (index_t i = 0; i < n; ++i) s.push_back(std::pow(start, static_cast<double>(i + 1)));
+    return s;
+  };
+  index_t p = 1;
+  while (p * 2 <= H) p *= 2;
+  m = pow2(p);
+  if (p < H) {
+    auto extra = pow2(2 * p);
+    for (index_t i = 0; i < H - p; ++i) m.push_back(extra[static_cast<std::size_t>(2 * i)]);
+  }
+  return m;
+}
+
+/// The additive mask/bias (H or 1, T, S): 0 or the ALiBi bias where visible, -inf where not.
+template <class T>
+tensor<T, dyn_shape<3>> attention_bias(index_t H, index_t Tq, index_t S, const attention_options& o) {
+  const index_t off = o.q_offset < 0 ? S - Tq : o.q_offset;
+  const index_t hb = o.alibi ? H : 1;
+  auto slopes = o.alibi ? alibi_slopes(H) : std::vector<double>{};
+  tensor<T, dyn_shape<3>> m(dyn_shape<3>(hb, Tq, S));
+  const double ninf = -std::numeric_limits<double>::infinity();
+  for (index_t h = 0; h < hb; ++h)
+    for (index_t i = 0; i < Tq; ++i)
+      for (index_t j = 0; j < S; ++j) {
+        index_t pos = off + i;
+        bool vis = (!o.causal || j <= pos) && (o.window <= 0 || j > pos - o.window);
+        double b = vis ? 0.0 : ninf;
+        if (vis && o.alibi) b = -slopes[static_cast<std::size_t>(h)] * static_cast<double>(pos - j);
+        m(h, i, j) = static_cast<T>(b);
+      }
+  return m;
+}
+
+/// Composed attention over vars (see the header comment).
+template <class T, class SQ, class SK, class SV>
+auto attention(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
+               const attention_options& o = {}) {
+  static_assert(SQ::rank == 4 && SK::rank == 4 && SV::rank == 4,
+                "tfm::attention: q, k and v must be (B, heads, T, D)");
+  const index_t H = q.extent(1), G = k.extent(1), Tq = q.extent(2), S = k.extent(2), D = q.extent(3);
+  if (G == 0 || H % G != 0)
+    fail(errc::shape, "tfm::attention: ", H, " query heads cannot share ", G, " key/value heads.");
+  if (k.extent(3) != D || v.extent(2) != S || v.extent(1) != G || k.extent(0) != q.extent(0) ||
+      v.extent(0) != q.extent(0))
+    fail(errc::shape, "tfm::attention: q ", q.shape().to_string(), ", k ", k.shape().to_string(),
+         " and v ", v.shape().to_string(), " do not fit (B, H, T, D) / (B, G, S, D).");
+  using S4 = dyn_shape<4>;
+  var<T, S4> kk(k.data()), vv(v.data());
+  if (G != H) {  // repeat each key/value head for its H/G query heads
+    tensor<std::int32_t, shape<dyn>> map(H);
+    for (index_t h = 0; h < H; ++h) map(h) = static_cast<std::int32_t>(h / (H / G));
+    kk = var<T, S4>(index_select<1>(kk, map).data());
+    vv = var<T, S4>(index_select<1>(vv, map).data());
+  }
+  const double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(D));
+  var<T, S4> qq(q.data());
+  auto scores = matmul(qq, transpose(kk)) * scale;  // (B, H, T, S)
+  auto bias = attention_bias<T>(H, Tq, S, o);
+  auto p = softmax(scores + constant(bias));
+  auto out = matmul(p, vv);
+  using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2], SV::static_extents[3]>;
+  return var<T, SO>(out.data());
+}
+
+TFM_END_NAMESPACE
