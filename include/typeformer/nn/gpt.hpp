@@ -1,0 +1,260 @@
+// typeformer/nn/gpt.hpp
+//
+// nn::gpt<Config, T>: a decoder-only transformer covering GPT-2 style (LayerNorm, GELU, learned
+// positions, biases, tied embeddings) and LLaMA style (RMSNorm, SwiGLU, RoPE, grouped-query
+// attention) models, selected by the config's fields (nn/config.hpp). Pre-norm blocks:
+//   x = x + attn(norm_1(x));  x = x + mlp(norm_2(x))            (GPT-2, Radford et al. 2019)
+//
+// Shapes: ids (B, T) int32 -> logits (B, T, V); inside, activations are (B, T, C) and the
+// attention heads (B, H, T, D), D = C / H. With a static config, C, V, F and the heads are in the
+// types; B and T are always dynamic.
+//
+// Parameter names follow GPT-2's checkpoint layout where it has one (wte, wpe, h.N.ln_1,
+// h.N.attn.c_attn, h.N.attn.c_proj, h.N.ln_2, h.N.mlp.c_fc, h.N.mlp.c_proj, ln_f, lm_head).
+// Initialisation (GPT-2 / nanoGPT): N(0, 0.02) weights and embeddings, zero biases, unit norms,
+// residual output projections N(0, 0.02 / sqrt(2 n_layer)).
+//
+// Incremental decoding: forward(ids, pos0, cache) with a KV cache (any type with the interface
+// of infer::kv_cache) appends the new keys and values at positions pos0 .. pos0 + T - 1 and
+// attends over everything cached so far.
+#pragma once
+
+#include "typeformer/nn/config.hpp"
+#include "typeformer/nn/layers.hpp"
+#include "typeformer/nn/module.hpp"
+#include "typeformer/ops/attention.hpp"
+#include "typeformer/ops/dropout.hpp"
+#include "typeformer/ops/loss.hpp"
+#include "typeformer/ops/rope.hpp"
+#include "typeformer/ops/view.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+TFM_BEGIN_NAMESPACE
+namespace nn {
+
+/// Figures a training run prints at the start (see gpt::summary).
+struct model_summary {
+  index_t parameters = 0;             // all parameters
+  index_t non_embedding = 0;          // without the position table (nanoGPT's convention)
+  double train_flops_per_token = 0;   // 6 N + 12 L C T (Kaplan et al. arXiv:2001.08361; PaLM App. B)
+  double kv_cache_bytes_per_token = 0;  // 2 L G D sizeof(T)
+  double chinchilla_tokens = 0;       // 20 N (Hoffmann et al., arXiv:2203.15556)
+};
+
+/// Interface a KV cache offers to attention (infer/kv_cache.hpp implements it).
+struct no_cache {};
+
+template <class T, class Cfg>
+class attention_layer {
+  static constexpr index_t C = static_n_embd<Cfg>;
+
+ public:
+  attention_layer() = default;
+  attention_layer(const builder& b, const Cfg& cfg, double proj_std)
+      : H_(cfg.n_head), G_(cfg.n_kv_head), D_(cfg.n_embd / cfg.n_head), window_(cfg.window),
+        position_(cfg.position), rope_base_(cfg.rope_base),
+        c_attn(b.sub("c_attn"), cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * (cfg.n_embd / cfg.n_head), cfg.bias),
+        c_proj(b.sub("c_proj"), cfg.n_embd, cfg.n_embd, cfg.bias, proj_std) {}
+
+  /// x (B, T, C) -> (B, T, C); pos0: position of x's first step; cache: KV cache or no_cache.
+  template <class S, class Cache>
+  var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer) const {
+    const index_t B = x.extent(0), Tn = x.extent(1);
+    auto qkv = c_attn(x);  // (B, T, (H + 2G) D)
+    auto heads = [&](index_t from, index_t n) {  // (B, T, n D) slice -> (B, n, T, D)
+      auto s = slice<2>(qkv, from * D_, (from + n) * D_);
+      auto r = reshape(s, dyn_shape<4>(B, Tn, n, D_));
+      return permute<0, 2, 1, 3>(r);
+    };
+    auto q = heads(0, H_);
+    auto k = heads(H_, G_);
+    auto v = heads(H_ + G_, G_);
+    if (position_ == position_kind::rope) {
+      rope_config rc;
+      rc.base = rope_base_;
+      q = rope(q, rc, pos0);
+      k = rope(k, rc, pos0);
+    }
+    attention_options o;
+    o.causal = true;
+    o.window = window_;
+    o.alibi = position_ == position_kind::alibi;
+    o.q_offset = pos0;
+    var<T, dyn_shape<4>> y;
+    if constexpr (std::is_same_v<Cache, no_cache>) {
+      (void)cache;
+      (void)layer;
+      y = attention(q, k, v, o);
+    } else {
+      auto [kk, vv] = cache->append(layer, k.value(), v.value(), pos0);
+      y = attention(q, constant(kk), constant(vv), o);
+    }
+    auto yt = permute<0, 2, 1, 3>(y);                           // (B, T, H, D)
+    auto ym = reshape(yt, shape<dyn, dyn, C>::from_extents({B, Tn, H_ * D_}));
+    return var<T, S>(c_proj(ym).data());
+  }
+  void collect(parameter_list<T>& out) const {
+    c_attn.collect(out);
+    c_proj.collect(out);
+  }
+
+ private:
+  index_t H_ = 1, G_ = 1, D_ = 1, window_ = 0;
+  position_kind position_ = position_kind::learned;
+  double rope_base_ = 10000.0;
+
+ public:
+  linear<T, C, dyn> c_attn;
+  linear<T, C, C> c_proj;
+};
+
+template <class T, class Cfg>
+class block {
+  static constexpr index_t C = static_n_embd<Cfg>, F = static_ffn<Cfg>;
+
+ public:
+  block() = default;
+  block(const builder& b, const Cfg& cfg)
+      : dropout_(cfg.dropout),
+        ln_1(b.sub("ln_1"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps),
+        attn(b.sub("attn"), cfg, 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer))),
+        ln_2(b.sub("ln_2"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps),
+        mlp_(b.sub("mlp"), cfg.n_embd, cfg.ffn, cfg.mlp, cfg.bias,
+             0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer))) {}
+
+  template <class S, class Cache>
+  var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer,
+                       bool training, std::uint64_t seed, std::uint64_t& offset) const {
+    auto drop = [&](const var<T, S>& h) {
+      if (!training || dropout_ == 0.0) return h;
+      auto r = dropout(h, dropout_, seed, offset, true);
+      offset += static_cast<std::uint64_t>(h.size());
+      return r;
+    };
+    var<T, S> h = x + drop(attn(ln_1(x), pos0, cache, layer));
+    return h + drop(var<T, S>(mlp_(ln_2(h)).data()));
+  }
+  void collect(parameter_list<T>& out) const {
+    ln_1.collect(out);
+    attn.collect(out);
+    ln_2.collect(out);
+    mlp_.collect(out);
+  }
+
+ private:
+  double dropout_ = 0.0;
+
+ public:
+  norm<T, C> ln_1;
+  attention_layer<T, Cfg> attn;
+  norm<T, C> ln_2;
+  mlp<T, C, F> mlp_;
+};
+
+template <class Cfg, class T = float>
+class gpt {
+ public:
+  static constexpr index_t C = static_n_embd<Cfg>, V = static_vocab<Cfg>, Tmax = static_block_size<Cfg>;
+  using config_type = Cfg;
+  using value_type = T;
+  using ids_type = tensor<std::int32_t, shape<dyn, dyn>>;
+  using logits_type = var<T, shape<dyn, dyn, V>>;
+
+  explicit gpt(const Cfg& cfg = Cfg{}, std::uint64_t seed = 0) : cfg_(cfg), seed_(seed) {
+    validate(cfg_);
+    builder b{seed, ""};
+    wte = embedding<T, V, C>(b.sub("wte"), cfg.vocab, cfg.n_embd);
+    if (cfg.position == position_kind::learned)
+      wpe = embedding<T, Tmax, C>(b.sub("wpe"), cfg.block_size, cfg.n_embd);
+    for (index_t l = 0; l < cfg.n_layer; ++l)
+      h.emplace_back(b.sub("h." + std::to_string(l)), cfg_);
+    ln_f = norm<T, C>(b.sub("ln_f"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps);
+    if (!cfg.tie_embeddings) lm_head = linear<T, C, V>(b.sub("lm_head"), cfg.n_embd, cfg.vocab, false);
+  }
+
+  const Cfg& config() const noexcept { return cfg_; }
+
+  /// Logits (B, T, V) for token ids (B, T) at positions pos0 .. pos0 + T - 1.
+  template <class Cache = no_cache>
+  logits_type forward(const ids_type& ids, bool training = false, index_t pos0 = 0,
+                      Cache* cache = nullptr) const {
+    const index_t B = ids.extent(0), Tn = ids.extent(1);
+    if (pos0 < 0 || pos0 + Tn > cfg_.block_size)
+      fail(errc::shape, "tfm::nn::gpt: positions ", pos0, " .. ", pos0 + Tn - 1,
+           " exceed the model's block_size ", cfg_.block_size, ".");
+    for (index_t i = 0; i < ids.size(); ++i)
+      if (ids.data()[i] < 0 || ids.data()[i] >= cfg_.vocab)
+        fail(errc::index, "tfm::nn::gpt: token id ", ids.data()[i], " is outside the vocabulary of ",
+             cfg_.vocab, ".");
+    using SX = shape<dyn, dyn, C>;
+    var<T, SX> x = wte(ids);
+    if (cfg_.position == position_kind::learned) {
+      tensor<std::int32_t, shape<dyn>> pos(Tn);
+      for (index_t t = 0; t < Tn; ++t) pos(t) = static_cast<std::int32_t>(pos0 + t);
+      auto pe = wpe(pos);  // (T, C) broadcast over B
+      x = var<T, SX>((x + pe).data());
+    }
+    (void)B;
+    std::uint64_t offset = dropout_offset_;
+    for (std::size_t l = 0; l < h.size(); ++l)
+      x = h[l](x, pos0, cache, static_cast<index_t>(l), training, seed_ ^ 0x9e3779b97f4a7c15ull, offset);
+    if (training) dropout_offset_ = offset;
+    x = ln_f(x);
+    if (cfg_.tie_embeddings) return logits_type(tfm::linear(x, wte.weight).data());
+    return logits_type(lm_head(x).data());
+  }
+
+  /// Mean cross-entropy of next-token prediction: logits(ids) against targets (B, T).
+  var<T, shape<>> loss(const ids_type& ids, const ids_type& targets, bool training = true) const {
+    return cross_entropy(forward(ids, training), targets);
+  }
+
+  /// Parameters with stable names, in declaration order.
+  parameter_list<T> parameters() const {
+    parameter_list<T> ps;
+    wte.collect(ps);
+    if (cfg_.position == position_kind::learned) wpe.collect(ps);
+    for (const auto& b : h) b.collect(ps);
+    ln_f.collect(ps);
+    if (!cfg_.tie_embeddings) lm_head.collect(ps);
+    return ps;
+  }
+
+  /// Parameter count, FLOPs per training token at context T, KV-cache bytes per token.
+  model_summary summary(index_t T_ctx) const {
+    model_summary s;
+    s.parameters = count_parameters(parameters());
+    s.non_embedding = s.parameters - (cfg_.position == position_kind::learned ? cfg_.block_size * cfg_.n_embd : 0);
+    const double N = static_cast<double>(s.non_embedding);
+    s.train_flops_per_token = 6.0 * N + 12.0 * static_cast<double>(cfg_.n_layer) *
+                                            static_cast<double>(cfg_.n_embd) * static_cast<double>(T_ctx);
+    s.kv_cache_bytes_per_token = 2.0 * static_cast<double>(cfg_.n_layer) *
+                                 static_cast<double>(cfg_.n_kv_head) *
+                                 static_cast<double>(cfg_.n_embd / cfg_.n_head) * sizeof(T);
+    s.chinchilla_tokens = 20.0 * static_cast<double>(s.parameters);
+    return s;
+  }
+
+  /// Dropout stream position (saved in checkpoints for exact resume).
+  std::uint64_t dropout_offset() const noexcept { return dropout_offset_; }
+  void set_dropout_offset(std::uint64_t o) noexcept { dropout_offset_ = o; }
+
+ private:
+  Cfg cfg_;
+  std::uint64_t seed_ = 0;
+  mutable std::uint64_t dropout_offset_ = 0;
+
+ public:
+  embedding<T, V, C> wte;
+  embedding<T, Tmax, C> wpe;
+  std::vector<block<T, Cfg>> h;
+  norm<T, C> ln_f;
+  linear<T, C, V> lm_head;
+};
+
+}  // namespace nn
+TFM_END_NAMESPACE
