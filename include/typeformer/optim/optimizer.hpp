@@ -1,0 +1,251 @@
+// typeformer/optim/optimizer.hpp
+//
+// Optimizers over named parameters (nn::parameter_list<T>), PyTorch semantics:
+//   sgd    v = mu v + g (+ wd p);  p -= lr (nesterov ? g + mu v : v)
+//   adam   g += wd p (L2);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+//          p -= lr m^ / (sqrt(v^) + eps), m^ = m/(1-b1^t), v^ = v/(1-b2^t)   (Kingma & Ba, arXiv:1412.6980)
+//   adamw  as adam without the L2 term, plus decoupled decay p -= lr wd p  (Loshchilov & Hutter,
+//          arXiv:1711.05101)
+// Parameter groups: parameters whose named_parameter::decay is false (biases, norm weights) get
+// weight decay 0; set_lr() changes the learning rate of every group (schedulers call it).
+//
+// Mixed precision: for bf16/f16 parameters the optimizer keeps f32 master weights and applies
+// the update to them, then rounds into the parameter (gradients are already f32, grad_t<T>).
+//
+// Safety: step() first checks every gradient; if any is NaN/Inf, no parameter changes, the step
+// is not counted, and step() returns false (last_error() names the parameter).
+//
+// State (moments, master weights, step count) saves and restores exactly: save(os) / load(is)
+// write a small binary format checked on load (magic, version, kind, sizes).
+#pragma once
+
+#include "typeformer/autodiff/variable.hpp"
+#include "typeformer/config/error.hpp"
+#include "typeformer/nn/module.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <istream>
+#include <ostream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+TFM_BEGIN_NAMESPACE
+namespace optim {
+
+struct sgd_options {
+  double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
+  bool nesterov = false;
+};
+struct adam_options {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+enum class method : std::uint32_t { sgd = 1, adam = 2, adamw = 3 };
+
+/// One optimizer class for the three methods (they share state handling and safety checks).
+template <class T>
+class optimizer {
+  using G = grad_t<T>;
+  static constexpr bool master = is_half_v<T>;
+
+ public:
+  optimizer(method m, nn::parameter_list<T> params, adam_options a, sgd_options s = {})
+      : method_(m), params_(std::move(params)), adam_(a), sgd_(s) {
+    if (m == method::sgd) lr_ = s.lr;
+    else lr_ = a.lr;
+    if (!(lr_ >= 0)) fail(errc::value, "tfm::optim: the learning rate must be >= 0, got ", lr_, ".");
+    slots_.resize(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const index_t n = params_[i].data->size();
+      auto& sl = slots_[i];
+      if (m != method::sgd || s.momentum != 0) sl.m.assign(static_cast<std::size_t>(n), 0.0f);
+      if (m != method::sgd) sl.v.assign(static_cast<std::size_t>(n), 0.0f);
+      if constexpr (master) {
+        sl.master.resize(static_cast<std::size_t>(n));
+        const T* p = params_[i].data->value.data();
+        for (index_t k = 0; k < n; ++k) sl.master[static_cast<std::size_t>(k)] = static_cast<float>(p[k]);
+      }
+    }
+  }
+
+  double lr() const noexcept { return lr_; }
+  void set_lr(double lr) noexcept { lr_ = lr; }
+  std::int64_t steps() const noexcept { return t_; }
+  const std::string& last_error() const noexcept { return error_; }
+  const nn::parameter_list<T>& parameters() const noexcept { return params_; }
+
+  /// Drops every gradient.
+  void zero_grad() {
+    for (auto& p : params_) p.data->release_grad();
+  }
+
+  /// Applies one update from the accumulated gradients. Returns false (and changes nothing)
+  /// when a gradient is not finite.
+  bool step() {
+    for (auto& p : params_)
+      if (p.data->has_grad() && !p.data->grad_finite()) {
+        error_ = "non-finite gradient in parameter '" + p.name + "'";
+        return false;
+      }
+    error_.clear();
+    ++t_;
+    for (std::size_t i = 0; i < params_.size(); ++i) update(i);
+    return true;
+  }
+
+  /// Writes the optimizer state (not the parameters).
+  void save(std::ostream& os) const {
+    auto w64 = [&](std::uint64_t x) { os.write(reinterpret_cast<const char*>(&x), 8); };
+    auto wvec = [&](const std::vector<float>& v) {
+      w64(v.size());
+      if (!v.empty()) os.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
+    };
+    os.write("TFMOPT01", 8);
+    w64(static_cast<std::uint64_t>(method_));
+    w64(static_cast<std::uint64_t>(t_));
+    double lr = lr_;
+    os.write(reinterpret_cast<const char*>(&lr), 8);
+    w64(slots_.size());
+    for (const auto& s : slots_) {
+      wvec(s.m);
+      wvec(s.v);
+      wvec(s.master);
+    }
+    if (!os) fail(errc::io, "tfm::optim: writing the optimizer state failed.");
+  }
+
+  /// Restores state written by save() for the same parameters; raises parse_error on mismatch.
+  void load(std::istream& is) {
+    auto r64 = [&]() {
+      std::uint64_t x = 0;
+      if (!is.read(reinterpret_cast<char*>(&x), 8)) fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
+      return x;
+    };
+    char magic[8];
+    if (!is.read(magic, 8) || std::memcmp(magic, "TFMOPT01", 8) != 0)
+      fail(errc::parse, "tfm::optim: not an optimizer state (bad magic).");
+    if (r64() != static_cast<std::uint64_t>(method_))
+      fail(errc::parse, "tfm::optim: the state was saved by a different optimizer method.");
+    std::int64_t t = static_cast<std::int64_t>(r64());
+    double lr;
+    if (!is.read(reinterpret_cast<char*>(&lr), 8)) fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
+    if (r64() != slots_.size())
+      fail(errc::parse, "tfm::optim: the state holds a different number of parameters.");
+    std::vector<slot> ns(slots_.size());
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      for (auto* v : {&ns[i].m, &ns[i].v, &ns[i].master}) {
+        std::uint64_t n = r64();
+        const std::size_t want = v == &ns[i].m ? slots_[i].m.size() : v == &ns[i].v ? slots_[i].v.size() : slots_[i].master.size();
+        if (n != want)
+          fail(errc::parse, "tfm::optim: state size mismatch for parameter '", params_[i].name, "'.");
+        v->resize(static_cast<std::size_t>(n));
+        if (n && !is.read(reinterpret_cast<char*>(v->data()), static_cast<std::streamsize>(n * 4)))
+          fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
+      }
+    }
+    slots_ = std::move(ns);
+    t_ = t;
+    lr_ = lr;
+  }
+
+ private:
+  struct slot {
+    std::vector<float> m, v, master;
+  };
+
+  void update(std::size_t i) {
+    auto& p = params_[i];
+    if (!p.data->has_grad()) return;
+    const index_t n = p.data->size();
+    T* val = p.data->value.data();
+    const G* g = p.data->grad_data();
+    auto& sl = slots_[i];
+    const bool is_sgd = method_ == method::sgd;
+    const double wd = p.decay ? (is_sgd ? sgd_.weight_decay : adam_.weight_decay) : 0.0;
+    const double b1 = adam_.beta1, b2 = adam_.beta2;
+    const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t_));
+    const double bc2 = 1.0 - std::pow(b2, static_cast<double>(t_));
+    const double lr = lr_;
+    TFM_OMP(parallel for schedule(static) if (n >= (1 << 16)))
+    for (index_t k = 0; k < n; ++k) {
+      const std::size_t ku = static_cast<std::size_t>(k);
+      double w = master ? static_cast<double>(sl.master[ku]) : static_cast<double>(compute_t<T>(val[k]));
+      double gk = static_cast<double>(g[k]);
+      if (is_sgd) {
+        if (wd != 0) gk += wd * w;
+        double d = gk;
+        if (sgd_.momentum != 0) {
+          double buf = t_ == 1 ? gk : sgd_.momentum * static_cast<double>(sl.m[ku]) + gk;
+          sl.m[ku] = static_cast<float>(buf);
+          d = sgd_.nesterov ? gk + sgd_.momentum * buf : buf;
+        }
+        w -= lr * d;
+      } else {
+        if (method_ == method::adam && wd != 0) gk += wd * w;
+        if (method_ == method::adamw && wd != 0) w -= lr * wd * w;
+        double m = b1 * static_cast<double>(sl.m[ku]) + (1 - b1) * gk;
+        double v = b2 * static_cast<double>(sl.v[ku]) + (1 - b2) * gk * gk;
+        sl.m[ku] = static_cast<float>(m);
+        sl.v[ku] = static_cast<float>(v);
+        w -= lr * (m / bc1) / (std::sqrt(v / bc2) + adam_.eps);
+      }
+      if constexpr (master) {
+        sl.master[ku] = static_cast<float>(w);
+        val[k] = T(static_cast<float>(w));
+      } else {
+        val[k] = static_cast<T>(w);
+      }
+    }
+  }
+
+  method method_;
+  nn::parameter_list<T> params_;
+  adam_options adam_;
+  sgd_options sgd_;
+  double lr_ = 0;
+  std::int64_t t_ = 0;
+  std::vector<slot> slots_;
+  std::string error_;
+};
+
+template <class T>
+optimizer<T> sgd(nn::parameter_list<T> ps, sgd_options o) {
+  return optimizer<T>(method::sgd, std::move(ps), adam_options{}, o);
+}
+template <class T>
+optimizer<T> adam(nn::parameter_list<T> ps, adam_options o) {
+  return optimizer<T>(method::adam, std::move(ps), o);
+}
+template <class T>
+optimizer<T> adamw(nn::parameter_list<T> ps, adam_options o) {
+  return optimizer<T>(method::adamw, std::move(ps), o);
+}
+
+/// Scales gradients so that their global L2 norm is at most max_norm; returns the norm before
+/// clipping (accumulated in double, in parameter order). A non-finite norm leaves gradients as
+/// they are (the optimizer's step() then refuses the update).
+template <class T>
+double clip_grad_norm(const nn::parameter_list<T>& ps, double max_norm) {
+  double s = 0;
+  for (const auto& p : ps) {
+    if (!p.data->has_grad()) continue;
+    const auto* g = p.data->grad_data();
+    for (index_t k = 0; k < p.data->size(); ++k) s += static_cast<double>(g[k]) * static_cast<double>(g[k]);
+  }
+  double norm = std::sqrt(s);
+  if (std::isfinite(norm) && norm > max_norm && norm > 0) {
+    const double c = max_norm / (norm + 1e-6);
+    for (const auto& p : ps) {
+      if (!p.data->has_grad()) continue;
+      auto* g = p.data->grad_data();
+      for (index_t k = 0; k < p.data->size(); ++k) g[k] = static_cast<grad_t<T>>(static_cast<double>(g[k]) * c);
+    }
+  }
+  return norm;
+}
+
+}  // namespace optim
+TFM_END_NAMESPACE
