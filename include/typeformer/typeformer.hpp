@@ -3,5 +3,4 @@
 #pragma once
 
 #include "typeformer/core.hpp"
-#include "typeformer/ops/matmul.hpp"
-#include "typeformer/ops/normalize.hpp"
+#include "typeformer/nn.hpp"
