@@ -12,6 +12,7 @@
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/backend/reference/elementwise.hpp"
 #include "typeformer/backend/tags.hpp"
+#include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/core/half.hpp"
 #include "typeformer/core/tensor.hpp"
 #include "typeformer/expr/evaluate.hpp"

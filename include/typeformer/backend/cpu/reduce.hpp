@@ -14,6 +14,7 @@
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/backend/reference/reduce.hpp"
 #include "typeformer/backend/tags.hpp"
+#include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/core/half.hpp"
 
 #include <algorithm>
