@@ -13,6 +13,10 @@
 //                           says to call .eval() on a sub-expression.
 //   TFM_DEFAULT_ALIGNMENT   byte alignment of owning heap storage (default 64: one cache line and
 //                           one AVX-512 register).
+//   TFM_STORAGE_CACHE_BYTES freed tensor buffers up to this many bytes in total are kept for
+//                           reuse, which spares training loops the page faults and zeroing of
+//                           fresh allocations (default 512 MiB; 0 disables; disabled by
+//                           default under AddressSanitizer so it can see use-after-free).
 //
 // Derived settings (not knobs) live in config/platform.hpp.
 #pragma once
@@ -37,6 +41,19 @@
 
 #if !defined(TFM_DEFAULT_ALIGNMENT)
 #  define TFM_DEFAULT_ALIGNMENT 64
+#endif
+
+#if !defined(TFM_STORAGE_CACHE_BYTES)
+#  if defined(__SANITIZE_ADDRESS__)
+#    define TFM_STORAGE_CACHE_BYTES 0
+#  elif defined(__has_feature)
+#    if __has_feature(address_sanitizer)
+#      define TFM_STORAGE_CACHE_BYTES 0
+#    endif
+#  endif
+#endif
+#if !defined(TFM_STORAGE_CACHE_BYTES)
+#  define TFM_STORAGE_CACHE_BYTES (512ull << 20)
 #endif
 
 // ABI inline namespace: binaries built against different typeformer versions do not silently mix

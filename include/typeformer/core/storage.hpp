@@ -14,7 +14,9 @@
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 #include <type_traits>
 #include <utility>
 
@@ -49,7 +51,57 @@ inline void note_alloc(std::size_t bytes) noexcept {
 inline void note_free(std::size_t bytes) noexcept {
   alloc_stats().current.fetch_sub(bytes, std::memory_order_relaxed);
 }
+
+/// Cache of freed blocks by exact size (all blocks have TFM_DEFAULT_ALIGNMENT). It is never
+/// destroyed, so buffers of static tensors freed at exit still find it.
+struct block_cache {
+  std::mutex mu;
+  std::unordered_multimap<std::size_t, void*> blocks;
+  std::size_t cached = 0;
+};
+inline block_cache& storage_cache() noexcept {
+  static block_cache* c = new block_cache;
+  return *c;
+}
+inline void* block_alloc(std::size_t bytes) {
+  if constexpr (TFM_STORAGE_CACHE_BYTES > 0) {
+    auto& c = storage_cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.blocks.find(bytes);
+    if (it != c.blocks.end()) {
+      void* p = it->second;
+      c.blocks.erase(it);
+      c.cached -= bytes;
+      return p;
+    }
+  }
+  return ::operator new(bytes, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+}
+inline void block_free(void* p, std::size_t bytes) noexcept {
+  if constexpr (TFM_STORAGE_CACHE_BYTES > 0) {
+    auto& c = storage_cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    if (c.cached + bytes <= static_cast<std::size_t>(TFM_STORAGE_CACHE_BYTES)) {
+      try {
+        c.blocks.emplace(bytes, p);
+        c.cached += bytes;
+        return;
+      } catch (...) {
+      }
+    }
+  }
+  ::operator delete(p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+}
 }  // namespace detail
+
+/// Returns every cached free block to the system allocator.
+inline void release_cached_storage() noexcept {
+  auto& c = detail::storage_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (auto& [bytes, p] : c.blocks) ::operator delete(p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  c.blocks.clear();
+  c.cached = 0;
+}
 
 inline memory_stats_t memory_stats() noexcept {
   auto& c = detail::alloc_stats();
@@ -67,6 +119,7 @@ namespace detail {
 template <class T>
 class aligned_buffer {
   static_assert(std::is_trivially_copyable_v<T>, "tfm: tensor elements must be trivially copyable");
+  static_assert(alignof(T) <= TFM_DEFAULT_ALIGNMENT, "tfm: element alignment exceeds TFM_DEFAULT_ALIGNMENT");
 
  public:
   aligned_buffer() noexcept = default;
@@ -107,7 +160,7 @@ class aligned_buffer {
     if (static_cast<std::size_t>(n) > std::numeric_limits<std::size_t>::max() / sizeof(T) - align)
       fail(errc::value, "tfm: a tensor of ", n, " elements does not fit in memory.");
     std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + align - 1) / align * align;
-    p_ = static_cast<T*>(::operator new(bytes, std::align_val_t{align}));
+    p_ = static_cast<T*>(block_alloc(bytes));
     n_ = n;
     note_alloc(bytes);
     if (zero) std::memset(static_cast<void*>(p_), 0, bytes);
@@ -116,7 +169,7 @@ class aligned_buffer {
     if (p_) {
       constexpr std::size_t align = TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
       note_free((static_cast<std::size_t>(n_) * sizeof(T) + align - 1) / align * align);
-      ::operator delete(static_cast<void*>(p_), std::align_val_t{align});
+      block_free(static_cast<void*>(p_), (static_cast<std::size_t>(n_) * sizeof(T) + align - 1) / align * align);
     }
     p_ = nullptr;
     n_ = 0;
