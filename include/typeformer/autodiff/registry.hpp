@@ -33,7 +33,9 @@ TFM_BEGIN_NAMESPACE
   /* ops/loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */                                     \
   X(cross_entropy) X(dropout) X(checkpoint)                                                       \
   /* ops/linear.hpp, ops/rope.hpp */                                                               \
-  X(linear) X(rope)
+  X(linear) X(rope)                                                                                \
+  /* ops/attention.hpp (the fused kernel; attention_composed records its parts) */                 \
+  X(attention)
 
 namespace detail {
 #define TFM_DETAIL_OP_NAME(n) std::string_view(#n),

@@ -16,12 +16,18 @@
 //   scale    multiplies q k^T (0 = 1/sqrt(D))
 // A query with no visible key gets an output row of zeros (no NaN).
 //
-// This is the composed form, built from differentiable ops (matmul, softmax, index_select): its
-// forward materialises the (B, H, T, S) probabilities. It is the reference for fused kernels.
+// Two implementations with the same contract:
+//   attention(...)           the fused flash-style kernel (backend/cpu/attention.hpp): tiles with
+//                            an online softmax, O(T) extra memory, its own vjp (recorded as one
+//                            "attention" node that saves only q, k, v, o and the row log-sum-exp)
+//   attention_composed(...)  built from differentiable ops (matmul, softmax, index_select); its
+//                            forward materialises the (B, H, T, S) probabilities. It is the
+//                            reference the fused kernel is tested against.
 #pragma once
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/attention.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
 #include "typeformer/ops/elementwise.hpp"
@@ -33,6 +39,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 TFM_BEGIN_NAMESPACE
@@ -87,7 +95,7 @@ tensor<T, dyn_shape<3>> attention_bias(index_t H, index_t Tq, index_t S, const a
 
 /// Composed attention over vars (see the header comment).
 template <class T, class SQ, class SK, class SV>
-auto attention(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
+auto attention_composed(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
                const attention_options& o = {}) {
   static_assert(SQ::rank == 4 && SK::rank == 4 && SV::rank == 4,
                 "tfm::attention: q, k and v must be (B, heads, T, D)");
@@ -114,6 +122,100 @@ auto attention(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
   auto out = matmul(p, vv);
   using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2], SV::static_extents[3]>;
   return var<T, SO>(out.data());
+}
+
+namespace detail {
+template <class T>
+var_ptr<T> ad_flash_attention(const var_ptr<T>& q, const var_ptr<T>& k, const var_ptr<T>& v,
+                              const attention_options& o) {
+  using K = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  cpu_kernels::attention_geometry g;
+  g.B = q->extents[0];
+  g.H = q->extents[1];
+  g.T = q->extents[2];
+  g.D = q->extents[3];
+  g.G = k->extents[1];
+  g.S = k->extents[2];
+  if (g.G == 0 || g.H % g.G != 0)
+    fail(errc::shape, "tfm::attention: ", g.H, " query heads cannot share ", g.G, " key/value heads.");
+  if (k->extents[0] != g.B || v->extents[0] != g.B || k->extents[3] != g.D || v->extents[1] != g.G ||
+      v->extents[2] != g.S || v->extents[3] != g.D)
+    fail(errc::shape, "tfm::attention: q, k and v do not fit (B, H, T, D) / (B, G, S, D).");
+  g.q_offset = o.q_offset < 0 ? g.S - g.T : o.q_offset;
+  g.causal = o.causal;
+  g.window = o.window;
+  g.scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(g.D));
+  auto slopes = std::make_shared<std::vector<double>>(o.alibi ? alibi_slopes(g.H) : std::vector<double>{});
+  g.alibi = o.alibi ? slopes->data() : nullptr;
+  auto out = result<T>(q->extents);
+  auto lse = std::make_shared<std::vector<K>>(static_cast<std::size_t>(g.B * g.H * g.T));
+  // Kernel-type copies of the inputs (none for f32/f64) and of the output.
+  auto as_k = [](const var_ptr<T>& d) {
+    auto t = std::make_shared<std::vector<K>>(static_cast<std::size_t>(d->size()));
+    for (index_t i = 0; i < d->size(); ++i) (*t)[static_cast<std::size_t>(i)] = static_cast<K>(compute_t<T>(d->value.data()[i]));
+    return t;
+  };
+  std::shared_ptr<std::vector<K>> qk, kk, vk, ok;
+  const K *qp, *kp, *vp;
+  K* op;
+  if constexpr (std::is_same_v<T, K>) {
+    qp = q->value.data();
+    kp = k->value.data();
+    vp = v->value.data();
+    op = out->value.data();
+  } else {
+    qk = as_k(q);
+    kk = as_k(k);
+    vk = as_k(v);
+    ok = std::make_shared<std::vector<K>>(static_cast<std::size_t>(out->size()));
+    qp = qk->data();
+    kp = kk->data();
+    vp = vk->data();
+    op = ok->data();
+  }
+  cpu_kernels::attention_forward<K>(g, qp, kp, vp, op, lse->data());
+  if constexpr (!std::is_same_v<T, K>)
+    for (index_t i = 0; i < out->size(); ++i) out->value.data()[i] = T(static_cast<float>(op[i]));
+  record(out, "attention", {q, k, v}, [q, k, v, o = out.get(), g, slopes, lse, qk, kk, vk, ok]() mutable {
+    g.alibi = slopes->empty() ? nullptr : slopes->data();
+    using G = grad_t<T>;
+    static_assert(std::is_same_v<G, K>, "attention: gradients are held in the kernel type");
+    const K *qp, *kp, *vp, *opp;
+    if constexpr (std::is_same_v<T, K>) {
+      qp = q->value.data();
+      kp = k->value.data();
+      vp = v->value.data();
+      opp = o->value.data();
+    } else {
+      qp = qk->data();
+      kp = kk->data();
+      vp = vk->data();
+      opp = ok->data();
+    }
+    // Inputs that need no gradient still get scratch buffers (the kernel writes all three).
+    std::vector<K> sq, sk, sv;
+    auto grad_or_scratch = [](const auto& d, std::vector<K>& scratch) -> K* {
+      if (d->requires_grad) return d->grad_data();
+      scratch.assign(static_cast<std::size_t>(d->size()), K(0));
+      return scratch.data();
+    };
+    K* dq = grad_or_scratch(q, sq);
+    K* dk = grad_or_scratch(k, sk);
+    K* dv = grad_or_scratch(v, sv);
+    cpu_kernels::attention_backward<K>(g, qp, kp, vp, opp, lse->data(), o->grad_data(), dq, dk, dv);
+  });
+  return out;
+}
+}  // namespace detail
+
+/// Fused flash-style attention over vars (see the header comment).
+template <class T, class SQ, class SK, class SV>
+auto attention(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
+               const attention_options& o = {}) {
+  static_assert(SQ::rank == 4 && SK::rank == 4 && SV::rank == 4,
+                "tfm::attention: q, k and v must be (B, heads, T, D)");
+  using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2], SV::static_extents[3]>;
+  return var<T, SO>(detail::ad_flash_attention<T>(q.data(), k.data(), v.data(), o));
 }
 
 TFM_END_NAMESPACE
