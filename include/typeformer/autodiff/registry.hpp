@@ -21,7 +21,7 @@ TFM_BEGIN_NAMESPACE
   X(rsqrt) X(tanh) X(sigmoid) X(silu) X(gelu_tanh) X(gelu_erf) X(relu) X(abs) X(square) X(erf)     \
   X(normal_cdf)                                                                                    \
   /* ops/reduce.hpp */                                                                             \
-  X(sum) X(mean)                                                                                   \
+  X(sum) X(mean) X(logsumexp)                                                                      \
   /* ops/matmul.hpp */                                                                             \
   X(matmul)                                                                                        \
   /* ops/view.hpp */                                                                               \
