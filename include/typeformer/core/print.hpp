@@ -3,7 +3,7 @@
 // Printing: `std::cout << t` writes the type line and the elements NumPy-style, eliding the
 // middle of long axes ("...") the way NumPy does past 1000 elements.
 //
-//   tensor<f32, shape<2, 3>> (2, 3)
+//   tensor<f32> (2, 3)
 //   [[1, 2, 3],
 //    [4, 5, 6]]
 #pragma once

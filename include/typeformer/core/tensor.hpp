@@ -107,6 +107,8 @@ class tensor_view {
   tensor_view(const tensor_view<U, S, Backend>& o) noexcept
       : data_(o.data()), shape_(o.shape()), strides_(o.strides()) {}
 
+  tensor_view(const tensor_view&) noexcept = default;
+
   /// Assignment writes elements (a view is a window, not a handle): the right side is
   /// broadcast to this view's shape. Overlapping sources are handled (see expr/evaluate.hpp).
   tensor_view& operator=(const tensor_view& src) {

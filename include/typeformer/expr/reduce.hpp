@@ -60,6 +60,12 @@ using reduce_result_t = std::conditional_t<
 
 namespace detail {
 
+template <reduce_op K, class T>
+constexpr void check_reduce_type() {
+  static_assert(!(K == reduce_op::mean || K == reduce_op::logsumexp) || is_floating_v<T>,
+                "tfm: mean and logsumexp need floating-point input (cast integer tensors first)");
+}
+
 template <reduce_op K>
 void check_nonempty(index_t n, const std::string& shape) {
   if constexpr (K != reduce_op::sum && K != reduce_op::mean) {
@@ -80,6 +86,7 @@ auto reduce(X&& x, Backend b) {
   constexpr std::size_t ax = normalize_axis<Axis, S::rank>();
   using SO = reduce_shape_t<S, ax, Keep>;
   using U = reduce_result_t<K, T>;
+  detail::check_reduce_type<K, T>();
   auto node = detail::to_node(std::forward<X>(x));
   auto ext = node.shape().extents();
   index_t outer = 1, inner = 1, n = ext[ax];
@@ -105,6 +112,7 @@ auto reduce_all(X&& x, Backend b) {
   using N = detail::node_t<X>;
   using T = typename N::value_type;
   using U = reduce_result_t<K, T>;
+  detail::check_reduce_type<K, T>();
   auto node = detail::to_node(std::forward<X>(x));
   index_t n = node.shape().size();
   detail::check_nonempty<K>(n, node.shape().to_string());

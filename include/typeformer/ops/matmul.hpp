@@ -22,6 +22,8 @@
 #include "typeformer/autodiff/variable.hpp"
 #include "typeformer/backend/cpu/gemm.hpp"
 #include "typeformer/backend/reference/gemm.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
+#include "typeformer/backend/reference/elementwise.hpp"
 #include "typeformer/backend/tags.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
@@ -198,14 +200,14 @@ auto matmul(XA&& xa, XB&& xb) {
   ec[SC::rank - 1] = b.extent(Rb - 1);
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     auto c = tensor<T, SC, Backend>::uninitialized(SC::from_extents(ec));
-    if (c.size() > 0) detail::matmul_views<T>(a, b, c.view(), Backend{});
+    if (c.size() > 0 && a.extent(Ra - 1) > 0) detail::matmul_views<T>(a, b, c.view(), Backend{});
     if (a.extent(Ra - 1) == 0) c.fill(0);
     return c;
   } else {  // bf16 / f16: compute in float, round once
     auto fa = cast<float>(a);
     auto fb = cast<float>(b);
     auto c = tensor<float, SC, Backend>::uninitialized(SC::from_extents(ec));
-    if (c.size() > 0) detail::matmul_views<float>(fa.view(), fb.view(), c.view(), Backend{});
+    if (c.size() > 0 && a.extent(Ra - 1) > 0) detail::matmul_views<float>(fa.view(), fb.view(), c.view(), Backend{});
     if (a.extent(Ra - 1) == 0) c.fill(0);
     return cast<T>(c);
   }

@@ -27,6 +27,8 @@
 #include "typeformer/backend/cpu/reduce.hpp"
 #include "typeformer/backend/cpu/rows.hpp"
 #include "typeformer/backend/reference/rows.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
+#include "typeformer/backend/reference/elementwise.hpp"
 #include "typeformer/backend/tags.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"

@@ -14,6 +14,7 @@
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/backend/reference/reduce.hpp"
 #include "typeformer/backend/tags.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/core/half.hpp"
 
@@ -67,7 +68,7 @@ partial<C> reduce_block_simd(const T* p, index_t n) {
     auto nanmask = Bt(C(0)) != Bt(C(0));
     for (; j + w <= n; j += w) {
       Bt v = load_as<C>(p + j);
-      nanmask = nanmask || (v != v);
+      nanmask = nanmask || xsimd::isnan(v);
       m = is_max ? xsimd::max(m, v) : xsimd::min(m, v);
     }
     alignas(64) C lanes[Bt::size];
@@ -173,12 +174,12 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
       index_t i = i0;
       for (; i + w <= i1; i += w) {
         Bt acc = detail::load_as<C>(base + i);
-        auto nanm = acc != acc;
+        auto nanm = xsimd::isnan(acc);
         for (index_t r = 1; r < n; ++r) {
           Bt v = detail::load_as<C>(base + r * inner + i);
           if constexpr (K == reduce_op::sum || K == reduce_op::mean) acc += v;
           else {
-            nanm = nanm || (v != v);
+            nanm = nanm || xsimd::isnan(v);
             acc = K == reduce_op::max ? xsimd::max(acc, v) : xsimd::min(acc, v);
           }
         }

@@ -4,6 +4,7 @@
 // src[o, 0..n-1, i]. Plain loops accumulating in double (int64 for integers): the oracle.
 #pragma once
 
+#include "typeformer/backend/reference/elementwise.hpp"
 #include "typeformer/backend/tags.hpp"
 #include "typeformer/core/dtype.hpp"
 #include "typeformer/expr/reduce.hpp"
