@@ -24,36 +24,36 @@
 #include "typeformer/config/version.hpp"
 
 #if !defined(TFM_NO_EXCEPTIONS)
-#  if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
-#    define TFM_NO_EXCEPTIONS 0
-#  else
-#    define TFM_NO_EXCEPTIONS 1
-#  endif
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define TFM_NO_EXCEPTIONS 0
+#else
+#define TFM_NO_EXCEPTIONS 1
+#endif
 #endif
 
 #if !defined(TFM_WITH_OPENMP)
-#  define TFM_WITH_OPENMP 1
+#define TFM_WITH_OPENMP 1
 #endif
 
 #if !defined(TFM_MAX_FUSION_DEPTH)
-#  define TFM_MAX_FUSION_DEPTH 32
+#define TFM_MAX_FUSION_DEPTH 32
 #endif
 
 #if !defined(TFM_DEFAULT_ALIGNMENT)
-#  define TFM_DEFAULT_ALIGNMENT 64
+#define TFM_DEFAULT_ALIGNMENT 64
 #endif
 
 #if !defined(TFM_STORAGE_CACHE_BYTES)
-#  if defined(__SANITIZE_ADDRESS__)
-#    define TFM_STORAGE_CACHE_BYTES 0
-#  elif defined(__has_feature)
-#    if __has_feature(address_sanitizer)
-#      define TFM_STORAGE_CACHE_BYTES 0
-#    endif
-#  endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TFM_STORAGE_CACHE_BYTES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TFM_STORAGE_CACHE_BYTES 0
+#endif
+#endif
 #endif
 #if !defined(TFM_STORAGE_CACHE_BYTES)
-#  define TFM_STORAGE_CACHE_BYTES (512ull << 20)
+#define TFM_STORAGE_CACHE_BYTES (512ull << 20)
 #endif
 
 // ABI inline namespace: binaries built against different typeformer versions do not silently mix
@@ -62,11 +62,11 @@
 #define TFM_ABI_CONCAT(a, b, c) TFM_ABI_CONCAT2(a, b, c)
 #define TFM_ABI_NAMESPACE TFM_ABI_CONCAT(TFM_VERSION_MAJOR, TFM_VERSION_MINOR, TFM_VERSION_PATCH)
 
-#define TFM_BEGIN_NAMESPACE                                                                        \
-  namespace tfm {                                                                                  \
+#define TFM_BEGIN_NAMESPACE \
+  namespace tfm {           \
   inline namespace TFM_ABI_NAMESPACE {
-#define TFM_END_NAMESPACE                                                                          \
-  }                                                                                                \
+#define TFM_END_NAMESPACE \
+  }                       \
   }
 
 #include "typeformer/config/platform.hpp"

@@ -36,12 +36,18 @@ enum class errc {
 
 inline const char* errc_name(errc e) noexcept {
   switch (e) {
-    case errc::shape: return "shape_error";
-    case errc::index: return "index_error";
-    case errc::value: return "value_error";
-    case errc::parse: return "parse_error";
-    case errc::io: return "io_error";
-    case errc::unsupported: return "unsupported_error";
+    case errc::shape:
+      return "shape_error";
+    case errc::index:
+      return "index_error";
+    case errc::value:
+      return "value_error";
+    case errc::parse:
+      return "parse_error";
+    case errc::io:
+      return "io_error";
+    case errc::unsupported:
+      return "unsupported_error";
   }
   return "error";
 }
@@ -106,12 +112,18 @@ inline error_handler set_error_handler(error_handler h) noexcept {
 [[noreturn]] inline void raise(errc code, const std::string& message) {
 #if !TFM_NO_EXCEPTIONS
   switch (code) {
-    case errc::shape: throw shape_error(message);
-    case errc::index: throw index_error(message);
-    case errc::value: throw value_error(message);
-    case errc::parse: throw parse_error(message);
-    case errc::io: throw io_error(message);
-    case errc::unsupported: throw unsupported_error(message);
+    case errc::shape:
+      throw shape_error(message);
+    case errc::index:
+      throw index_error(message);
+    case errc::value:
+      throw value_error(message);
+    case errc::parse:
+      throw parse_error(message);
+    case errc::io:
+      throw io_error(message);
+    case errc::unsupported:
+      throw unsupported_error(message);
   }
   throw error(code, message);
 #else
@@ -128,8 +140,8 @@ inline void append_piece(std::string& s, const char* v) { s.append(v); }
 inline void append_piece(std::string& s, const std::string& v) { s.append(v); }
 inline void append_piece(std::string& s, char c) { s.push_back(c); }
 template <class I>
-  requires(std::is_integral_v<I> && !std::is_same_v<I, char> && !std::is_same_v<I, bool>)
-inline void append_piece(std::string& s, I v) {
+requires(std::is_integral_v<I> && !std::is_same_v<I, char> &&
+         !std::is_same_v<I, bool>) inline void append_piece(std::string& s, I v) {
   s.append(std::to_string(v));
 }
 inline void append_piece(std::string& s, bool b) { s.append(b ? "true" : "false"); }

@@ -53,9 +53,9 @@ using compute_t = typename detail::compute_type<std::remove_cv_t<T>>::type;
 
 /// The type sums over T accumulate in (f32 for bf16/f16/f32, f64 for f64, i64 for integers).
 template <class T>
-using accum_t = std::conditional_t<std::is_same_v<compute_t<T>, double>, double,
-                                   std::conditional_t<std::is_integral_v<compute_t<T>>,
-                                                      std::int64_t, float>>;
+using accum_t =
+    std::conditional_t<std::is_same_v<compute_t<T>, double>, double,
+                       std::conditional_t<std::is_integral_v<compute_t<T>>, std::int64_t, float>>;
 
 /// True for float, double, bf16 and f16.
 template <class T>
@@ -65,24 +65,36 @@ inline constexpr bool is_floating_v =
 /// Converts a compute-type value to the storage type T (RNE for bf16/f16).
 template <class T, class U>
 constexpr T to_storage(U v) noexcept {
-  if constexpr (is_half_v<T>) return T(static_cast<float>(v));
-  else return static_cast<T>(v);
+  if constexpr (is_half_v<T>)
+    return T(static_cast<float>(v));
+  else
+    return static_cast<T>(v);
 }
 
 /// Short name of an element type, for messages and printing.
 template <class T>
 constexpr const char* dtype_name() noexcept {
   using U = std::remove_cv_t<T>;
-  if constexpr (std::is_same_v<U, float>) return "f32";
-  else if constexpr (std::is_same_v<U, double>) return "f64";
-  else if constexpr (std::is_same_v<U, bf16>) return "bf16";
-  else if constexpr (std::is_same_v<U, f16>) return "f16";
-  else if constexpr (std::is_same_v<U, std::int8_t>) return "i8";
-  else if constexpr (std::is_same_v<U, std::uint8_t>) return "u8";
-  else if constexpr (std::is_same_v<U, std::int32_t>) return "i32";
-  else if constexpr (std::is_same_v<U, std::int64_t>) return "i64";
-  else if constexpr (std::is_same_v<U, bool>) return "bool";
-  else return "?";
+  if constexpr (std::is_same_v<U, float>)
+    return "f32";
+  else if constexpr (std::is_same_v<U, double>)
+    return "f64";
+  else if constexpr (std::is_same_v<U, bf16>)
+    return "bf16";
+  else if constexpr (std::is_same_v<U, f16>)
+    return "f16";
+  else if constexpr (std::is_same_v<U, std::int8_t>)
+    return "i8";
+  else if constexpr (std::is_same_v<U, std::uint8_t>)
+    return "u8";
+  else if constexpr (std::is_same_v<U, std::int32_t>)
+    return "i32";
+  else if constexpr (std::is_same_v<U, std::int64_t>)
+    return "i64";
+  else if constexpr (std::is_same_v<U, bool>)
+    return "bool";
+  else
+    return "?";
 }
 
 TFM_END_NAMESPACE

@@ -38,13 +38,18 @@ tensor<T, S, Backend> full(const S& s, compute_t<T> v) {
 
 /// 0, 1, ..., n-1 (or start, start+step, ... while < stop) as a 1-D tensor.
 template <class T, class Backend = cpu>
-tensor<T, shape<dyn>, Backend> arange(compute_t<T> start, compute_t<T> stop, compute_t<T> step = 1) {
+tensor<T, shape<dyn>, Backend> arange(compute_t<T> start, compute_t<T> stop,
+                                      compute_t<T> step = 1) {
   if (step == 0) fail(errc::value, "tfm::arange: the step must not be zero.");
-  double span = (static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step);
-  index_t n = span > 0 ? static_cast<index_t>(span) + (span > static_cast<double>(static_cast<index_t>(span)) ? 1 : 0) : 0;
+  double span =
+      (static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step);
+  index_t n = span > 0 ? static_cast<index_t>(span) +
+                             (span > static_cast<double>(static_cast<index_t>(span)) ? 1 : 0)
+                       : 0;
   tensor<T, shape<dyn>, Backend> t(n);
   for (index_t i = 0; i < n; ++i)
-    t.data()[i] = to_storage<T>(static_cast<compute_t<T>>(start + static_cast<compute_t<T>>(i) * step));
+    t.data()[i] =
+        to_storage<T>(static_cast<compute_t<T>>(start + static_cast<compute_t<T>>(i) * step));
   return t;
 }
 template <class T, class Backend = cpu>

@@ -44,7 +44,6 @@
 #include <limits>
 #include <type_traits>
 
-
 TFM_BEGIN_NAMESPACE
 
 namespace detail {

@@ -19,17 +19,20 @@
 TFM_BEGIN_NAMESPACE
 
 struct print_options {
-  index_t edge_items = 3;     // items shown at each end of an elided axis
-  index_t threshold = 1000;   // elide when the tensor has more elements than this
-  int precision = 6;          // significant digits
+  index_t edge_items = 3;    // items shown at each end of an elided axis
+  index_t threshold = 1000;  // elide when the tensor has more elements than this
+  int precision = 6;         // significant digits
 };
 
 namespace detail {
 template <class T>
 void print_value(std::ostream& os, const T& v) {
-  if constexpr (is_half_v<T>) os << static_cast<float>(v);
-  else if constexpr (std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t>) os << static_cast<int>(v);
-  else os << v;
+  if constexpr (is_half_v<T>)
+    os << static_cast<float>(v);
+  else if constexpr (std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t>)
+    os << static_cast<int>(v);
+  else
+    os << v;
 }
 
 template <class V>
@@ -41,13 +44,17 @@ void print_axis(std::ostream& os, const V& v, std::size_t axis, index_t offset, 
     if (elide && n > 2 * opt.edge_items && i == opt.edge_items) {
       os << "...";
       i = n - opt.edge_items - 1;
-      if (axis + 1 < V::rank) os << ",\n" << std::string(static_cast<std::size_t>(indent + 1), ' ');
-      else os << ", ";
+      if (axis + 1 < V::rank)
+        os << ",\n" << std::string(static_cast<std::size_t>(indent + 1), ' ');
+      else
+        os << ", ";
       continue;
     }
     index_t off = offset + i * v.stride(axis);
-    if (axis + 1 == V::rank) print_value(os, v.data()[off]);
-    else print_axis(os, v, axis + 1, off, elide, opt, indent + 1);
+    if (axis + 1 == V::rank)
+      print_value(os, v.data()[off]);
+    else
+      print_axis(os, v, axis + 1, off, elide, opt, indent + 1);
     if (i + 1 < n) {
       if (axis + 1 < V::rank) {
         os << ",\n";
@@ -64,8 +71,8 @@ void print_axis(std::ostream& os, const V& v, std::size_t axis, index_t offset, 
 
 /// Writes the elements of a tensor or view.
 template <class X>
-  requires dense_type<X>
-std::ostream& print(std::ostream& os, const X& x, const print_options& opt = {}) {
+requires dense_type<X> std::ostream& print(std::ostream& os, const X& x,
+                                           const print_options& opt = {}) {
   auto v = x.view();
   using V = decltype(v);
   std::ios::fmtflags f = os.flags();
@@ -82,15 +89,13 @@ std::ostream& print(std::ostream& os, const X& x, const print_options& opt = {})
 }
 
 template <class X>
-  requires dense_type<X>
-std::ostream& operator<<(std::ostream& os, const X& x) {
+requires dense_type<X> std::ostream& operator<<(std::ostream& os, const X& x) {
   return print(os, x);
 }
 
 /// The printed form as a string.
 template <class X>
-  requires dense_type<X>
-std::string to_string(const X& x, const print_options& opt = {}) {
+requires dense_type<X> std::string to_string(const X& x, const print_options& opt = {}) {
   std::ostringstream os;
   print(os, x, opt);
   return os.str();

@@ -40,6 +40,23 @@ struct is_shape<shape<Es...>> : std::true_type {};
 template <class S>
 concept shape_type = detail::is_shape<std::remove_cvref_t<S>>::value;
 
+namespace detail {
+/// Storage of a shape's dynamic extents: an array, or nothing at all for a fully static shape
+/// (std::array<index_t, 0> is not an empty class, so it would cost every static tensor a byte,
+/// and with 64-byte alignment an inline tensor a whole cache line).
+struct no_dyn_extents {
+  friend constexpr bool operator==(no_dyn_extents, no_dyn_extents) noexcept { return true; }
+};
+template <std::size_t N>
+struct dyn_extents_store {
+  using type = std::array<index_t, N>;
+};
+template <>
+struct dyn_extents_store<0> {
+  using type = no_dyn_extents;
+};
+}  // namespace detail
+
 template <index_t... Es>
 struct shape {
   static_assert(((Es >= 0 || Es == dyn) && ...),
@@ -70,8 +87,9 @@ struct shape {
 
   /// Constructs from the dynamic extents only, in axis order: shape<4, dyn, dyn>(10, 20).
   template <std::integral... I>
-    requires(sizeof...(I) == rank_dynamic && rank_dynamic > 0)
-  constexpr explicit shape(I... dynamic_extents) : dyn_{static_cast<index_t>(dynamic_extents)...} {
+  requires(sizeof...(I) == rank_dynamic &&
+           rank_dynamic > 0) constexpr explicit shape(I... dynamic_extents)
+      : dyn_{static_cast<index_t>(dynamic_extents)...} {
     for (index_t e : dyn_)
       if (e < 0) fail(errc::shape, "tfm::shape: extents must be >= 0, got ", e, ".");
   }
@@ -81,9 +99,10 @@ struct shape {
     shape s;
     std::size_t d = 0;
     for (std::size_t i = 0; i < rank; ++i) {
-      if (all[i] < 0) fail(errc::shape, "tfm::shape: axis ", i, " has negative extent ", all[i], ".");
+      if (all[i] < 0)
+        fail(errc::shape, "tfm::shape: axis ", i, " has negative extent ", all[i], ".");
       if (static_extents[i] == dyn) {
-        s.dyn_[d++] = all[i];
+        if constexpr (rank_dynamic > 0) s.dyn_[d++] = all[i];
       } else if (static_extents[i] != all[i]) {
         fail(errc::shape, "tfm::shape: axis ", i, " is fixed to ", static_extents[i],
              " by the type ", shape().to_string(), " but the value is ", all[i], ".");
@@ -94,10 +113,14 @@ struct shape {
 
   /// Extent of axis i (0 <= i < rank).
   constexpr index_t extent(std::size_t i) const noexcept {
-    if (static_extents[i] != dyn) return static_extents[i];
-    std::size_t d = 0;
-    for (std::size_t k = 0; k < i; ++k) d += static_extents[k] == dyn ? 1 : 0;
-    return dyn_[d];
+    if constexpr (rank_dynamic == 0) {
+      return static_extents[i];
+    } else {
+      if (static_extents[i] != dyn) return static_extents[i];
+      std::size_t d = 0;
+      for (std::size_t k = 0; k < i; ++k) d += static_extents[k] == dyn ? 1 : 0;
+      return dyn_[d];
+    }
   }
   constexpr index_t operator[](std::size_t i) const noexcept { return extent(i); }
 
@@ -135,20 +158,20 @@ struct shape {
   }
 
  private:
-  [[no_unique_address]] std::array<index_t, rank_dynamic> dyn_{};
+  [[no_unique_address]] typename detail::dyn_extents_store<rank_dynamic>::type dyn_{};
 };
 
 /// Shapes of different types compare equal when their extents are equal.
 template <index_t... A, index_t... B>
-  requires(sizeof...(A) == sizeof...(B))
-constexpr bool same_extents(const shape<A...>& a, const shape<B...>& b) noexcept {
+requires(sizeof...(A) == sizeof...(B)) constexpr bool same_extents(const shape<A...>& a,
+                                                                   const shape<B...>& b) noexcept {
   for (std::size_t i = 0; i < sizeof...(A); ++i)
     if (a.extent(i) != b.extent(i)) return false;
   return true;
 }
 template <index_t... A, index_t... B>
-  requires(sizeof...(A) != sizeof...(B))
-constexpr bool same_extents(const shape<A...>&, const shape<B...>&) noexcept {
+requires(sizeof...(A) != sizeof...(B)) constexpr bool same_extents(const shape<A...>&,
+                                                                   const shape<B...>&) noexcept {
   return false;
 }
 
@@ -221,7 +244,10 @@ template <shape_type SA, shape_type SB>
 struct broadcast_shape {
   static constexpr std::size_t rank = SA::rank > SB::rank ? SA::rank : SB::rank;
   static constexpr bool ok = detail::check_broadcast_all<SA, SB>(std::make_index_sequence<rank>{});
-  using type = decltype(detail::broadcast_shape_impl<SA, SB, rank>(std::make_index_sequence<rank>{}));
+  // Naming `type` reads `ok` first, so every user of broadcast_shape_t gets the static check.
+  using type = std::conditional_t<
+      ok, decltype(detail::broadcast_shape_impl<SA, SB, rank>(std::make_index_sequence<rank>{})),
+      void>;
 };
 template <shape_type SA, shape_type SB>
 using broadcast_shape_t = typename broadcast_shape<SA, SB>::type;
@@ -235,8 +261,10 @@ constexpr broadcast_shape_t<SA, SB> broadcast_shapes(const SA& a, const SB& b) {
     index_t ea = i < SA::rank ? a.extent(SA::rank - 1 - i) : 1;
     index_t eb = i < SB::rank ? b.extent(SB::rank - 1 - i) : 1;
     index_t e;
-    if (ea == eb || eb == 1) e = ea;
-    else if (ea == 1) e = eb;
+    if (ea == eb || eb == 1)
+      e = ea;
+    else if (ea == 1)
+      e = eb;
     else
       fail(errc::shape, "tfm: cannot broadcast shape ", a.to_string(), " with shape ",
            b.to_string(), ": axis ", R::rank - 1 - i, " of the result (", i,
@@ -255,7 +283,7 @@ auto reduce_shape_impl(std::index_sequence<I...>)
 }  // namespace detail
 template <shape_type S, std::size_t Axis, bool KeepDims = false>
 using reduce_shape_t = decltype(detail::reduce_shape_impl<S, Axis, KeepDims>(
-    std::make_index_sequence<KeepDims ? S::rank : S::rank - 1>{}));
+    std::make_index_sequence < KeepDims ? S::rank : S::rank - 1 > {}));
 
 template <shape_type Out, shape_type S>
 constexpr Out reduce_shape(const S& s, std::size_t axis, bool keepdims) {

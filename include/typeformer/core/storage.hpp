@@ -16,8 +16,8 @@
 #include <limits>
 #include <mutex>
 #include <new>
-#include <unordered_map>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 TFM_BEGIN_NAMESPACE
@@ -75,22 +75,28 @@ inline void* block_alloc(std::size_t bytes) {
       return p;
     }
   }
-  return ::operator new(bytes, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  return ::operator new (bytes, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
 }
 inline void block_free(void* p, std::size_t bytes) noexcept {
   if constexpr (TFM_STORAGE_CACHE_BYTES > 0) {
     auto& c = storage_cache();
     std::lock_guard<std::mutex> lock(c.mu);
     if (c.cached + bytes <= static_cast<std::size_t>(TFM_STORAGE_CACHE_BYTES)) {
-      try {
+#if TFM_NO_EXCEPTIONS
+      c.blocks.emplace(bytes, p);
+      c.cached += bytes;
+      return;
+#else
+      try {  // a failed insert (out of memory) frees the block instead of caching it
         c.blocks.emplace(bytes, p);
         c.cached += bytes;
         return;
       } catch (...) {
       }
+#endif
     }
   }
-  ::operator delete(p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
 }
 }  // namespace detail
 
@@ -98,7 +104,7 @@ inline void block_free(void* p, std::size_t bytes) noexcept {
 inline void release_cached_storage() noexcept {
   auto& c = detail::storage_cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& [bytes, p] : c.blocks) ::operator delete(p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  for (auto& [bytes, p] : c.blocks) ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
   c.blocks.clear();
   c.cached = 0;
 }
@@ -119,7 +125,8 @@ namespace detail {
 template <class T>
 class aligned_buffer {
   static_assert(std::is_trivially_copyable_v<T>, "tfm: tensor elements must be trivially copyable");
-  static_assert(alignof(T) <= TFM_DEFAULT_ALIGNMENT, "tfm: element alignment exceeds TFM_DEFAULT_ALIGNMENT");
+  static_assert(alignof(T) <= TFM_DEFAULT_ALIGNMENT,
+                "tfm: element alignment exceeds TFM_DEFAULT_ALIGNMENT");
 
  public:
   aligned_buffer() noexcept = default;
@@ -156,7 +163,8 @@ class aligned_buffer {
   void allocate(index_t n, bool zero) {
     if (n < 0) fail(errc::value, "tfm: cannot allocate a negative number of elements (", n, ").");
     if (n == 0) return;
-    constexpr std::size_t align = TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
+    constexpr std::size_t align =
+        TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
     if (static_cast<std::size_t>(n) > std::numeric_limits<std::size_t>::max() / sizeof(T) - align)
       fail(errc::value, "tfm: a tensor of ", n, " elements does not fit in memory.");
     std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + align - 1) / align * align;
@@ -167,9 +175,11 @@ class aligned_buffer {
   }
   void release() noexcept {
     if (p_) {
-      constexpr std::size_t align = TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
+      constexpr std::size_t align =
+          TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T);
       note_free((static_cast<std::size_t>(n_) * sizeof(T) + align - 1) / align * align);
-      block_free(static_cast<void*>(p_), (static_cast<std::size_t>(n_) * sizeof(T) + align - 1) / align * align);
+      block_free(static_cast<void*>(p_),
+                 (static_cast<std::size_t>(n_) * sizeof(T) + align - 1) / align * align);
     }
     p_ = nullptr;
     n_ = 0;
@@ -182,8 +192,8 @@ class aligned_buffer {
 /// In-object storage for N elements (N known at compile time), zero-initialised.
 template <class T, index_t N>
 struct inline_buffer {
-  alignas(TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT : alignof(T))
-      T data_[N > 0 ? N : 1]{};
+  alignas(TFM_DEFAULT_ALIGNMENT > alignof(T) ? TFM_DEFAULT_ALIGNMENT
+                                             : alignof(T)) T data_[N > 0 ? N : 1]{};
   T* data() noexcept { return data_; }
   const T* data() const noexcept { return data_; }
   static constexpr index_t size() noexcept { return N; }

@@ -62,7 +62,9 @@ concept dense_type = tensor_type<X> || view_type<X>;
 
 /// An elementwise expression node (expr/); nodes declare `using is_tfm_expression = void;`.
 template <class X>
-concept expression_node = requires { typename std::remove_cvref_t<X>::is_tfm_expression; };
+concept expression_node = requires {
+  typename std::remove_cvref_t<X>::is_tfm_expression;
+};
 
 namespace detail {
 template <std::size_t R, class... I>
@@ -103,9 +105,9 @@ class tensor_view {
       : data_(data), shape_(shape), strides_(strides) {}
   /// Views of non-const elements convert to views of const elements.
   template <class U>
-    requires(std::is_same_v<const U, T> && !std::is_same_v<U, T>)
-  tensor_view(const tensor_view<U, S, Backend>& o) noexcept
-      : data_(o.data()), shape_(o.shape()), strides_(o.strides()) {}
+  requires(std::is_same_v<const U, T> && !std::is_same_v<U, T>)
+      tensor_view(const tensor_view<U, S, Backend>& o)
+  noexcept : data_(o.data()), shape_(o.shape()), strides_(o.strides()) {}
 
   tensor_view(const tensor_view&) noexcept = default;
 
@@ -116,8 +118,9 @@ class tensor_view {
     return *this;
   }
   template <class E>
-    requires(dense_type<E> || expression_node<E> || std::is_arithmetic_v<std::remove_cvref_t<E>>)
-  tensor_view& operator=(E&& e) {
+  requires(dense_type<E> || expression_node<E> ||
+           std::is_arithmetic_v<std::remove_cvref_t<E>>) tensor_view&
+  operator=(E&& e) {
     assign(*this, std::forward<E>(e));
     return *this;
   }
@@ -183,8 +186,9 @@ class tensor {
   explicit tensor(const S& shape) : shape_(shape), buf_(engine::make(shape.size(), true)) {}
   /// Zero-filled tensor from the dynamic extents: tensor<float, shape<dyn, 768>> t(10).
   template <std::integral... I>
-    requires(sizeof...(I) == S::rank_dynamic && S::rank_dynamic > 0)
-  explicit tensor(I... dynamic_extents) : tensor(S(dynamic_extents...)) {}
+  requires(sizeof...(I) == S::rank_dynamic &&
+           S::rank_dynamic > 0) explicit tensor(I... dynamic_extents)
+      : tensor(S(dynamic_extents...)) {}
   /// Tensor of the given shape holding `values` in row-major order (count must match).
   tensor(const S& shape, std::initializer_list<T> values) : tensor(shape) {
     if (static_cast<index_t>(values.size()) != shape_.size())
@@ -194,12 +198,10 @@ class tensor {
     for (const T& v : values) data()[i++] = v;
   }
   /// Static 1-D tensor from values: tensor<float, shape<3>> t{1, 2, 3}.
-  tensor(std::initializer_list<T> values)
-    requires(S::is_static && S::rank == 1)
+  tensor(std::initializer_list<T> values) requires(S::is_static&& S::rank == 1)
       : tensor(S{}, values) {}
   /// Static 2-D tensor from rows: tensor<float, shape<2, 3>> t{{1, 2, 3}, {4, 5, 6}}.
-  tensor(std::initializer_list<std::initializer_list<T>> rows)
-    requires(S::is_static && S::rank == 2)
+  tensor(std::initializer_list<std::initializer_list<T>> rows) requires(S::is_static&& S::rank == 2)
       : tensor() {
     if (static_cast<index_t>(rows.size()) != shape_.extent(0))
       fail(errc::shape, "tfm::tensor: ", rows.size(), " rows given for shape ", shape_.to_string(),
@@ -214,8 +216,9 @@ class tensor {
   }
   /// Evaluates an expression or copies another tensor/view (any element type, converted).
   template <class E>
-    requires((dense_type<E> || expression_node<E>) && !std::is_same_v<std::remove_cvref_t<E>, tensor>)
-  tensor(E&& e) : tensor() {
+  requires((dense_type<E> || expression_node<E>)&&!std::is_same_v<std::remove_cvref_t<E>, tensor>)
+      tensor(E&& e)
+      : tensor() {
     assign(*this, std::forward<E>(e));
   }
 
@@ -233,8 +236,9 @@ class tensor {
   /// Evaluates an expression into this tensor; the tensor takes the expression's shape (static
   /// extents must agree). Overlap between the expression's leaves and this tensor is handled.
   template <class E>
-    requires((dense_type<E> || expression_node<E>) && !std::is_same_v<std::remove_cvref_t<E>, tensor>)
-  tensor& operator=(E&& e) {
+  requires((dense_type<E> ||
+            expression_node<E>)&&!std::is_same_v<std::remove_cvref_t<E>, tensor>) tensor&
+  operator=(E&& e) {
     assign(*this, std::forward<E>(e));
     return *this;
   }

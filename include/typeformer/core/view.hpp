@@ -60,7 +60,7 @@ using view_t = typename detail::view_of<X>::type;
 
 /// A view of a tensor lvalue or a view. Temporaries are rejected (the view would dangle).
 template <class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto as_view(X&& x) {
   static_assert(!(tensor_type<X> && std::is_rvalue_reference_v<X&&>),
                 "tfm: cannot take a view of a temporary tensor: the view would dangle. Store the "
@@ -87,7 +87,7 @@ constexpr bool is_permutation() {
 
 /// Permutes axes: result axis i is axis P[i] of x.
 template <std::size_t... P, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto permute(X&& x) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
@@ -102,13 +102,16 @@ auto permute(X&& x) {
 
 /// Swaps the two axes of a matrix (rank 2), or the last two axes of a batch of matrices.
 template <class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto transpose(X&& x) {
   constexpr std::size_t r = std::remove_cvref_t<X>::rank;
   static_assert(r >= 2, "tfm::transpose needs a tensor of rank >= 2");
-  if constexpr (r == 2) return permute<1, 0>(std::forward<X>(x));
-  else if constexpr (r == 3) return permute<0, 2, 1>(std::forward<X>(x));
-  else return permute<0, 1, 3, 2>(std::forward<X>(x));
+  if constexpr (r == 2)
+    return permute<1, 0>(std::forward<X>(x));
+  else if constexpr (r == 3)
+    return permute<0, 2, 1>(std::forward<X>(x));
+  else
+    return permute<0, 1, 3, 2>(std::forward<X>(x));
 }
 
 namespace detail {
@@ -125,7 +128,7 @@ inline index_t checked_slice_count(index_t extent, index_t b, index_t e, index_t
 
 /// Elements begin, begin+step, ... (< end) along Axis; the extent becomes dynamic.
 template <int Axis, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto slice(X&& x, index_t begin, index_t end, index_t step = 1) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
@@ -142,13 +145,14 @@ auto slice(X&& x, index_t begin, index_t end, index_t step = 1) {
 
 /// Static bounds [Begin, End) along Axis: the extent stays static.
 template <int Axis, index_t Begin, index_t End, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto slice(X&& x) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
   using S = typename V::shape_type;
   constexpr std::size_t ax = normalize_axis<Axis, S::rank>();
-  static_assert(Begin >= 0 && End >= Begin, "tfm::slice: the static range must be non-empty and ordered");
+  static_assert(Begin >= 0 && End >= Begin,
+                "tfm::slice: the static range must be non-empty and ordered");
   static_assert(S::static_extents[ax] == dyn || End <= S::static_extents[ax],
                 "tfm::slice: the static range ends past the axis's static extent");
   using S2 = detail::set_extent_t<S, ax, End - Begin>;
@@ -161,7 +165,7 @@ auto slice(X&& x) {
 
 /// Fixes Axis at index i; the result has one axis fewer.
 template <int Axis, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto select(X&& x, index_t i) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
@@ -174,12 +178,13 @@ auto select(X&& x, index_t i) {
   std::array<index_t, S2::rank> st{};
   for (std::size_t a = 0, k = 0; a < S::rank; ++a)
     if (a != ax) st[k++] = v.stride(a);
-  return detail::rebind_view_t<V, S2>(v.data() + i * v.stride(ax), reduce_shape<S2>(v.shape(), ax, false), st);
+  return detail::rebind_view_t<V, S2>(v.data() + i * v.stride(ax),
+                                      reduce_shape<S2>(v.shape(), ax, false), st);
 }
 
 /// Inserts an axis of extent 1 before axis Axis (Axis may equal rank: append).
 template <std::size_t Axis, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto unsqueeze(X&& x) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
@@ -205,7 +210,7 @@ auto unsqueeze(X&& x) {
 /// The same elements under new extents. x must be contiguous (else shape_error telling the
 /// caller to make a contiguous copy with .eval() / tfm::contiguous()).
 template <shape_type S2, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto reshape(X&& x, const S2& new_shape) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
@@ -222,19 +227,19 @@ auto reshape(X&& x, const S2& new_shape) {
 }
 /// Static reshape: reshape<shape<4, 6>>(x).
 template <shape_type S2, class X>
-  requires(dense_type<X> && S2::is_static)
-auto reshape(X&& x) {
+requires(dense_type<X>&& S2::is_static) auto reshape(X&& x) {
   return reshape(std::forward<X>(x), S2{});
 }
 
 /// NumPy broadcast of x to `target` (aligned on the right): size-1 and missing axes repeat.
 template <shape_type S2, class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto broadcast_to(X&& x, const S2& target) {
   auto v = as_view(std::forward<X>(x));
   using V = decltype(v);
   using S = typename V::shape_type;
-  static_assert(S2::rank >= S::rank, "tfm::broadcast_to: the target rank is smaller than the source rank");
+  static_assert(S2::rank >= S::rank,
+                "tfm::broadcast_to: the target rank is smaller than the source rank");
   static_assert(broadcast_shape<S, S2>::ok);
   std::array<index_t, S2::rank> st{};
   for (std::size_t i = 0; i < S2::rank; ++i) {  // i from the right
@@ -244,8 +249,10 @@ auto broadcast_to(X&& x, const S2& target) {
       continue;
     }
     std::size_t a = S::rank - 1 - i;
-    if (v.extent(a) == target.extent(a2)) st[a2] = v.stride(a);
-    else if (v.extent(a) == 1) st[a2] = 0;
+    if (v.extent(a) == target.extent(a2))
+      st[a2] = v.stride(a);
+    else if (v.extent(a) == 1)
+      st[a2] = 0;
     else
       fail(errc::shape, "tfm::broadcast_to: cannot broadcast ", v.shape().to_string(), " to ",
            target.to_string(), ": axis ", a, " has extent ", v.extent(a), " but the target has ",

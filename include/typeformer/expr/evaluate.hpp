@@ -36,12 +36,12 @@ TFM_BEGIN_NAMESPACE
 
 template <class T, std::size_t R>
 struct leaf_cursor {
-  using value_type = T;                 // storage type of the leaf
+  using value_type = T;  // storage type of the leaf
   using compute_type = compute_t<T>;
   const T* base = nullptr;
-  std::array<index_t, R> strides{};     // relative to the destination's (merged) axes
-  const T* row = nullptr;               // start of the current row
-  index_t inner = 0;                    // stride along the row
+  std::array<index_t, R> strides{};  // relative to the destination's (merged) axes
+  const T* row = nullptr;            // start of the current row
+  index_t inner = 0;                 // stride along the row
 };
 
 template <class C>
@@ -137,16 +137,19 @@ std::pair<std::uintptr_t, std::uintptr_t> byte_range(const T* p, const S& s,
   if (s.size() == 0) return {lo, lo};
   for (std::size_t a = 0; a < R; ++a) {
     index_t d = (s.extent(a) - 1) * st[a] * static_cast<index_t>(sizeof(T));
-    if (d < 0) lo += static_cast<std::uintptr_t>(d);
-    else hi += static_cast<std::uintptr_t>(d);
+    if (d < 0)
+      lo += static_cast<std::uintptr_t>(d);
+    else
+      hi += static_cast<std::uintptr_t>(d);
   }
   return {lo, hi + sizeof(T)};
 }
 
 /// True when some leaf of `n` reads memory that `dst` writes at a different position, so
-/// evaluating in place would read already-overwritten elements.
+/// evaluating in place would read already-overwritten elements. With any_overlap, every leaf
+/// that reads dst's memory at all counts (for a destination about to be reallocated).
 template <class N, class V>
-bool overlaps_badly(const N& n, const V& dst) {
+bool overlaps_badly(const N& n, const V& dst, bool any_overlap = false) {
   if constexpr (is_scalar_leaf<N>::value) {
     return false;
   } else if constexpr (is_owned_leaf<N>::value) {
@@ -156,6 +159,7 @@ bool overlaps_badly(const N& n, const V& dst) {
     auto [a0, a1] = byte_range(n.data(), n.shape(), n.strides());
     auto [b0, b1] = byte_range(dst.data(), dst.shape(), dst.strides());
     if (a1 <= b0 || b1 <= a0) return false;
+    if (any_overlap) return true;
     // Overlapping: safe only if the leaf reads exactly the element being written.
     constexpr std::size_t R = V::rank;
     if constexpr (N::rank > R) {
@@ -170,7 +174,8 @@ bool overlaps_badly(const N& n, const V& dst) {
       return false;
     }
   } else {
-    return std::apply([&](const auto&... a) { return (overlaps_badly(a, dst) || ...); }, n.args);
+    return std::apply(
+        [&](const auto&... a) { return (overlaps_badly(a, dst, any_overlap) || ...); }, n.args);
   }
 }
 
@@ -190,8 +195,8 @@ template <std::size_t R>
 struct row_space {
   std::array<index_t, R> ext{};
   std::array<index_t, R> dst_strides{};
-  index_t rows = 0;   // product of ext[0 .. R-2]
-  index_t cols = 0;   // ext[R-1]
+  index_t rows = 0;  // product of ext[0 .. R-2]
+  index_t cols = 0;  // ext[R-1]
 };
 
 namespace detail {
@@ -323,7 +328,7 @@ void evaluate_checked(const V& dst, const N& node) {
 
 /// dst (a view) = src broadcast to dst's shape.
 template <class T, class S, class B, class X>
-  requires operand<X>
+requires operand<X>
 void assign(const tensor_view<T, S, B>& dst, X&& src) {
   static_assert(!std::is_const_v<T>, "tfm: cannot assign through a view of const elements");
   detail::check_writable(dst);
@@ -345,22 +350,24 @@ void assign(const tensor_view<T, S, B>& dst, X&& src) {
 
 /// dst (an owning tensor) = src; dst takes src's shape (static extents must agree).
 template <class T, class S, class B, class St, class X>
-  requires tensor_operand<X>
+requires tensor_operand<X>
 void assign(tensor<T, S, B, St>& dst, X&& src) {
   auto node = detail::to_node(std::forward<X>(src));
   using N = decltype(node);
   using NS = typename N::shape_type;
   detail::static_check_assign<S, NS>();
   S target = S::from_extents(node.shape().extents());
-  if (detail::overlaps_badly(node, dst.view()) || !same_extents(target, dst.shape())) {
-    if (detail::overlaps_badly(node, dst.view())) {
-      tensor<T, S, B, St> tmp = tensor<T, S, B, St>::uninitialized(target);
-      evaluate(tmp.view(), node, B{});
-      dst = std::move(tmp);
-      return;
-    }
-    dst.resize(target);
+  // A destination that changes shape is reallocated (or re-laid out) before it is written, so
+  // then a leaf that reads its storage at all (`a = a + b` growing a by broadcast, `a = a[0:2]`)
+  // must go through the temporary too, not only leaves read at other positions.
+  const bool reshaped = !same_extents(target, dst.shape());
+  if (detail::overlaps_badly(node, dst.view(), reshaped)) {
+    tensor<T, S, B, St> tmp = tensor<T, S, B, St>::uninitialized(target);
+    evaluate(tmp.view(), node, B{});
+    dst = std::move(tmp);
+    return;
   }
+  if (reshaped) dst.resize(target);
   evaluate(dst.view(), node, B{});
 }
 
@@ -369,7 +376,8 @@ template <tensor_operand X>
 auto eval(X&& x) {
   auto node = detail::to_node(std::forward<X>(x));
   using N = decltype(node);
-  using B = std::conditional_t<std::is_void_v<typename N::backend_type>, cpu, typename N::backend_type>;
+  using B =
+      std::conditional_t<std::is_void_v<typename N::backend_type>, cpu, typename N::backend_type>;
   using T = typename N::value_type;
   using S = typename N::shape_type;
   auto out = tensor<T, S, B>::uninitialized(S::from_extents(node.shape().extents()));
@@ -388,7 +396,8 @@ template <class U, tensor_operand X>
 auto cast(X&& x) {
   auto node = detail::to_node(std::forward<X>(x));
   using N = decltype(node);
-  using B = std::conditional_t<std::is_void_v<typename N::backend_type>, cpu, typename N::backend_type>;
+  using B =
+      std::conditional_t<std::is_void_v<typename N::backend_type>, cpu, typename N::backend_type>;
   using S = typename N::shape_type;
   auto out = tensor<U, S, B>::uninitialized(S::from_extents(node.shape().extents()));
   evaluate(out.view(), node, B{});

@@ -10,9 +10,9 @@
 //   Node contract: value_type (the type the node computes in), shape_type and shape(),
 //   backend_type (void for scalars), depth (0 for leaves).
 //
-//   Operands are held by value: views and scalars are small, sub-expressions are nodes. Broadcasting
-//   follows NumPy; a static mismatch is a compile error at the line that builds the node, a
-//   dynamic mismatch throws tfm::shape_error when the node is built.
+//   Operands are held by value: views and scalars are small, sub-expressions are nodes.
+//   Broadcasting follows NumPy; a static mismatch is a compile error at the line that builds the
+//   node, a dynamic mismatch throws tfm::shape_error when the node is built.
 #pragma once
 
 #include "typeformer/config/config.hpp"
@@ -85,8 +85,10 @@ struct first_backend<B0, B...> {
 
 template <class N>
 constexpr int node_depth() {
-  if constexpr (requires { N::depth; }) return N::depth;
-  else return 0;  // views
+  if constexpr (requires { N::depth; })
+    return N::depth;
+  else
+    return 0;  // views
 }
 template <class... N>
 constexpr int max_depth() {
@@ -147,7 +149,8 @@ struct map {
 
 /// Operands of elementwise functions: tensors, views, nodes and arithmetic scalars.
 template <class X>
-concept operand = dense_type<X> || expression_node<X> || std::is_arithmetic_v<std::remove_cvref_t<X>>;
+concept operand =
+    dense_type<X> || expression_node<X> || std::is_arithmetic_v<std::remove_cvref_t<X>>;
 /// Operands that are not plain scalars.
 template <class X>
 concept tensor_operand = dense_type<X> || expression_node<X>;
@@ -188,8 +191,10 @@ struct operand_compute {
 
 template <class C, class X>
 auto to_node_as(X&& x) {
-  if constexpr (std::is_arithmetic_v<std::remove_cvref_t<X>>) return scalar_leaf<C>{static_cast<C>(x)};
-  else return to_node(std::forward<X>(x));
+  if constexpr (std::is_arithmetic_v<std::remove_cvref_t<X>>)
+    return scalar_leaf<C>{static_cast<C>(x)};
+  else
+    return to_node(std::forward<X>(x));
 }
 
 template <class X, bool Scalar = std::is_arithmetic_v<std::remove_cvref_t<X>>>
@@ -223,8 +228,8 @@ struct common_compute<> {
   using type = void;
 };
 template <class X0, class... X>
-struct common_compute<X0, X...>
-    : join_compute<typename operand_compute_or_void<X0>::type, typename common_compute<X...>::type> {};
+struct common_compute<X0, X...> : join_compute<typename operand_compute_or_void<X0>::type,
+                                               typename common_compute<X...>::type> {};
 
 template <class T>
 struct node_for_view {
@@ -234,8 +239,7 @@ struct node_for_view {
 
 /// Builds map<F, ...> from operands; scalar operands take the compute type of the others.
 template <class F, class... X>
-  requires((operand<X> && ...) && (tensor_operand<X> || ...))
-auto make_map(X&&... x) {
+requires((operand<X> && ...) && (tensor_operand<X> || ...)) auto make_map(X&&... x) {
   using C = typename detail::common_compute<X...>::type;
   return map<F, decltype(detail::to_node_as<C>(std::forward<X>(x)))...>(
       detail::to_node_as<C>(std::forward<X>(x))...);
@@ -243,11 +247,10 @@ auto make_map(X&&... x) {
 
 // ---- the operators and functions users call -------------------------------------------------
 
-#define TFM_DETAIL_BINARY_OPERATOR(SYM, F)                                                         \
-  template <operand A, operand B>                                                                  \
-    requires(tensor_operand<A> || tensor_operand<B>)                                               \
-  auto operator SYM(A&& a, B&& b) {                                                                \
-    return make_map<F>(std::forward<A>(a), std::forward<B>(b));                                    \
+#define TFM_DETAIL_BINARY_OPERATOR(SYM, F)                                           \
+  template <operand A, operand B>                                                    \
+  requires(tensor_operand<A> || tensor_operand<B>) auto operator SYM(A&& a, B&& b) { \
+    return make_map<F>(std::forward<A>(a), std::forward<B>(b));                      \
   }
 TFM_DETAIL_BINARY_OPERATOR(+, op::add)
 TFM_DETAIL_BINARY_OPERATOR(-, op::sub)
@@ -264,11 +267,10 @@ auto operator-(A&& a) {
   return make_map<op::neg>(std::forward<A>(a));
 }
 
-#define TFM_DETAIL_BINARY_FUNCTION(NAME, F)                                                        \
-  template <operand A, operand B>                                                                  \
-    requires(tensor_operand<A> || tensor_operand<B>)                                               \
-  auto NAME(A&& a, B&& b) {                                                                        \
-    return make_map<F>(std::forward<A>(a), std::forward<B>(b));                                    \
+#define TFM_DETAIL_BINARY_FUNCTION(NAME, F)                                  \
+  template <operand A, operand B>                                            \
+  requires(tensor_operand<A> || tensor_operand<B>) auto NAME(A&& a, B&& b) { \
+    return make_map<F>(std::forward<A>(a), std::forward<B>(b));              \
   }
 TFM_DETAIL_BINARY_FUNCTION(minimum, op::minimum)
 TFM_DETAIL_BINARY_FUNCTION(maximum, op::maximum)
@@ -281,10 +283,10 @@ TFM_DETAIL_BINARY_FUNCTION(gt, op::greater)
 TFM_DETAIL_BINARY_FUNCTION(ge, op::greater_equal)
 #undef TFM_DETAIL_BINARY_FUNCTION
 
-#define TFM_DETAIL_UNARY_FUNCTION(NAME, F)                                                         \
-  template <tensor_operand A>                                                                      \
-  auto NAME(A&& a) {                                                                               \
-    return make_map<F>(std::forward<A>(a));                                                        \
+#define TFM_DETAIL_UNARY_FUNCTION(NAME, F)  \
+  template <tensor_operand A>               \
+  auto NAME(A&& a) {                        \
+    return make_map<F>(std::forward<A>(a)); \
   }
 TFM_DETAIL_UNARY_FUNCTION(neg, op::neg)
 TFM_DETAIL_UNARY_FUNCTION(abs, op::abs)
@@ -306,8 +308,8 @@ TFM_DETAIL_UNARY_FUNCTION(normal_cdf, op::normal_cdf)
 
 /// Elementwise c ? a : b (c != 0 selects a).
 template <operand C, operand A, operand B>
-  requires(tensor_operand<C> || tensor_operand<A> || tensor_operand<B>)
-auto where(C&& c, A&& a, B&& b) {
+requires(tensor_operand<C> || tensor_operand<A> || tensor_operand<B>) auto where(C&& c, A&& a,
+                                                                                 B&& b) {
   return make_map<op::where>(std::forward<C>(c), std::forward<A>(a), std::forward<B>(b));
 }
 

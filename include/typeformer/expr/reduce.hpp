@@ -41,13 +41,20 @@ enum class reduce_op { sum, mean, max, min, argmax, argmin, logsumexp };
 
 inline const char* reduce_op_name(reduce_op k) noexcept {
   switch (k) {
-    case reduce_op::sum: return "sum";
-    case reduce_op::mean: return "mean";
-    case reduce_op::max: return "max";
-    case reduce_op::min: return "min";
-    case reduce_op::argmax: return "argmax";
-    case reduce_op::argmin: return "argmin";
-    case reduce_op::logsumexp: return "logsumexp";
+    case reduce_op::sum:
+      return "sum";
+    case reduce_op::mean:
+      return "mean";
+    case reduce_op::max:
+      return "max";
+    case reduce_op::min:
+      return "min";
+    case reduce_op::argmax:
+      return "argmax";
+    case reduce_op::argmin:
+      return "argmin";
+    case reduce_op::logsumexp:
+      return "logsumexp";
   }
   return "reduce";
 }

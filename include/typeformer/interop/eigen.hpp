@@ -21,7 +21,7 @@ TFM_BEGIN_NAMESPACE
 
 /// Zero-copy Eigen::Map over a 1-D or 2-D tensor (lvalue) or view.
 template <class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto as_eigen(X&& x) {
   static_assert(!(tensor_type<X> && std::is_rvalue_reference_v<X&&>),
                 "tfm::as_eigen: cannot map a temporary tensor: the map would dangle");
@@ -46,7 +46,9 @@ auto as_eigen(X&& x) {
 }
 
 namespace detail {
-constexpr index_t eigen_extent(int n) { return n == Eigen::Dynamic ? dyn : static_cast<index_t>(n); }
+constexpr index_t eigen_extent(int n) {
+  return n == Eigen::Dynamic ? dyn : static_cast<index_t>(n);
+}
 }  // namespace detail
 
 /// A tensor holding a copy of an Eigen matrix or vector (a column vector gives a 1-D tensor).
@@ -61,9 +63,11 @@ auto from_eigen(const Eigen::MatrixBase<Derived>& m) {
     return t;
   } else {
     using S = shape<detail::eigen_extent(R), detail::eigen_extent(C)>;
-    tensor<U, S> t(S::from_extents({static_cast<index_t>(m.rows()), static_cast<index_t>(m.cols())}));
+    tensor<U, S> t(
+        S::from_extents({static_cast<index_t>(m.rows()), static_cast<index_t>(m.cols())}));
     for (Eigen::Index i = 0; i < m.rows(); ++i)
-      for (Eigen::Index j = 0; j < m.cols(); ++j) t.data()[i * m.cols() + j] = static_cast<U>(m(i, j));
+      for (Eigen::Index j = 0; j < m.cols(); ++j)
+        t.data()[i * m.cols() + j] = static_cast<U>(m(i, j));
     return t;
   }
 }

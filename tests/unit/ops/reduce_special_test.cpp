@@ -117,8 +117,8 @@ TEST_CASE_TEMPLATE(
 
 // Regression: the SIMD max/min paths once detected NaN with `v != v`, which xsimd 8.1 implements
 // as an ordered compare on AVX/AVX-512 (false for NaN); they now use xsimd::isnan.
-TEST_CASE_TEMPLATE("reduce: max/min propagate NaN on the cpu backend (SIMD paths)",
-                   T, float, double, tfm::bf16, tfm::f16) {
+TEST_CASE_TEMPLATE("reduce: max/min propagate NaN on the cpu backend (SIMD paths)", T, float,
+                   double, tfm::bf16, tfm::f16) {
   auto g = tfm_test::rng(402);
   for (index_t n : {5, 37, 100, 40000}) {
     twin2<T> x(4, n, nan_rows(n, g));

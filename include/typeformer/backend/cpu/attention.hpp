@@ -47,7 +47,8 @@ inline bool visible(const attention_geometry& g, index_t i, index_t j) {
   return (!g.causal || j <= pos) && (g.window <= 0 || j > pos - g.window);
 }
 /// Key range [lo, hi) that queries [i0, i1) can see at all.
-inline void key_range(const attention_geometry& g, index_t i0, index_t i1, index_t& lo, index_t& hi) {
+inline void key_range(const attention_geometry& g, index_t i0, index_t i1, index_t& lo,
+                      index_t& hi) {
   lo = 0;
   hi = g.S;
   if (g.causal) hi = std::min(g.S, g.q_offset + i1);
@@ -55,7 +56,8 @@ inline void key_range(const attention_geometry& g, index_t i0, index_t i1, index
   if (hi < lo) hi = lo;
 }
 /// Query range [lo, hi) that can see keys [j0, j1).
-inline void query_range(const attention_geometry& g, index_t j0, index_t j1, index_t& lo, index_t& hi) {
+inline void query_range(const attention_geometry& g, index_t j0, index_t j1, index_t& lo,
+                        index_t& hi) {
   lo = 0;
   hi = g.T;
   if (g.causal) lo = std::clamp<index_t>(j0 - g.q_offset, 0, g.T);
@@ -77,8 +79,10 @@ void scores(const attention_geometry& g, index_t h, const T* q, const T* k, inde
     for (index_t b = 0; b < nk; ++b) {
       const index_t i = i0 + a, j = j0 + b;
       T& x = s[a * nk + b];
-      if (!visible(g, i, j)) x = ninf;
-      else if (g.alibi) x -= static_cast<T>(g.alibi[h] * static_cast<double>(g.q_offset + i - j));
+      if (!visible(g, i, j))
+        x = ninf;
+      else if (g.alibi)
+        x -= static_cast<T>(g.alibi[h] * static_cast<double>(g.q_offset + i - j));
     }
 }
 /// x[c] = exp(x[c] - sub) for c < n, returning the sum (SIMD; -inf entries give 0).
@@ -104,15 +108,16 @@ T exp_shift_sum(T* x, index_t n, T sub) {
 
 /// o = softmax(scale q k^T + bias) v; lse = log-sum-exp of each score row (-inf if none visible).
 template <class T>
-void attention_forward(const attention_geometry& g, const T* q, const T* k, const T* v, T* o, T* lse) {
+void attention_forward(const attention_geometry& g, const T* q, const T* k, const T* v, T* o,
+                       T* lse) {
   using namespace attention_detail;
   if (g.G <= 0 || g.H % g.G != 0) fail(errc::shape, "tfm attention: H must be a multiple of G.");
   const index_t nqt = (g.T + tile_q - 1) / tile_q;
   const index_t items = g.B * g.H * nqt;
   const index_t rep = g.H / g.G;
   TFM_OMP(parallel if (items > 1 && num_threads() > 1 && !in_parallel())) {
-    std::vector<T> s(static_cast<std::size_t>(tile_q * tile_k)), acc(static_cast<std::size_t>(tile_q * g.D)),
-        pv(static_cast<std::size_t>(tile_q * g.D));
+    std::vector<T> s(static_cast<std::size_t>(tile_q * tile_k)),
+        acc(static_cast<std::size_t>(tile_q * g.D)), pv(static_cast<std::size_t>(tile_q * g.D));
     std::vector<T> m(static_cast<std::size_t>(tile_q)), l(static_cast<std::size_t>(tile_q));
     TFM_OMP(for schedule(dynamic, 1))
     for (index_t it = 0; it < items; ++it) {
@@ -145,15 +150,18 @@ void attention_forward(const attention_geometry& g, const T* q, const T* k, cons
           for (index_t d = 0; d < g.D; ++d) ar[d] *= corr;
         }
         // acc += p v_tile
-        gemm<T>(false, false, nq, g.D, nk, T(1), s.data(), nk, vb + j0 * g.D, g.D, T(1), acc.data(), g.D);
+        gemm<T>(false, false, nq, g.D, nk, T(1), s.data(), nk, vb + j0 * g.D, g.D, T(1), acc.data(),
+                g.D);
       }
       T* ob = o + ((b * g.H + h) * g.T + i0) * g.D;
       T* lb = lse + (b * g.H + h) * g.T + i0;
       for (index_t a = 0; a < nq; ++a) {
         const T la = l[static_cast<std::size_t>(a)];
         const T inv = la > 0 ? T(1) / la : T(0);
-        for (index_t d = 0; d < g.D; ++d) ob[a * g.D + d] = acc[static_cast<std::size_t>(a * g.D + d)] * inv;
-        lb[a] = la > 0 ? m[static_cast<std::size_t>(a)] + std::log(la) : -std::numeric_limits<T>::infinity();
+        for (index_t d = 0; d < g.D; ++d)
+          ob[a * g.D + d] = acc[static_cast<std::size_t>(a * g.D + d)] * inv;
+        lb[a] = la > 0 ? m[static_cast<std::size_t>(a)] + std::log(la)
+                       : -std::numeric_limits<T>::infinity();
       }
     }
   }
@@ -175,7 +183,8 @@ void attention_backward(const attention_geometry& g, const T* q, const T* k, con
     delta[static_cast<std::size_t>(r)] = s;
   }
   // P and dS for one (query tile, key tile): p = exp(s - lse), ds = p * (dP - delta).
-  auto tile = [&](index_t b, index_t h, index_t i0, index_t nq, index_t j0, index_t nk, T* p, T* ds) {
+  auto tile = [&](index_t b, index_t h, index_t i0, index_t nq, index_t j0, index_t nk, T* p,
+                  T* ds) {
     const T* qb = q + ((b * g.H + h) * g.T + i0) * g.D;
     const T* kb = k + ((b * g.G + h / rep) * g.S + j0) * g.D;
     const T* vb = v + ((b * g.G + h / rep) * g.S + j0) * g.D;
@@ -184,8 +193,10 @@ void attention_backward(const attention_geometry& g, const T* q, const T* k, con
     const T* lb = lse + (b * g.H + h) * g.T + i0;
     for (index_t a = 0; a < nq; ++a) {
       T* pr = p + a * nk;
-      if (lb[a] == -std::numeric_limits<T>::infinity()) std::fill(pr, pr + nk, T(0));
-      else exp_shift_sum(pr, nk, lb[a]);  // -inf scores give exp(-inf) = 0
+      if (lb[a] == -std::numeric_limits<T>::infinity())
+        std::fill(pr, pr + nk, T(0));
+      else
+        exp_shift_sum(pr, nk, lb[a]);  // -inf scores give exp(-inf) = 0
     }
     gemm<T>(false, true, nq, nk, g.D, T(1), dob, g.D, vb, g.D, T(0), ds, nk);  // dP = dO v^T
     const T* de = delta.data() + (b * g.H + h) * g.T + i0;
@@ -215,9 +226,12 @@ void attention_backward(const attention_geometry& g, const T* q, const T* k, con
             const T* qb = q + ((b * g.H + h) * g.T + i0) * g.D;
             const T* dob = dout + ((b * g.H + h) * g.T + i0) * g.D;
             T* dqb = dq + ((b * g.H + h) * g.T + i0) * g.D;
-            gemm<T>(true, false, nk, g.D, nq, T(1), p.data(), nk, dob, g.D, T(1), dvb, g.D);  // dV += P^T dO
-            gemm<T>(true, false, nk, g.D, nq, sc, ds.data(), nk, qb, g.D, T(1), dkb, g.D);    // dK += dS^T Q s
-            gemm<T>(false, false, nq, g.D, nk, sc, ds.data(), nk, kb, g.D, T(1), dqb, g.D);   // dQ += dS K s
+            gemm<T>(true, false, nk, g.D, nq, T(1), p.data(), nk, dob, g.D, T(1), dvb,
+                    g.D);  // dV += P^T dO
+            gemm<T>(true, false, nk, g.D, nq, sc, ds.data(), nk, qb, g.D, T(1), dkb,
+                    g.D);  // dK += dS^T Q s
+            gemm<T>(false, false, nq, g.D, nk, sc, ds.data(), nk, kb, g.D, T(1), dqb,
+                    g.D);  // dQ += dS K s
           }
       }
     }

@@ -8,11 +8,11 @@
 // Results do not depend on the thread count (each element is computed independently).
 #pragma once
 
+#include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/backend/cpu/parallel.hpp"
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/backend/reference/elementwise.hpp"
 #include "typeformer/backend/tags.hpp"
-#include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/core/half.hpp"
 #include "typeformer/core/tensor.hpp"
 #include "typeformer/expr/evaluate.hpp"
@@ -26,9 +26,9 @@ TFM_BEGIN_NAMESPACE
 namespace detail {
 
 template <class T, class C>
-inline constexpr bool simd_leaf_ok_v =
-    (std::is_same_v<T, C> && (std::is_same_v<C, float> || std::is_same_v<C, double>)) ||
-    (is_half_v<T> && std::is_same_v<C, float>);
+inline constexpr bool simd_leaf_ok_v = (std::is_same_v<T, C> &&
+                                        (std::is_same_v<C, float> || std::is_same_v<C, double>)) ||
+                                       (is_half_v<T> && std::is_same_v<C, float>);
 
 /// True when every leaf of the cursor tree loads into batch<C> and every functor takes batches.
 template <class C, class Cur>
@@ -46,14 +46,22 @@ struct simd_cursor_ok<C, map_cursor<F, Cs...>>
 
 template <class Bt, class T>
 TFM_ALWAYS_INLINE Bt load_leaf_contiguous(const T* p) {
-  if constexpr (is_half_v<T>) return load_as_float(p);
-  else return Bt::load_unaligned(p);
+  if constexpr (is_half_v<T>)
+    return load_as_float(p);
+  else
+    return Bt::load_unaligned(p);
 }
 
-template <class Bt, class Cur>
+/// The batch of elements j..j+w of the current row. Contig: the caller has checked that every
+/// leaf of the row is contiguous or broadcast (no per-batch stride tests then).
+template <class Bt, bool Contig = false, class Cur>
 TFM_ALWAYS_INLINE Bt batch_at(const Cur& c, index_t j) {
   using C = typename Bt::value_type;
   if constexpr (requires { c.base; }) {
+    if constexpr (Contig) {
+      if (c.inner == 0) return Bt(static_cast<C>(c.row[0]));
+      return load_leaf_contiguous<Bt>(c.row + j);
+    }
     if (c.inner == 1) return load_leaf_contiguous<Bt>(c.row + j);
     if (c.inner == 0) return Bt(static_cast<C>(c.row[0]));
     alignas(64) C tmp[Bt::size];
@@ -64,16 +72,32 @@ TFM_ALWAYS_INLINE Bt batch_at(const Cur& c, index_t j) {
     return Bt(static_cast<C>(c.value));
   } else {
     return std::apply(
-        [&](const auto&... ch) { return typename Cur::functor_type{}(batch_at<Bt>(ch, j)...); },
+        [&](const auto&... ch) {
+          return typename Cur::functor_type{}(batch_at<Bt, Contig>(ch, j)...);
+        },
         c.children);
   }
+}
+
+/// True when every leaf of the cursor reads its row contiguously (inner 1) or by broadcast (0).
+template <class Cur>
+TFM_ALWAYS_INLINE bool row_unit_or_broadcast(const Cur& c) {
+  if constexpr (requires { c.base; })
+    return c.inner == 1 || c.inner == 0;
+  else if constexpr (requires { c.value; })
+    return true;
+  else
+    return std::apply([](const auto&... ch) { return (row_unit_or_broadcast(ch) && ...); },
+                      c.children);
 }
 
 template <class T, class Bt>
 TFM_ALWAYS_INLINE void store_batch(T* d, index_t inner, const Bt& v) {
   if (inner == 1) {
-    if constexpr (is_half_v<T>) store_from_float(d, v);
-    else v.store_unaligned(d);
+    if constexpr (is_half_v<T>)
+      store_from_float(d, v);
+    else
+      v.store_unaligned(d);
   } else {
     alignas(64) typename Bt::value_type tmp[Bt::size];
     v.store_aligned(tmp);
@@ -84,12 +108,24 @@ TFM_ALWAYS_INLINE void store_batch(T* d, index_t inner, const Bt& v) {
 
 /// Elements [j0, j1) of the current row.
 template <bool Simd, class C, class T, class Cur>
-TFM_ALWAYS_INLINE void run_row(const Cur& cur, T* d, index_t inner, index_t j0, index_t j1) {
+TFM_ALWAYS_INLINE void run_row(const Cur& cur_in, T* d, index_t inner, index_t j0, index_t j1) {
+  // A local copy: stores through d cannot alias it, so scalar operands stay in registers.
+  const Cur cur = cur_in;
   index_t j = j0;
   if constexpr (Simd) {
     using Bt = simd::batch<C>;
     constexpr index_t w = static_cast<index_t>(Bt::size);
-    for (; j + w <= j1; j += w) store_batch<T>(d + j * inner, inner, batch_at<Bt>(cur, j));
+    if (inner == 1 && row_unit_or_broadcast(cur)) {  // the common case: no stride tests per batch
+      for (; j + w <= j1; j += w) {
+        const Bt v = batch_at<Bt, true>(cur, j);
+        if constexpr (is_half_v<T>)
+          store_from_float(d + j, v);
+        else
+          v.store_unaligned(d + j);
+      }
+    } else {
+      for (; j + w <= j1; j += w) store_batch<T>(d + j * inner, inner, batch_at<Bt>(cur, j));
+    }
   }
   for (; j < j1; ++j) d[j * inner] = to_storage<T>(scalar_at<C>(cur, j));
 }
@@ -110,8 +146,8 @@ void evaluate(const tensor_view<T, S, B>& dst, const N& node, cpu) {
   detail::loop_extents<R>(dst, ext, dst_st);
   auto cur0 = detail::make_cursor<R>(node, ext);
   using Cur = decltype(cur0);
-  constexpr bool use_simd = std::is_same_v<compute_t<T>, C> && detail::simd_cursor_ok<C, Cur>::value &&
-                            detail::simd_leaf_ok_v<T, C>;
+  constexpr bool use_simd = std::is_same_v<compute_t<T>, C> &&
+                            detail::simd_cursor_ok<C, Cur>::value && detail::simd_leaf_ok_v<T, C>;
   const auto sp = detail::plan_rows<R>(ext, dst_st, cur0);
   if (sp.rows == 0 || sp.cols == 0) return;
   const index_t inner = sp.dst_strides[R - 1];

@@ -13,7 +13,9 @@
 //
 //   Paths, chosen only from the shape (never from the thread count):
 //     M == 1 or N == 1      gemv (gemm/gemv.hpp), bandwidth-bound stream over the matrix
-//     M*N*K <= 64^3        row-by-row gemv, no packing
+//     M*N*K <= 16^3        row-by-row gemv, no packing (tiny products only: already at
+//                           2x64x64 the packed micro-kernel is 1.7x faster, at 64^3 with a
+//                           transposed B 6x, since the gemv re-streams B once per row of A)
 //     otherwise             packed, cache-blocked GEMM with the register-blocked micro-kernel of
 //                           gemm/config.hpp (e.g. gemm_avx512_f32_12x32), OpenMP over M or N
 //   DETERMINISM: every element of C is computed by one thread in an order fixed by the shape, so
@@ -39,16 +41,15 @@ namespace cpu_kernels {
 namespace detail {
 
 /// Below this many multiply-adds the packed path does not pay for its packing.
-inline constexpr index_t gemm_small_work = index_t(64) * 64 * 64;
+inline constexpr index_t gemm_small_work = index_t(16) * 16 * 16;
 /// Multiply-adds one extra thread must get before it is started.
 inline constexpr index_t gemm_work_per_thread = index_t(1) << 20;
 
 /// Runs the packed loop nest of gemm/config.hpp on rows [m0, m1) and columns [n0, n1) of C.
 template <class Cfg>
-void gemm_packed_range(bool ta, bool tb, index_t m0, index_t m1, index_t n0, index_t n1,
-                       index_t K, typename Cfg::value_type alpha,
-                       const typename Cfg::value_type* A, index_t lda,
-                       const typename Cfg::value_type* B, index_t ldb,
+void gemm_packed_range(bool ta, bool tb, index_t m0, index_t m1, index_t n0, index_t n1, index_t K,
+                       typename Cfg::value_type alpha, const typename Cfg::value_type* A,
+                       index_t lda, const typename Cfg::value_type* B, index_t ldb,
                        typename Cfg::value_type beta, typename Cfg::value_type* C, index_t ldc) {
   using T = typename Cfg::value_type;
   constexpr index_t MR = Cfg::mr, NR = Cfg::nr;
@@ -69,8 +70,7 @@ void gemm_packed_range(bool ta, bool tb, index_t m0, index_t m1, index_t n0, ind
       gemm_pack_a<T, Cfg::mr>(ta, mc, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, apack);
       for (index_t jc = n0; jc < n1; jc += Cfg::nc) {
         const index_t nc = std::min(Cfg::nc, n1 - jc);
-        gemm_pack_b<T, Cfg::nr>(tb, kc, nc, tb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb,
-                                bpack);
+        gemm_pack_b<T, Cfg::nr>(tb, kc, nc, tb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, bpack);
         for (index_t ir = 0; ir < mc; ir += MR) {
           const index_t rows = std::min(MR, mc - ir);
           const T* ap = apack + ir * kc;
@@ -95,16 +95,16 @@ void gemm_packed(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, con
   const index_t unit = split_m ? Cfg::mr : Cfg::nr;
   const index_t units = ((split_m ? M : N) + unit - 1) / unit;
   const index_t work = M * N * K;
-  const int parts = static_cast<int>(std::max<index_t>(
-      1, std::min<index_t>({index_t(nt), units, work / gemm_work_per_thread})));
+  const int parts = static_cast<int>(
+      std::max<index_t>(1, std::min<index_t>({index_t(nt), units, work / gemm_work_per_thread})));
   auto band = [&](int p) {
     const index_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
     if (split_m) {
-      gemm_packed_range<Cfg>(ta, tb, u0 * unit, std::min(M, u1 * unit), 0, N, K, alpha, A, lda,
-                             B, ldb, beta, C, ldc);
+      gemm_packed_range<Cfg>(ta, tb, u0 * unit, std::min(M, u1 * unit), 0, N, K, alpha, A, lda, B,
+                             ldb, beta, C, ldc);
     } else {
-      gemm_packed_range<Cfg>(ta, tb, 0, M, u0 * unit, std::min(N, u1 * unit), K, alpha, A, lda,
-                             B, ldb, beta, C, ldc);
+      gemm_packed_range<Cfg>(ta, tb, 0, M, u0 * unit, std::min(N, u1 * unit), K, alpha, A, lda, B,
+                             ldb, beta, C, ldc);
     }
   };
   if (parts == 1) {
@@ -222,8 +222,8 @@ void gemm_batched(bool trans_a, bool trans_b, index_t batch, index_t M, index_t 
     return;
   }
   for (index_t b = 0; b < batch; ++b)
-    detail::gemm_dispatch(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda,
-                          B + b * stride_b, ldb, beta, C + b * stride_c, ldc, nt);
+    detail::gemm_dispatch(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b,
+                          ldb, beta, C + b * stride_c, ldc, nt);
 }
 
 }  // namespace cpu_kernels

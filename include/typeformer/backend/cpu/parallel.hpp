@@ -8,7 +8,7 @@
 #include "typeformer/config/config.hpp"
 
 #if TFM_HAS_OPENMP
-#  include <omp.h>
+#include <omp.h>
 #endif
 
 TFM_BEGIN_NAMESPACE

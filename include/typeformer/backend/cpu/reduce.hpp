@@ -10,12 +10,12 @@
 // kernel (base-class fallback).
 #pragma once
 
+#include "typeformer/backend/cpu/elementwise.hpp"
+#include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/backend/cpu/parallel.hpp"
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/backend/reference/reduce.hpp"
 #include "typeformer/backend/tags.hpp"
-#include "typeformer/backend/cpu/elementwise.hpp"
-#include "typeformer/backend/cpu/half_simd.hpp"
 #include "typeformer/core/half.hpp"
 
 #include <algorithm>
@@ -32,15 +32,17 @@ inline constexpr index_t reduce_block = 16384;
 
 template <class C, class T>
 TFM_ALWAYS_INLINE simd::batch<C> load_as(const T* p) {
-  if constexpr (is_half_v<T>) return load_as_float(p);
-  else return simd::load(p);
+  if constexpr (is_half_v<T>)
+    return load_as_float(p);
+  else
+    return simd::load(p);
 }
 
 // Partial result of one block.
 template <class C>
 struct partial {
-  C value;     // sum, max or min
-  C scale;     // logsumexp: sum of exp(x - value)
+  C value;  // sum, max or min
+  C scale;  // logsumexp: sum of exp(x - value)
   bool nan;
 };
 
@@ -75,7 +77,8 @@ partial<C> reduce_block_simd(const T* p, index_t n) {
     m.store_aligned(lanes);
     C r = init;
     bool nan = xsimd::any(nanmask);
-    for (std::size_t k = 0; k < Bt::size; ++k) r = is_max ? std::max(r, lanes[k]) : std::min(r, lanes[k]);
+    for (std::size_t k = 0; k < Bt::size; ++k)
+      r = is_max ? std::max(r, lanes[k]) : std::min(r, lanes[k]);
     for (; j < n; ++j) {
       C v = static_cast<C>(p[j]);
       nan |= std::isnan(v);
@@ -120,7 +123,8 @@ C combine_partials(const partial<C>* ps, index_t nb, index_t n) {
       if (std::isinf(m)) return m;
       C s = 0;
       for (index_t b = 0; b < nb; ++b)
-        if (ps[b].value != -std::numeric_limits<C>::infinity()) s += ps[b].scale * std::exp(ps[b].value - m);
+        if (ps[b].value != -std::numeric_limits<C>::infinity())
+          s += ps[b].scale * std::exp(ps[b].value - m);
       return m + std::log(s);
     }
   }
@@ -161,14 +165,16 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
     constexpr index_t w = static_cast<index_t>(Bt::size);
     constexpr index_t chunk = 1024;  // multiple of every SIMD width
     const index_t nc = (inner + chunk - 1) / chunk;
-    const bool par = outer * nc > 1 && outer * n * inner >= (1 << 15) && num_threads() > 1 && !in_parallel();
+    const bool par =
+        outer * nc > 1 && outer * n * inner >= (1 << 15) && num_threads() > 1 && !in_parallel();
     TFM_OMP(parallel for schedule(static) if (par))
     for (index_t it = 0; it < outer * nc; ++it) {
       index_t o = it / nc, i0 = (it % nc) * chunk, i1 = std::min(inner, i0 + chunk);
       const T* base = src + o * n * inner;
       if (n == 0) {
         for (index_t k = i0; k < i1; ++k)
-          out[o * inner + k] = static_cast<U>(K == reduce_op::mean ? std::numeric_limits<C>::quiet_NaN() : C(0));
+          out[o * inner + k] =
+              static_cast<U>(K == reduce_op::mean ? std::numeric_limits<C>::quiet_NaN() : C(0));
         continue;
       }
       index_t i = i0;
@@ -177,7 +183,8 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
         auto nanm = xsimd::isnan(acc);
         for (index_t r = 1; r < n; ++r) {
           Bt v = detail::load_as<C>(base + r * inner + i);
-          if constexpr (K == reduce_op::sum || K == reduce_op::mean) acc += v;
+          if constexpr (K == reduce_op::sum || K == reduce_op::mean)
+            acc += v;
           else {
             nanm = nanm || xsimd::isnan(v);
             acc = K == reduce_op::max ? xsimd::max(acc, v) : xsimd::min(acc, v);
@@ -195,14 +202,16 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
         bool nan = std::isnan(acc);
         for (index_t r = 1; r < n; ++r) {
           C v = static_cast<C>(base[r * inner + i]);
-          if constexpr (K == reduce_op::sum || K == reduce_op::mean) acc += v;
+          if constexpr (K == reduce_op::sum || K == reduce_op::mean)
+            acc += v;
           else {
             nan |= std::isnan(v);
             acc = K == reduce_op::max ? std::max(acc, v) : std::min(acc, v);
           }
         }
         if constexpr (K == reduce_op::mean) acc /= static_cast<C>(n);
-        if (nan && (K == reduce_op::max || K == reduce_op::min)) acc = std::numeric_limits<C>::quiet_NaN();
+        if (nan && (K == reduce_op::max || K == reduce_op::min))
+          acc = std::numeric_limits<C>::quiet_NaN();
         out[o * inner + i] = static_cast<U>(acc);
       }
     }

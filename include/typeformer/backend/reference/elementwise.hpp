@@ -43,7 +43,8 @@ void evaluate(const tensor_view<T, S, B>& dst, const N& node, reference) {
     auto idx = detail::row_index(sp, r);
     detail::set_row(cur, idx);
     T* d = dst.data() + detail::dst_row_offset(sp, idx);
-    for (index_t j = 0; j < sp.cols; ++j) d[j * inner] = to_storage<T>(detail::scalar_at<C>(cur, j));
+    for (index_t j = 0; j < sp.cols; ++j)
+      d[j * inner] = to_storage<T>(detail::scalar_at<C>(cur, j));
   }
 }
 

@@ -28,10 +28,12 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
       if constexpr (K == reduce_op::sum || K == reduce_op::mean) {
         A acc = 0;
         for (index_t r = 0; r < n; ++r) acc += static_cast<A>(at(r));
-        if constexpr (K == reduce_op::mean) dst = static_cast<U>(static_cast<double>(acc) / static_cast<double>(n));
-        else dst = static_cast<U>(acc);
-      } else if constexpr (K == reduce_op::max || K == reduce_op::min ||
-                           K == reduce_op::argmax || K == reduce_op::argmin) {
+        if constexpr (K == reduce_op::mean)
+          dst = static_cast<U>(static_cast<double>(acc) / static_cast<double>(n));
+        else
+          dst = static_cast<U>(acc);
+      } else if constexpr (K == reduce_op::max || K == reduce_op::min || K == reduce_op::argmax ||
+                           K == reduce_op::argmin) {
         constexpr bool is_max = K == reduce_op::max || K == reduce_op::argmax;
         C best = at(0);
         index_t bi = 0;
@@ -50,8 +52,10 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
             bi = r;
           }
         }
-        if constexpr (K == reduce_op::argmax || K == reduce_op::argmin) dst = static_cast<U>(bi);
-        else dst = to_storage<U>(best);
+        if constexpr (K == reduce_op::argmax || K == reduce_op::argmin)
+          dst = static_cast<U>(bi);
+        else
+          dst = to_storage<U>(best);
       } else {  // logsumexp
         double m = -std::numeric_limits<double>::infinity();
         bool nan = false;

@@ -65,8 +65,8 @@ TFM_ALWAYS_INLINE void gemv_dot_rows(index_t K, const T* TFM_RESTRICT w, index_t
 }
 
 template <class T>
-void gemv_dot_range(index_t n0, index_t n1, index_t K, T alpha, const T* w, index_t ldw,
-                    const T* x, T beta, T* y, index_t incy) {
+void gemv_dot_range(index_t n0, index_t n1, index_t K, T alpha, const T* w, index_t ldw, const T* x,
+                    T beta, T* y, index_t incy) {
   constexpr int R = 4;
   T s[R];
   index_t n = n0;
@@ -124,7 +124,8 @@ void gemv_axpy_range(index_t n0, index_t n1, index_t K, T alpha, const T* w, ind
       const T* w0 = wb + k * ldw;
       const V x0 = simd::broadcast(x[k]);
       for (index_t j = 0; j < nv; j += W)
-        simd::store_aligned(acc + j, simd::fma(x0, simd::load(w0 + j), simd::load_aligned(acc + j)));
+        simd::store_aligned(acc + j,
+                            simd::fma(x0, simd::load(w0 + j), simd::load_aligned(acc + j)));
       for (index_t j = nv; j < nb; ++j) acc[j] = std::fma(x[k], w0[j], acc[j]);
     }
     for (index_t j = 0; j < nb; ++j) gemv_store(y + (b0 + j) * incy, acc[j], alpha, beta);

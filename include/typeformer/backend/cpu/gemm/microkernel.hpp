@@ -25,9 +25,9 @@ namespace cpu_kernels {
 namespace detail {
 
 #if defined(__GNUC__) || defined(__clang__)
-#  define TFM_GEMM_PREFETCH(p) __builtin_prefetch((p), 1, 3)
+#define TFM_GEMM_PREFETCH(p) __builtin_prefetch((p), 1, 3)
 #else
-#  define TFM_GEMM_PREFETCH(p) ((void)0)
+#define TFM_GEMM_PREFETCH(p) ((void)0)
 #endif
 
 template <class T, int MR, int NV, int ROWS>

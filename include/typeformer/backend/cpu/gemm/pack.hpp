@@ -20,7 +20,6 @@
 #include <new>
 #include <type_traits>
 
-
 TFM_BEGIN_NAMESPACE
 
 namespace cpu_kernels {
@@ -37,7 +36,7 @@ class gemm_scratch {
   void* get(std::size_t bytes) {
     if (bytes > capacity_) {
       release();
-      data_ = ::operator new(bytes, std::align_val_t{64});
+      data_ = ::operator new (bytes, std::align_val_t{64});
       capacity_ = bytes;
     }
     return data_;
@@ -45,7 +44,7 @@ class gemm_scratch {
 
  private:
   void release() noexcept {
-    if (data_) ::operator delete(data_, std::align_val_t{64});
+    if (data_) ::operator delete (data_, std::align_val_t{64});
     data_ = nullptr;
     capacity_ = 0;
   }
@@ -61,7 +60,7 @@ T* gemm_thread_buffer(int which, index_t count) {
 }
 
 #if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
-#  define TFM_GEMM_TRANSPOSE_16X16 1
+#define TFM_GEMM_TRANSPOSE_16X16 1
 /// dst[c*ldd + r] = src[r*lds + c] for r, c < 16: the unpack / shuffle / 128-bit-lane-shuffle
 /// transpose, written with __builtin_shufflevector (the <immintrin.h> forms trip GCC 12's
 /// -Wuninitialized false positive on _mm512_undefined_ps).
@@ -70,8 +69,8 @@ inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst
   v16 r[16], t[16];
   for (int i = 0; i < 16; ++i) __builtin_memcpy(&r[i], src + i * lds, sizeof(v16));
   for (int i = 0; i < 16; i += 2) {  // unpacklo / unpackhi
-    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12,
-                                   28, 13, 29);
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28,
+                                   13, 29);
     t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27,
                                        14, 30, 15, 31);
   }
@@ -80,16 +79,16 @@ inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst
                                    28, 29);
     r[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27,
                                        14, 15, 30, 31);
-    r[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24,
-                                       25, 12, 13, 28, 29);
+    r[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25,
+                                       12, 13, 28, 29);
     r[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26,
                                        27, 14, 15, 30, 31);
   }
   // shuffle_f32x4 0x88 (lanes x0 x2 y0 y2) / 0xDD (lanes x1 x3 y1 y3)
-#  define TFM_LANES_88(x, y) \
-    __builtin_shufflevector(x, y, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
-#  define TFM_LANES_DD(x, y) \
-    __builtin_shufflevector(x, y, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31)
+#define TFM_LANES_88(x, y) \
+  __builtin_shufflevector(x, y, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+#define TFM_LANES_DD(x, y) \
+  __builtin_shufflevector(x, y, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31)
   for (int i = 0; i < 4; ++i) {
     t[i] = TFM_LANES_88(r[i], r[i + 4]);
     t[i + 4] = TFM_LANES_DD(r[i], r[i + 4]);
@@ -101,8 +100,8 @@ inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst
     __builtin_memcpy(dst + i * ldd, &lo, sizeof(v16));
     __builtin_memcpy(dst + (i + 8) * ldd, &hi, sizeof(v16));
   }
-#  undef TFM_LANES_88
-#  undef TFM_LANES_DD
+#undef TFM_LANES_88
+#undef TFM_LANES_DD
 }
 #endif
 

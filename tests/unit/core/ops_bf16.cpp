@@ -1,0 +1,7 @@
+// Every float-capable elementwise op on tfm::bf16 storage: cpu vs reference vs a double oracle,
+// over the size sweep (see elementwise_check.hpp for the tolerances).
+#include "elementwise_check.hpp"
+
+TEST_CASE("elementwise ops, bf16 storage: cpu and reference vs double oracle, size sweep") {
+  core_test::check_all_float_ops<tfm::bf16>(0xbf1600);
+}
