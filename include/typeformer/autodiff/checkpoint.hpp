@@ -44,7 +44,8 @@ auto checkpoint(F&& f, const var<T, S>& x) {
     enable_grad eg;
     auto xr = detail::make_var_data<T>(xd->extents);
     if (xd->size())
-      std::memcpy(static_cast<void*>(xr->value.data()), xd->value.data(), sizeof(T) * static_cast<std::size_t>(xd->size()));
+      std::memcpy(static_cast<void*>(xr->value.data()), xd->value.data(),
+                  sizeof(T) * static_cast<std::size_t>(xd->size()));
     xr->requires_grad = xd->requires_grad;
     var<T, S> xv(xr);
     Y yr = fn(xv);

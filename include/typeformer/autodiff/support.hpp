@@ -25,7 +25,8 @@ namespace detail {
 template <std::size_t R>
 dyn_shape<R> dyn_shape_of(const std::vector<index_t>& e) {
   if (e.size() != R)
-    fail(errc::shape, "tfm autodiff: expected a variable of rank ", R, ", got rank ", e.size(), ".");
+    fail(errc::shape, "tfm autodiff: expected a variable of rank ", R, ", got rank ", e.size(),
+         ".");
   std::array<index_t, R> a{};
   for (std::size_t i = 0; i < R; ++i) a[i] = e[i];
   return dyn_shape<R>::from_extents(a);
@@ -77,47 +78,49 @@ void accumulate_grad(const var_ptr<T>& d, const GV& g) {
   if constexpr (Ro == 0) {
     return;  // unreachable: a rank-0 gradient only flows into a rank-0 variable (same extents)
   } else {
-  if (Ri > Ro) fail(errc::shape, "tfm autodiff: a gradient of rank ", Ro, " cannot flow into a variable of rank ", Ri, ".");
-  // Input strides relative to the output's axes (0 where broadcast or missing).
-  std::array<index_t, Ro> st{};
-  {
-    index_t acc = 1;
-    for (std::size_t i = Ri; i-- > 0;) {
-      std::size_t o = Ro - Ri + i;
-      index_t e = d->extents[i];
-      if (e != 1 && e != gs.extent(o))
-        fail(errc::shape, "tfm autodiff: cannot reduce a gradient of extent ", gs.extent(o),
-             " onto an axis of extent ", e, ".");
-      st[o] = (e == 1) ? 0 : acc;
-      acc *= e;
+    if (Ri > Ro)
+      fail(errc::shape, "tfm autodiff: a gradient of rank ", Ro,
+           " cannot flow into a variable of rank ", Ri, ".");
+    // Input strides relative to the output's axes (0 where broadcast or missing).
+    std::array<index_t, Ro> st{};
+    {
+      index_t acc = 1;
+      for (std::size_t i = Ri; i-- > 0;) {
+        std::size_t o = Ro - Ri + i;
+        index_t e = d->extents[i];
+        if (e != 1 && e != gs.extent(o))
+          fail(errc::shape, "tfm autodiff: cannot reduce a gradient of extent ", gs.extent(o),
+               " onto an axis of extent ", e, ".");
+        st[o] = (e == 1) ? 0 : acc;
+        acc *= e;
+      }
     }
-  }
-  auto gc = eval(g);  // contiguous, in G
-  const auto* gp = gc.data();
-  const index_t n = gc.size();
-  if (n == 0) return;
-  std::array<index_t, Ro> idx{};
-  index_t off = 0;
-  const index_t last = Ro ? gs.extent(Ro - 1) : 1;
-  const index_t st_last = Ro ? st[Ro - 1] : 0;
-  for (index_t i = 0; i < n; i += last) {
-    // one row of the last axis
-    G* q = dst + off;
-    if (st_last == 1) {
-      for (index_t j = 0; j < last; ++j) q[j] += static_cast<G>(gp[i + j]);
-    } else {
-      G s = 0;
-      for (index_t j = 0; j < last; ++j) s += static_cast<G>(gp[i + j]);
-      q[0] += s;
+    auto gc = eval(g);  // contiguous, in G
+    const auto* gp = gc.data();
+    const index_t n = gc.size();
+    if (n == 0) return;
+    std::array<index_t, Ro> idx{};
+    index_t off = 0;
+    const index_t last = Ro ? gs.extent(Ro - 1) : 1;
+    const index_t st_last = Ro ? st[Ro - 1] : 0;
+    for (index_t i = 0; i < n; i += last) {
+      // one row of the last axis
+      G* q = dst + off;
+      if (st_last == 1) {
+        for (index_t j = 0; j < last; ++j) q[j] += static_cast<G>(gp[i + j]);
+      } else {
+        G s = 0;
+        for (index_t j = 0; j < last; ++j) s += static_cast<G>(gp[i + j]);
+        q[0] += s;
+      }
+      // advance the odometer over axes 0 .. Ro-2
+      for (std::size_t a = Ro - 1; a-- > 0;) {
+        off += st[a];
+        if (++idx[a] < gs.extent(a)) break;
+        off -= st[a] * idx[a];
+        idx[a] = 0;
+      }
     }
-    // advance the odometer over axes 0 .. Ro-2
-    for (std::size_t a = Ro - 1; a-- > 0;) {
-      off += st[a];
-      if (++idx[a] < gs.extent(a)) break;
-      off -= st[a] * idx[a];
-      idx[a] = 0;
-    }
-  }
   }
 }
 

@@ -81,7 +81,9 @@ class no_grad {
 /// RAII: recording on in this scope (inside a no_grad region, e.g. for recomputation).
 class enable_grad {
  public:
-  enable_grad() noexcept : saved_(detail::grad_enabled_flag()) { detail::grad_enabled_flag() = true; }
+  enable_grad() noexcept : saved_(detail::grad_enabled_flag()) {
+    detail::grad_enabled_flag() = true;
+  }
   ~enable_grad() { detail::grad_enabled_flag() = saved_; }
   enable_grad(const enable_grad&) = delete;
   enable_grad& operator=(const enable_grad&) = delete;
@@ -113,6 +115,7 @@ struct var_base {
   bool requires_grad = false;
   std::shared_ptr<node> creator;  // the op that produced this var (null for leaves)
   std::string name;               // optional, for reports
+  bool graph_freed = false;       // its creator was freed by a backward without retain_graph
   virtual ~var_base() = default;
   virtual void release_grad() noexcept = 0;
   virtual bool grad_finite() const noexcept = 0;
@@ -187,8 +190,9 @@ void record(const var_ptr<T>& out, const char* op_name,
          "' produced a NaN or Inf value.");
 #if defined(TFM_CHECK_OP_REGISTRY) && TFM_CHECK_OP_REGISTRY
   if (!is_differentiable_op(op_name))
-    fail(errc::unsupported, "tfm autodiff: op '", op_name,
-         "' records a node but is not listed in autodiff/registry.hpp (add it with its gradcheck).");
+    fail(
+        errc::unsupported, "tfm autodiff: op '", op_name,
+        "' records a node but is not listed in autodiff/registry.hpp (add it with its gradcheck).");
 #endif
   if (!grad_enabled()) return;
   bool need = false;
@@ -218,8 +222,9 @@ void backward_seeded(const detail::var_ptr<T>& root, backward_options opt = {});
 template <class T>
 void backward_from(const detail::var_ptr<T>& root, backward_options opt = {}) {
   if (!root->requires_grad)
-    fail(errc::value, "tfm::backward: the output does not require gradients (no input that "
-                      "requires gradients took part, or it was computed under no_grad).");
+    fail(errc::value,
+         "tfm::backward: the output does not require gradients (no input that "
+         "requires gradients took part, or it was computed under no_grad).");
   auto* g = root->grad_data();
   for (index_t i = 0; i < root->size(); ++i) g[i] += grad_t<T>(1);
   backward_seeded(root, opt);
@@ -234,6 +239,15 @@ void backward_seeded(const detail::var_ptr<T>& root, backward_options opt) {
   std::vector<node*> order;
   std::unordered_set<node*> seen;
   std::vector<std::pair<node*, std::size_t>> stack;
+  auto check_not_freed = [](const var_base* v) {
+    if (v->graph_freed && !v->creator)
+      fail(errc::value,
+           "tfm::backward: this graph was already freed by an earlier backward(); "
+           "pass backward_options{.retain_graph = true} to the first call to "
+           "backpropagate through it twice.");
+  };
+  check_not_freed(root.get());
+  const bool root_has_creator = root->creator != nullptr;
   if (root->creator) {
     stack.push_back({root->creator.get(), 0});
     seen.insert(root->creator.get());
@@ -242,6 +256,7 @@ void backward_seeded(const detail::var_ptr<T>& root, backward_options opt) {
     auto& [n, i] = stack.back();
     if (i < n->inputs.size()) {
       var_base* in = n->inputs[i++].get();
+      if (in) check_not_freed(in);
       if (in && in->creator && !seen.count(in->creator.get())) {
         seen.insert(in->creator.get());
         stack.push_back({in->creator.get(), 0});
@@ -262,16 +277,21 @@ void backward_seeded(const detail::var_ptr<T>& root, backward_options opt) {
           fail(errc::value, "tfm anomaly: the backward pass of op '", n->op_name,
                "' produced a NaN or Inf gradient.");
     }
-    // Intermediate outputs do not keep gradients once propagated.
-    if (!opt.retain_graph && n->output != root.get()) n->output->release_grad();
+    // Intermediate outputs do not keep gradients once propagated (with retain_graph too: a
+    // second backward must start from zero there, or it would count the first one again).
+    if (n->output != root.get()) n->output->release_grad();
   }
+  if (root_has_creator) root->release_grad();
   if (!opt.retain_graph) {
     // Free the graph: unlink every output from its node while all of them are alive, then drop
     // the closures (and their saved tensors) and the input links; the nodes die with `keep`.
     std::vector<std::shared_ptr<node>> keep;
     keep.reserve(order.size());
     for (node* n : order) keep.push_back(n->output->creator);
-    for (node* n : order) n->output->creator.reset();
+    for (node* n : order) {
+      n->output->creator.reset();
+      n->output->graph_freed = true;
+    }
     for (node* n : order) {
       n->backward = nullptr;
       n->inputs.clear();
@@ -295,7 +315,7 @@ class var {
   var() = default;
   /// A var holding a copy of `t` (a constant unless requires_grad).
   template <class X>
-    requires dense_type<X>
+  requires dense_type<X>
   explicit var(const X& t, bool requires_grad = false) {
     auto v = t.view();
     static_assert(std::is_same_v<std::remove_cv_t<typename decltype(v)::value_type>, T>,
@@ -311,7 +331,8 @@ class var {
     if (d_) {
       std::array<index_t, rank> e{};
       if (d_->extents.size() != rank)
-        fail(errc::shape, "tfm::var: a record of rank ", d_->extents.size(), " cannot be a var of rank ", rank, ".");
+        fail(errc::shape, "tfm::var: a record of rank ", d_->extents.size(),
+             " cannot be a var of rank ", rank, ".");
       for (std::size_t i = 0; i < rank; ++i) e[i] = d_->extents[i];
       S::from_extents(e);
     }
@@ -340,7 +361,8 @@ class var {
   /// Marks a leaf as requiring gradients (not allowed on op outputs).
   var& requires_grad(bool on) {
     if (d_->creator && !on)
-      fail(errc::value, "tfm::var: cannot stop an op's output from requiring gradients; use detach().");
+      fail(errc::value,
+           "tfm::var: cannot stop an op's output from requiring gradients; use detach().");
     d_->requires_grad = on;
     return *this;
   }
@@ -352,7 +374,9 @@ class var {
   /// Same value, not connected to the graph (shares nothing: a copy of the value).
   var detach() const {
     auto d = detail::make_var_data<T>(d_->extents);
-    if (size()) std::memcpy(static_cast<void*>(d->value.data()), d_->value.data(), sizeof(T) * static_cast<std::size_t>(size()));
+    if (size())
+      std::memcpy(static_cast<void*>(d->value.data()), d_->value.data(),
+                  sizeof(T) * static_cast<std::size_t>(size()));
     return var(std::move(d));
   }
 
@@ -375,7 +399,7 @@ class var {
 
 /// A leaf var that requires gradients, holding a copy of `t`.
 template <class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto parameter(const X& t) {
   auto v = t.view();
   using V = decltype(v);
@@ -384,7 +408,7 @@ auto parameter(const X& t) {
 
 /// A constant var (no gradient) holding a copy of `t`.
 template <class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto constant(const X& t) {
   auto v = t.view();
   using V = decltype(v);

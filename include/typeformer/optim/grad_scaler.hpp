@@ -29,8 +29,9 @@ class grad_scaler {
                        std::int64_t growth_interval = 2000)
       : scale_(init_scale), growth_(growth), backoff_(backoff), interval_(growth_interval) {
     if (!(init_scale > 0) || !(growth > 1) || !(backoff > 0 && backoff < 1) || growth_interval < 1)
-      fail(errc::value, "tfm::optim::grad_scaler: need scale > 0, growth > 1, 0 < backoff < 1, "
-                        "growth_interval >= 1.");
+      fail(errc::value,
+           "tfm::optim::grad_scaler: need scale > 0, growth > 1, 0 < backoff < 1, "
+           "growth_interval >= 1.");
   }
 
   double scale_value() const noexcept { return scale_; }

@@ -3,7 +3,8 @@
 // Optimizers over named parameters (nn::parameter_list<T>), PyTorch semantics:
 //   sgd    v = mu v + g (+ wd p);  p -= lr (nesterov ? g + mu v : v)
 //   adam   g += wd p (L2);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
-//          p -= lr m^ / (sqrt(v^) + eps), m^ = m/(1-b1^t), v^ = v/(1-b2^t)   (Kingma & Ba, arXiv:1412.6980)
+//          p -= lr m^ / (sqrt(v^) + eps), m^ = m/(1-b1^t), v^ = v/(1-b2^t)   (Kingma & Ba,
+//          arXiv:1412.6980)
 //   adamw  as adam without the L2 term, plus decoupled decay p -= lr wd p  (Loshchilov & Hutter,
 //          arXiv:1711.05101)
 // Parameter groups: parameters whose named_parameter::decay is false (biases, norm weights) get
@@ -55,30 +56,40 @@ template <class T>
 class optimizer {
   using G = grad_t<T>;
   static constexpr bool master = is_half_v<T>;
+  /// Moment buffers: double for double parameters (so f64 training loses nothing), else float.
+  using state_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
  public:
   optimizer(method m, nn::parameter_list<T> params, adam_options a, sgd_options s = {})
       : method_(m), params_(std::move(params)), adam_(a), sgd_(s) {
-    if (m == method::sgd) lr_ = s.lr;
-    else lr_ = a.lr;
-    if (!(lr_ >= 0)) fail(errc::value, "tfm::optim: the learning rate must be >= 0, got ", lr_, ".");
+    if (m == method::sgd)
+      lr_ = s.lr;
+    else
+      lr_ = a.lr;
+    if (!(lr_ >= 0))
+      fail(errc::value, "tfm::optim: the learning rate must be >= 0, got ", lr_, ".");
     slots_.resize(params_.size());
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const index_t n = params_[i].data->size();
       auto& sl = slots_[i];
-      if (m != method::sgd || s.momentum != 0) sl.m.assign(static_cast<std::size_t>(n), 0.0f);
-      if (m != method::sgd) sl.v.assign(static_cast<std::size_t>(n), 0.0f);
+      if (m != method::sgd || s.momentum != 0) sl.m.assign(static_cast<std::size_t>(n), state_t(0));
+      if (m != method::sgd) sl.v.assign(static_cast<std::size_t>(n), state_t(0));
       if constexpr (master) {
         sl.master.resize(static_cast<std::size_t>(n));
         const T* p = params_[i].data->value.data();
-        for (index_t k = 0; k < n; ++k) sl.master[static_cast<std::size_t>(k)] = static_cast<float>(p[k]);
+        for (index_t k = 0; k < n; ++k)
+          sl.master[static_cast<std::size_t>(k)] = static_cast<float>(p[k]);
       }
     }
   }
 
   double lr() const noexcept { return lr_; }
   void set_lr(double lr) noexcept { lr_ = lr; }
+  /// Steps taken (calls to step() that applied an update).
   std::int64_t steps() const noexcept { return t_; }
+  /// Updates applied to parameter i: Adam's bias correction counts these, so a parameter that
+  /// received no gradient in some steps (frozen, unused) is corrected by its own count.
+  std::int64_t steps(std::size_t i) const { return slots_.at(i).t; }
   const std::string& last_error() const noexcept { return error_; }
   const nn::parameter_list<T>& parameters() const noexcept { return params_; }
 
@@ -104,17 +115,22 @@ class optimizer {
   /// Writes the optimizer state (not the parameters).
   void save(std::ostream& os) const {
     auto w64 = [&](std::uint64_t x) { os.write(reinterpret_cast<const char*>(&x), 8); };
-    auto wvec = [&](const std::vector<float>& v) {
+    auto wvec = [&](const auto& v) {
+      using E = typename std::decay_t<decltype(v)>::value_type;
       w64(v.size());
-      if (!v.empty()) os.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
+      w64(sizeof(E));
+      if (!v.empty())
+        os.write(reinterpret_cast<const char*>(v.data()),
+                 static_cast<std::streamsize>(v.size() * sizeof(E)));
     };
-    os.write("TFMOPT01", 8);
+    os.write("TFMOPT02", 8);
     w64(static_cast<std::uint64_t>(method_));
     w64(static_cast<std::uint64_t>(t_));
     double lr = lr_;
     os.write(reinterpret_cast<const char*>(&lr), 8);
     w64(slots_.size());
     for (const auto& s : slots_) {
+      w64(static_cast<std::uint64_t>(s.t));
       wvec(s.m);
       wvec(s.v);
       wvec(s.master);
@@ -126,30 +142,43 @@ class optimizer {
   void load(std::istream& is) {
     auto r64 = [&]() {
       std::uint64_t x = 0;
-      if (!is.read(reinterpret_cast<char*>(&x), 8)) fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
+      if (!is.read(reinterpret_cast<char*>(&x), 8))
+        fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
       return x;
     };
     char magic[8];
-    if (!is.read(magic, 8) || std::memcmp(magic, "TFMOPT01", 8) != 0)
+    if (!is.read(magic, 8) || std::memcmp(magic, "TFMOPT02", 8) != 0)
       fail(errc::parse, "tfm::optim: not an optimizer state (bad magic).");
     if (r64() != static_cast<std::uint64_t>(method_))
       fail(errc::parse, "tfm::optim: the state was saved by a different optimizer method.");
     std::int64_t t = static_cast<std::int64_t>(r64());
     double lr;
-    if (!is.read(reinterpret_cast<char*>(&lr), 8)) fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
+    if (!is.read(reinterpret_cast<char*>(&lr), 8))
+      fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
     if (r64() != slots_.size())
       fail(errc::parse, "tfm::optim: the state holds a different number of parameters.");
     std::vector<slot> ns(slots_.size());
+    auto rvec = [&](auto& v, std::size_t want, std::size_t i) {
+      using E = typename std::decay_t<decltype(v)>::value_type;
+      const std::uint64_t n = r64();
+      if (n != want)
+        fail(errc::parse, "tfm::optim: state size mismatch for parameter '", params_[i].name, "'.");
+      if (r64() != sizeof(E))
+        fail(errc::parse, "tfm::optim: the state of parameter '", params_[i].name,
+             "' was saved with another element type.");
+      v.resize(static_cast<std::size_t>(n));
+      if (n &&
+          !is.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(E))))
+        fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
+    };
     for (std::size_t i = 0; i < slots_.size(); ++i) {
-      for (auto* v : {&ns[i].m, &ns[i].v, &ns[i].master}) {
-        std::uint64_t n = r64();
-        const std::size_t want = v == &ns[i].m ? slots_[i].m.size() : v == &ns[i].v ? slots_[i].v.size() : slots_[i].master.size();
-        if (n != want)
-          fail(errc::parse, "tfm::optim: state size mismatch for parameter '", params_[i].name, "'.");
-        v->resize(static_cast<std::size_t>(n));
-        if (n && !is.read(reinterpret_cast<char*>(v->data()), static_cast<std::streamsize>(n * 4)))
-          fail(errc::parse, "tfm::optim: the optimizer state is truncated.");
-      }
+      const std::uint64_t ti = r64();
+      if (ti > static_cast<std::uint64_t>(t))
+        fail(errc::parse, "tfm::optim: corrupt per-parameter step count.");
+      ns[i].t = static_cast<std::int64_t>(ti);
+      rvec(ns[i].m, slots_[i].m.size(), i);
+      rvec(ns[i].v, slots_[i].v.size(), i);
+      rvec(ns[i].master, slots_[i].master.size(), i);
     }
     slots_ = std::move(ns);
     t_ = t;
@@ -158,7 +187,9 @@ class optimizer {
 
  private:
   struct slot {
-    std::vector<float> m, v, master;
+    std::vector<state_t> m, v;
+    std::vector<float> master;  // f32 master weights of bf16/f16 parameters
+    std::int64_t t = 0;         // updates applied to this parameter
   };
 
   void update(std::size_t i) {
@@ -168,11 +199,12 @@ class optimizer {
     T* val = p.data->value.data();
     const G* g = p.data->grad_data();
     auto& sl = slots_[i];
+    const std::int64_t t = ++sl.t;
     const bool is_sgd = method_ == method::sgd;
     const double wd = p.decay ? (is_sgd ? sgd_.weight_decay : adam_.weight_decay) : 0.0;
     const double b1 = adam_.beta1, b2 = adam_.beta2;
-    const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t_));
-    const double bc2 = 1.0 - std::pow(b2, static_cast<double>(t_));
+    const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t));
+    const double bc2 = 1.0 - std::pow(b2, static_cast<double>(t));
     const double lr = lr_;
     if constexpr (std::is_same_v<T, float>) {
       if (!is_sgd) {
@@ -183,14 +215,15 @@ class optimizer {
     TFM_OMP(parallel for schedule(static) if (n >= (1 << 16)))
     for (index_t k = 0; k < n; ++k) {
       const std::size_t ku = static_cast<std::size_t>(k);
-      double w = master ? static_cast<double>(sl.master[ku]) : static_cast<double>(compute_t<T>(val[k]));
+      double w =
+          master ? static_cast<double>(sl.master[ku]) : static_cast<double>(compute_t<T>(val[k]));
       double gk = static_cast<double>(g[k]);
       if (is_sgd) {
         if (wd != 0) gk += wd * w;
         double d = gk;
         if (sgd_.momentum != 0) {
-          double buf = t_ == 1 ? gk : sgd_.momentum * static_cast<double>(sl.m[ku]) + gk;
-          sl.m[ku] = static_cast<float>(buf);
+          double buf = t == 1 ? gk : sgd_.momentum * static_cast<double>(sl.m[ku]) + gk;
+          sl.m[ku] = static_cast<state_t>(buf);
           d = sgd_.nesterov ? gk + sgd_.momentum * buf : buf;
         }
         w -= lr * d;
@@ -199,8 +232,8 @@ class optimizer {
         if (method_ == method::adamw && wd != 0) w -= lr * wd * w;
         double m = b1 * static_cast<double>(sl.m[ku]) + (1 - b1) * gk;
         double v = b2 * static_cast<double>(sl.v[ku]) + (1 - b2) * gk * gk;
-        sl.m[ku] = static_cast<float>(m);
-        sl.v[ku] = static_cast<float>(v);
+        sl.m[ku] = static_cast<state_t>(m);
+        sl.v[ku] = static_cast<state_t>(v);
         w -= lr * (m / bc1) / (std::sqrt(v / bc2) + adam_.eps);
       }
       if constexpr (master) {
@@ -218,7 +251,8 @@ class optimizer {
     using B = simd::batch<float>;
     constexpr index_t w = simd::width<float>;
     const float b1 = static_cast<float>(adam_.beta1), b2 = static_cast<float>(adam_.beta2);
-    const float step = static_cast<float>(lr / bc1), inv_sbc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const float step = static_cast<float>(lr / bc1),
+                inv_sbc2 = static_cast<float>(1.0 / std::sqrt(bc2));
     const float eps = static_cast<float>(adam_.eps);
     const float decay = method_ == method::adamw ? static_cast<float>(1.0 - lr * wd) : 1.0f;
     const float l2 = method_ == method::adam ? static_cast<float>(wd) : 0.0f;
@@ -279,7 +313,8 @@ double clip_grad_norm(const nn::parameter_list<T>& ps, double max_norm) {
   for (const auto& p : ps) {
     if (!p.data->has_grad()) continue;
     const auto* g = p.data->grad_data();
-    for (index_t k = 0; k < p.data->size(); ++k) s += static_cast<double>(g[k]) * static_cast<double>(g[k]);
+    for (index_t k = 0; k < p.data->size(); ++k)
+      s += static_cast<double>(g[k]) * static_cast<double>(g[k]);
   }
   double norm = std::sqrt(s);
   if (std::isfinite(norm) && norm > max_norm && norm > 0) {
@@ -287,7 +322,8 @@ double clip_grad_norm(const nn::parameter_list<T>& ps, double max_norm) {
     for (const auto& p : ps) {
       if (!p.data->has_grad()) continue;
       auto* g = p.data->grad_data();
-      for (index_t k = 0; k < p.data->size(); ++k) g[k] = static_cast<grad_t<T>>(static_cast<double>(g[k]) * c);
+      for (index_t k = 0; k < p.data->size(); ++k)
+        g[k] = static_cast<grad_t<T>>(static_cast<double>(g[k]) * c);
     }
   }
   return norm;

@@ -6,7 +6,8 @@
 //                                 decay to min_lr at `total` steps, min_lr afterwards
 //                                 (Loshchilov & Hutter, arXiv:1608.03983; GPT-2/nanoGPT practice)
 //   warmup_stable_decay (WSD)     warmup, constant lr, then linear decay to min_lr over the last
-//                                 `decay` steps before `total` (Hu et al., MiniCPM, arXiv:2404.06395)
+//                                 `decay` steps before `total` (Hu et al., MiniCPM,
+//                                 arXiv:2404.06395)
 // Warmup uses (step + 1) / warmup so the first step has a non-zero rate (nanoGPT's choice).
 #pragma once
 
@@ -27,8 +28,12 @@ struct lr_schedule {
   std::int64_t total = 0;
   std::int64_t decay = 0;  // WSD: length of the final decay phase
 
-  static lr_schedule constant(double lr) { return {kind::constant, lr, lr, 0, 0, 0}; }
-  static lr_schedule warmup_cosine(double lr, double min_lr, std::int64_t warmup, std::int64_t total) {
+  static lr_schedule constant(double lr) {
+    check(lr, lr, 0, 0);
+    return {kind::constant, lr, lr, 0, 0, 0};
+  }
+  static lr_schedule warmup_cosine(double lr, double min_lr, std::int64_t warmup,
+                                   std::int64_t total) {
     check(lr, min_lr, warmup, total);
     return {kind::warmup_cosine, lr, min_lr, warmup, total, 0};
   }

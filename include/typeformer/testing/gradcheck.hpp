@@ -32,7 +32,7 @@
 //   max_rel_error   max |g_an - g_num| / max(|g_num|, atol / rtol): the relative error, with a
 //                   floor at the knee of the pass criterion (1e-2 by default) so that gradients
 //                   that are numerically zero do not divide by ~0. For smooth ops in float64 it is
-//                   typically 1e-10 .. 1e-8; the criterion passes below ~rtol.
+//                   typically 1e-10 .. 1e-7; the criterion passes below ~rtol.
 //   worst_input / worst_element   the comparison with the largest max_rel_error (the flat
 //                   row-major element index; projected checks: worst_input = npos and
 //                   worst_element = the direction).
@@ -71,9 +71,9 @@ namespace testing {
 
 /// Settings of gradcheck / gradcheck_projected (defaults: PyTorch's float64 gradcheck).
 struct gradcheck_options {
-  double eps = 1e-6;   ///< central-difference step
-  double atol = 1e-5;  ///< absolute tolerance
-  double rtol = 1e-3;  ///< relative tolerance
+  double eps = 1e-6;                           ///< central-difference step
+  double atol = 1e-5;                          ///< absolute tolerance
+  double rtol = 1e-3;                          ///< relative tolerance
   std::uint64_t seed = 0x6a09e667f3bcc908ull;  ///< seed of the projection w (and directions v)
   index_t max_elements = 0;  ///< gradcheck: per input, 0 = all, else an evenly strided sample
   int directions = 4;        ///< gradcheck_projected: number of random directions
@@ -222,8 +222,8 @@ inline void gradcheck_compare(gradcheck_result& r, const gradcheck_options& o, d
   const double err = std::fabs(an - num);
   const bool finite = std::isfinite(an) && std::isfinite(num);
   const double floor = o.rtol > 0 ? o.atol / o.rtol : 1.0;
-  const double rel = finite ? err / std::max(std::fabs(num), floor)
-                            : std::numeric_limits<double>::infinity();
+  const double rel =
+      finite ? err / std::max(std::fabs(num), floor) : std::numeric_limits<double>::infinity();
   if (!finite || !(err <= o.atol + o.rtol * std::fabs(num))) {
     ++r.failures;
     r.passed = false;
@@ -240,14 +240,15 @@ inline void gradcheck_compare(gradcheck_result& r, const gradcheck_options& o, d
 }
 
 template <class... V>
-inline constexpr bool all_f64_vars = ((var_type<V> && std::is_same_v<typename V::value_type, double>)&&...);
+inline constexpr bool all_f64_vars = ((var_type<V> &&
+                                       std::is_same_v<typename V::value_type, double>)&&...);
 
 }  // namespace detail
 
 /// Element-by-element check of every input that requires grad (see the header comment).
 template <class F, class... V>
-  requires(sizeof...(V) > 0 && (var_type<V> && ...))
-gradcheck_result gradcheck(const gradcheck_options& opt, F&& f, const V&... xs) {
+requires(sizeof...(V) > 0 && (var_type<V> && ...)) gradcheck_result
+    gradcheck(const gradcheck_options& opt, F&& f, const V&... xs) {
   static_assert(detail::all_f64_vars<V...>,
                 "tfm::testing::gradcheck: inputs must be tfm::var<double, S> (check in float64)");
   gradcheck_result r;
@@ -278,16 +279,16 @@ gradcheck_result gradcheck(const gradcheck_options& opt, F&& f, const V&... xs) 
 }
 
 template <class F, class... V>
-  requires(sizeof...(V) > 0 && (var_type<V> && ...))
-gradcheck_result gradcheck(F&& f, const V&... xs) {
+requires(sizeof...(V) > 0 && (var_type<V> && ...)) gradcheck_result
+    gradcheck(F&& f, const V&... xs) {
   return gradcheck(gradcheck_options{}, std::forward<F>(f), xs...);
 }
 
 /// Random-projection check: directional derivatives along options.directions random directions
 /// over all inputs that require grad at once (see the header comment).
 template <class F, class... V>
-  requires(sizeof...(V) > 0 && (var_type<V> && ...))
-gradcheck_result gradcheck_projected(const gradcheck_options& opt, F&& f, const V&... xs) {
+requires(sizeof...(V) > 0 && (var_type<V> && ...)) gradcheck_result
+    gradcheck_projected(const gradcheck_options& opt, F&& f, const V&... xs) {
   static_assert(detail::all_f64_vars<V...>,
                 "tfm::testing::gradcheck_projected: inputs must be tfm::var<double, S>");
   gradcheck_result r;
@@ -332,8 +333,8 @@ gradcheck_result gradcheck_projected(const gradcheck_options& opt, F&& f, const 
 }
 
 template <class F, class... V>
-  requires(sizeof...(V) > 0 && (var_type<V> && ...))
-gradcheck_result gradcheck_projected(F&& f, const V&... xs) {
+requires(sizeof...(V) > 0 && (var_type<V> && ...)) gradcheck_result
+    gradcheck_projected(F&& f, const V&... xs) {
   return gradcheck_projected(gradcheck_options{}, std::forward<F>(f), xs...);
 }
 
