@@ -63,7 +63,8 @@ struct value {
   double number = 0.0;
   std::string string;
   std::vector<value> array;
-  std::vector<std::pair<std::string, value>> object;
+  struct member;  ///< {first: key, second: value}
+  std::vector<member> object;
   std::size_t offset = 0;
 
   bool is_null() const noexcept { return type == kind::null; }
@@ -74,13 +75,22 @@ struct value {
   bool is_bool() const noexcept { return type == kind::boolean; }
 
   /// First member named key, or nullptr (also when this is not an object).
-  const value* find(std::string_view key) const noexcept {
-    if (type != kind::object) return nullptr;
-    for (const auto& kv : object)
-      if (kv.first == key) return &kv.second;
-    return nullptr;
-  }
+  const value* find(std::string_view key) const noexcept;
 };
+
+/// An object member; a named struct (not std::pair) so that value may hold a vector of them while
+/// still incomplete (libstdc++ with clang rejects std::pair of an incomplete type).
+struct value::member {
+  std::string first;
+  value second;
+};
+
+inline const value* value::find(std::string_view key) const noexcept {
+  if (type != kind::object) return nullptr;
+  for (const auto& kv : object)
+    if (kv.first == key) return &kv.second;
+  return nullptr;
+}
 
 /// Recursive-descent parser over a byte buffer.
 class parser {
@@ -183,7 +193,7 @@ class parser {
       ++pos_;
       skip_ws();
       value member = parse_value(depth + 1);
-      v.object.emplace_back(std::move(key), std::move(member));
+      v.object.push_back(value::member{std::move(key), std::move(member)});
       skip_ws();
       if (pos_ >= s_.size()) error("unexpected end of the document inside an object");
       if (s_[pos_] == ',') {

@@ -1,0 +1,9 @@
+// libFuzzer entry point: byte-level BPE, target 'gpt2' (see tokenizer_bpe_targets.hpp).
+// Build: clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Itests/fuzz \
+//        tests/fuzz/tokenizer_bpe_fuzz_gpt2.cpp -o fuzz_gpt2 && ./fuzz_gpt2 -max_total_time=60
+//        CORPUS_DIR
+#include "tokenizer_bpe_targets.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  return tfm_fuzz::fuzz_gpt2(data, size);
+}
