@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
     auto v = parameter(randn<float>(dyn_shape<4>(1, 6, T, 64), 3));
     for (int fused = 1; fused >= 0; --fused) {
       const int r = T >= 4096 ? std::max(1, reps / 3) : reps;
-      double fwd = tfm_bench::median_seconds([&] { auto o = fused ? attention(q, k, v) : attention_composed(q, k, v); }, r, 1);
+      double fwd = tfm_bench::median_seconds(
+          [&] { auto o = fused ? attention(q, k, v) : attention_composed(q, k, v); }, r, 1);
       release_cached_storage();
       reset_peak_memory();
       auto base = memory_stats().current_bytes;
@@ -31,8 +32,9 @@ int main(int argc, char** argv) {
             sum(o).backward();
           },
           r, 0);
-      std::printf("%6ld %-6s %10.1f %10.1f %12.1f\n", static_cast<long>(T), fused ? "flash" : "naive", fwd * 1e3,
-                  (both - fwd) * 1e3, static_cast<double>(memory_stats().peak_bytes - base) / 1e6);
+      std::printf("%6ld %-6s %10.1f %10.1f %12.1f\n", static_cast<long>(T),
+                  fused ? "flash" : "naive", fwd * 1e3, (both - fwd) * 1e3,
+                  static_cast<double>(memory_stats().peak_bytes - base) / 1e6);
     }
   }
 }

@@ -1,16 +1,16 @@
 // Forward + backward timing of (1) an MLP, B=64, 768 -> 3072 -> 768 with GELU and (2) one
 // 768-wide pre-norm transformer block (B=8, T=128, 12 heads, causal attention composed from ops,
-// MLP 3072), each with a mean-square loss. Prints "name median_ms peak_rss_mb baseline_rss_mb tensor_peak_mb".
-// The PyTorch peer is torch_autodiff.py; run.sh runs both with the same threads.
+// MLP 3072), each with a mean-square loss. Prints "name median_ms peak_rss_mb baseline_rss_mb
+// tensor_peak_mb". The PyTorch peer is torch_autodiff.py; run.sh runs both with the same threads.
 //   usage: bench_autodiff mlp|block [repeats]
 #include <typeformer/typeformer.hpp>
 
 #include "common/bench_util.hpp"
 
+#include <sys/resource.h>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <sys/resource.h>
 
 using namespace tfm;
 
@@ -41,7 +41,10 @@ int main(int argc, char** argv) {
     auto y = constant(randn<float>(shape<dyn, C>(B), 4));
     ms = 1e3 * tfm_bench::median_seconds(
                    [&] {
-                     w1.zero_grad(); b1.zero_grad(); w2.zero_grad(); b2.zero_grad();
+                     w1.zero_grad();
+                     b1.zero_grad();
+                     w2.zero_grad();
+                     b2.zero_grad();
                      auto h = gelu(linear(x, w1, b1));
                      auto out = linear(h, w2, b2);
                      auto loss = mean(square(out - y));

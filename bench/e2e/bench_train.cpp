@@ -9,9 +9,9 @@
 
 #include "common/bench_util.hpp"
 
+#include <sys/resource.h>
 #include <cstdio>
 #include <string>
-#include <sys/resource.h>
 
 using namespace tfm;
 
@@ -41,7 +41,8 @@ int run(const char* name, index_t B, index_t T, int steps, double peak_gflops) {
   const double flops = model.summary(T).train_flops_per_token * tok_s;
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
-  std::printf("%s %.1f %.1f %.1f %.3f\n", name, tok_s, s * 1e3, static_cast<double>(u.ru_maxrss) / 1024.0,
+  std::printf("%s %.1f %.1f %.1f %.3f\n", name, tok_s, s * 1e3,
+              static_cast<double>(u.ru_maxrss) / 1024.0,
               peak_gflops > 0 ? flops / (peak_gflops * 1e9) : 0.0);
   return 0;
 }

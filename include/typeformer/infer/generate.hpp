@@ -22,7 +22,7 @@ namespace infer {
 
 struct generate_options {
   bool use_cache = true;
-  std::int32_t stop_token = -1;  // stop after emitting this id (-1: never)
+  std::int32_t stop_token = -1;                // stop after emitting this id (-1: never)
   std::function<void(std::int32_t)> on_token;  // called with each new token (streaming)
 };
 
@@ -62,9 +62,12 @@ std::vector<std::int32_t> generate(const Model& model, std::vector<std::int32_t>
     }
   } else {
     for (std::int64_t n = 0; n < max_new; ++n) {
-      const std::int64_t len = std::min<std::int64_t>(static_cast<std::int64_t>(tokens.size()), block);
+      const std::int64_t len =
+          std::min<std::int64_t>(static_cast<std::int64_t>(tokens.size()), block);
       typename Model::ids_type ids(1, static_cast<index_t>(len));
-      for (std::int64_t i = 0; i < len; ++i) ids.data()[i] = tokens[tokens.size() - static_cast<std::size_t>(len) + static_cast<std::size_t>(i)];
+      for (std::int64_t i = 0; i < len; ++i)
+        ids.data()[i] =
+            tokens[tokens.size() - static_cast<std::size_t>(len) + static_cast<std::size_t>(i)];
       auto logits = model.forward(ids, false, 0);
       const T* row = logits.value().data() + (len - 1) * V;
       if (emit(pick(row, V))) break;

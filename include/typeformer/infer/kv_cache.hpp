@@ -62,7 +62,8 @@ class kv_cache {
     const index_t t = k.extent(2);
     if (pos0 < 0 || pos0 > length_ || pos0 + t > capacity_)
       fail(errc::index, "tfm::infer::kv_cache: positions ", pos0, " .. ", pos0 + t - 1,
-           " do not follow the ", length_, " cached positions or exceed the capacity ", capacity_, ".");
+           " do not follow the ", length_, " cached positions or exceed the capacity ", capacity_,
+           ".");
     auto& K = k_[static_cast<std::size_t>(layer)];
     auto& V = v_[static_cast<std::size_t>(layer)];
     for (int a : {0, 1, 3})

@@ -35,7 +35,8 @@ class sampler {
   explicit sampler(sampling_options o = {}) : o_(o) {
     if (!(o.temperature >= 0)) fail(errc::value, "tfm::infer::sampler: temperature must be >= 0.");
     if (o.top_k < 0) fail(errc::value, "tfm::infer::sampler: top_k must be >= 0.");
-    if (!(o.top_p > 0 && o.top_p <= 1)) fail(errc::value, "tfm::infer::sampler: top_p must be in (0, 1].");
+    if (!(o.top_p > 0 && o.top_p <= 1))
+      fail(errc::value, "tfm::infer::sampler: top_p must be in (0, 1].");
   }
 
   /// Draws a token id from `n` logits (any arithmetic type convertible to double).
@@ -67,7 +68,8 @@ class sampler {
     prob_.resize(static_cast<std::size_t>(keep));
     double total = 0;
     for (std::int64_t i = 0; i < keep; ++i) {
-      double p = std::exp((static_cast<double>(logits[idx_[static_cast<std::size_t>(i)]]) - mx) / o_.temperature);
+      double p = std::exp((static_cast<double>(logits[idx_[static_cast<std::size_t>(i)]]) - mx) /
+                          o_.temperature);
       prob_[static_cast<std::size_t>(i)] = p;
       total += p;
     }

@@ -33,8 +33,8 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
-#  include <fcntl.h>
-#  include <unistd.h>
+#include <fcntl.h>
+#include <unistd.h>
 #endif
 
 TFM_BEGIN_NAMESPACE
@@ -58,27 +58,55 @@ inline std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t crc = 
 }
 
 /// Element type codes stored in checkpoints.
-enum class dtype_code : std::uint8_t { f32 = 0, f64 = 1, bf16 = 2, f16 = 3, i32 = 4, i64 = 5, i8 = 6, u8 = 7, bytes = 255 };
+enum class dtype_code : std::uint8_t {
+  f32 = 0,
+  f64 = 1,
+  bf16 = 2,
+  f16 = 3,
+  i32 = 4,
+  i64 = 5,
+  i8 = 6,
+  u8 = 7,
+  bytes = 255
+};
 
 template <class T>
 constexpr dtype_code dtype_code_of() {
-  if constexpr (std::is_same_v<T, float>) return dtype_code::f32;
-  else if constexpr (std::is_same_v<T, double>) return dtype_code::f64;
-  else if constexpr (std::is_same_v<T, bf16>) return dtype_code::bf16;
-  else if constexpr (std::is_same_v<T, f16>) return dtype_code::f16;
-  else if constexpr (std::is_same_v<T, std::int32_t>) return dtype_code::i32;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return dtype_code::i64;
-  else if constexpr (std::is_same_v<T, std::int8_t>) return dtype_code::i8;
-  else if constexpr (std::is_same_v<T, std::uint8_t>) return dtype_code::u8;
-  else static_assert(sizeof(T) == 0, "tfm::io: unsupported checkpoint element type");
+  if constexpr (std::is_same_v<T, float>)
+    return dtype_code::f32;
+  else if constexpr (std::is_same_v<T, double>)
+    return dtype_code::f64;
+  else if constexpr (std::is_same_v<T, bf16>)
+    return dtype_code::bf16;
+  else if constexpr (std::is_same_v<T, f16>)
+    return dtype_code::f16;
+  else if constexpr (std::is_same_v<T, std::int32_t>)
+    return dtype_code::i32;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return dtype_code::i64;
+  else if constexpr (std::is_same_v<T, std::int8_t>)
+    return dtype_code::i8;
+  else if constexpr (std::is_same_v<T, std::uint8_t>)
+    return dtype_code::u8;
+  else
+    static_assert(sizeof(T) == 0, "tfm::io: unsupported checkpoint element type");
 }
 
 inline std::size_t dtype_size(dtype_code c) {
   switch (c) {
-    case dtype_code::f32: case dtype_code::i32: return 4;
-    case dtype_code::f64: case dtype_code::i64: return 8;
-    case dtype_code::bf16: case dtype_code::f16: return 2;
-    case dtype_code::i8: case dtype_code::u8: case dtype_code::bytes: return 1;
+    case dtype_code::f32:
+    case dtype_code::i32:
+      return 4;
+    case dtype_code::f64:
+    case dtype_code::i64:
+      return 8;
+    case dtype_code::bf16:
+    case dtype_code::f16:
+      return 2;
+    case dtype_code::i8:
+    case dtype_code::u8:
+    case dtype_code::bytes:
+      return 1;
   }
   return 0;
 }
@@ -119,7 +147,10 @@ struct cursor {
   std::uint64_t u(int bytes) {
     need(static_cast<std::size_t>(bytes));
     std::uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[pos + static_cast<std::size_t>(i)])) << (8 * i);
+    for (int i = 0; i < bytes; ++i)
+      v |= static_cast<std::uint64_t>(
+               static_cast<unsigned char>(s[pos + static_cast<std::size_t>(i)]))
+           << (8 * i);
     pos += static_cast<std::size_t>(bytes);
     return v;
   }
@@ -212,7 +243,8 @@ class checkpoint_writer {
       f.write(head.data(), static_cast<std::streamsize>(head.size()));
       f.write(index.data(), static_cast<std::streamsize>(index.size()));
       f.write(tail.data(), static_cast<std::streamsize>(tail.size()));
-      for (const auto& r : records_) f.write(r.payload.data(), static_cast<std::streamsize>(r.payload.size()));
+      for (const auto& r : records_)
+        f.write(r.payload.data(), static_cast<std::streamsize>(r.payload.size()));
       f.flush();
       if (!f) fail(errc::io, "tfm::io::checkpoint: writing '", tmp, "' failed (disk full?).");
     }
@@ -220,7 +252,8 @@ class checkpoint_writer {
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       fail(errc::io, "tfm::io::checkpoint: cannot rename '", tmp, "' to '", path, "'.");
     auto slash = path.find_last_of('/');
-    detail::fsync_path(slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash), true);
+    detail::fsync_path(slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash),
+                       true);
   }
 
  private:
@@ -238,8 +271,11 @@ class checkpoint_writer {
 /// Reads and validates a checkpoint.
 class checkpoint_reader {
  public:
-  explicit checkpoint_reader(const std::string& path, checkpoint_limits lim = {}) : path_(path) {
-    std::ifstream f(path, std::ios::binary);
+  explicit checkpoint_reader(const std::string& path, checkpoint_limits lim = {})
+      : path_(path), file_(path, std::ios::binary) {
+    // The file stays open: records are read from the file that was validated, even if the path
+    // is replaced (say, by the next atomic checkpoint write) while the reader lives.
+    std::ifstream& f = file_;
     if (!f) fail(errc::io, "tfm::io::checkpoint: cannot open '", path, "'.");
     f.seekg(0, std::ios::end);
     const std::uint64_t size = static_cast<std::uint64_t>(f.tellg());
@@ -259,11 +295,13 @@ class checkpoint_reader {
     if (!f) fail(errc::parse, "tfm::io::checkpoint: '", path, "' is truncated in its index.");
     detail::cursor cc{crcb, 0, "the index checksum"};
     if (cc.u(4) != crc32(index.data(), index.size()))
-      fail(errc::parse, "tfm::io::checkpoint: the index of '", path, "' is corrupted (checksum mismatch).");
+      fail(errc::parse, "tfm::io::checkpoint: the index of '", path,
+           "' is corrupted (checksum mismatch).");
     data_start_ = 16 + index_bytes + 4;
     detail::cursor c{index, 0, "the index"};
     const std::uint64_t count = c.u(8);
-    if (count > lim.max_records) fail(errc::parse, "tfm::io::checkpoint: too many records (", count, ").");
+    if (count > lim.max_records)
+      fail(errc::parse, "tfm::io::checkpoint: too many records (", count, ").");
     std::uint64_t expect_off = 0;
     for (std::uint64_t i = 0; i < count; ++i) {
       detail::ckpt_record r;
@@ -273,11 +311,13 @@ class checkpoint_reader {
         fail(errc::parse, "tfm::io::checkpoint: record ", i, " has an unknown kind or type.");
       r.name = c.str(static_cast<std::size_t>(c.u(2)));
       const std::uint64_t rank = c.u(1);
-      if (rank > lim.max_rank) fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' has rank ", rank, ".");
+      if (rank > lim.max_rank)
+        fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' has rank ", rank, ".");
       std::uint64_t n = 1;
       for (std::uint64_t k = 0; k < rank; ++k) {
         std::uint64_t e = c.u(8);
-        if (e != 0 && n > (~0ull) / e) fail(errc::parse, "tfm::io::checkpoint: the extents of '", r.name, "' overflow.");
+        if (e != 0 && n > (~0ull) / e)
+          fail(errc::parse, "tfm::io::checkpoint: the extents of '", r.name, "' overflow.");
         n *= e;
         r.extents.push_back(e);
       }
@@ -285,13 +325,17 @@ class checkpoint_reader {
       r.bytes = c.u(8);
       r.crc = static_cast<std::uint32_t>(c.u(4));
       if (r.kind == 0 && (n > (~0ull) / dtype_size(r.dtype) || n * dtype_size(r.dtype) != r.bytes))
-        fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' has ", r.bytes, " bytes for its extents.");
-      if (r.offset != expect_off || r.bytes > size - data_start_ || r.offset > size - data_start_ - r.bytes)
-        fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' lies outside the file (truncated?).");
+        fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' has ", r.bytes,
+             " bytes for its extents.");
+      if (r.offset != expect_off || r.bytes > size - data_start_ ||
+          r.offset > size - data_start_ - r.bytes)
+        fail(errc::parse, "tfm::io::checkpoint: record '", r.name,
+             "' lies outside the file (truncated?).");
       expect_off += r.bytes;
       records_.push_back(std::move(r));
     }
-    if (c.pos != index.size()) fail(errc::parse, "tfm::io::checkpoint: trailing bytes in the index.");
+    if (c.pos != index.size())
+      fail(errc::parse, "tfm::io::checkpoint: trailing bytes in the index.");
   }
 
   bool has_tensor(std::string_view name) const { return find(0, name) != nullptr; }
@@ -315,8 +359,11 @@ class checkpoint_reader {
     if (r.dtype != dtype_code_of<T>())
       fail(errc::parse, "tfm::io::checkpoint: tensor '", r.name, "' has a different element type.");
     bool same = r.extents.size() == extents.size();
-    for (std::size_t i = 0; same && i < extents.size(); ++i) same = static_cast<index_t>(r.extents[i]) == extents[i];
-    if (!same) fail(errc::shape, "tfm::io::checkpoint: tensor '", r.name, "' has different extents than the model's.");
+    for (std::size_t i = 0; same && i < extents.size(); ++i)
+      same = static_cast<index_t>(r.extents[i]) == extents[i];
+    if (!same)
+      fail(errc::shape, "tfm::io::checkpoint: tensor '", r.name,
+           "' has different extents than the model's.");
     std::string bytes = load(r);
     std::memcpy(static_cast<void*>(dst), bytes.data(), bytes.size());
   }
@@ -333,21 +380,27 @@ class checkpoint_reader {
     const auto* r = find(kind, name);
     if (!r)
       fail(errc::parse, "tfm::io::checkpoint: '", path_, "' has no ",
-           kind == 0 ? "tensor" : kind == 1 ? "blob" : "metadata", " named '", std::string(name), "'.");
+           kind == 0   ? "tensor"
+           : kind == 1 ? "blob"
+                       : "metadata",
+           " named '", std::string(name), "'.");
     return *r;
   }
   std::string load(const detail::ckpt_record& r) const {
-    std::ifstream f(path_, std::ios::binary);
+    std::ifstream& f = file_;
+    f.clear();
     f.seekg(static_cast<std::streamoff>(data_start_ + r.offset));
     std::string b(static_cast<std::size_t>(r.bytes), '\0');
     if (!f.read(b.data(), static_cast<std::streamsize>(r.bytes)))
       fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' is truncated.");
     if (crc32(b.data(), b.size()) != r.crc)
-      fail(errc::parse, "tfm::io::checkpoint: record '", r.name, "' is corrupted (checksum mismatch).");
+      fail(errc::parse, "tfm::io::checkpoint: record '", r.name,
+           "' is corrupted (checksum mismatch).");
     return b;
   }
 
   std::string path_;
+  mutable std::ifstream file_;
   std::uint64_t data_start_ = 0;
   std::vector<detail::ckpt_record> records_;
 };

@@ -35,13 +35,15 @@ enum class position_kind { learned, rope, alibi };
 
 /// Static extent of a config field: its value when the config declares it constexpr static,
 /// tfm::dyn otherwise.
-#define TFM_NN_STATIC_DIM(field)                                                                   \
-  template <class C>                                                                               \
-  constexpr index_t static_##field##_of() {                                                        \
-    if constexpr (std::is_member_object_pointer_v<decltype(&C::field)>) return dyn;                \
-    else return C::field;                                                                          \
-  }                                                                                                \
-  template <class C>                                                                               \
+#define TFM_NN_STATIC_DIM(field)                                        \
+  template <class C>                                                    \
+  constexpr index_t static_##field##_of() {                             \
+    if constexpr (std::is_member_object_pointer_v<decltype(&C::field)>) \
+      return dyn;                                                       \
+    else                                                                \
+      return C::field;                                                  \
+  }                                                                     \
+  template <class C>                                                    \
   inline constexpr index_t static_##field = static_##field##_of<C>();
 TFM_NN_STATIC_DIM(vocab)
 TFM_NN_STATIC_DIM(block_size)
@@ -94,8 +96,8 @@ void validate(const C& c) {
 
 /// Presets. GPT-2 124M (Radford et al. 2019) and small models for laptops and tests.
 struct gpt2_124m {
-  static constexpr index_t vocab = 50257, block_size = 1024, n_layer = 12, n_embd = 768, n_head = 12,
-                           n_kv_head = 12, ffn = 3072, window = 0;
+  static constexpr index_t vocab = 50257, block_size = 1024, n_layer = 12, n_embd = 768,
+                           n_head = 12, n_kv_head = 12, ffn = 3072, window = 0;
   static constexpr norm_kind norm = norm_kind::layer_norm;
   static constexpr mlp_kind mlp = mlp_kind::gelu;
   static constexpr position_kind position = position_kind::learned;

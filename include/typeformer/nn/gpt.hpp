@@ -38,11 +38,11 @@ namespace nn {
 
 /// Figures a training run prints at the start (see gpt::summary).
 struct model_summary {
-  index_t parameters = 0;             // all parameters
-  index_t non_embedding = 0;          // without the position table (nanoGPT's convention)
-  double train_flops_per_token = 0;   // 6 N + 12 L C T (Kaplan et al. arXiv:2001.08361; PaLM App. B)
+  index_t parameters = 0;            // all parameters
+  index_t non_embedding = 0;         // without the position table (nanoGPT's convention)
+  double train_flops_per_token = 0;  // 6 N + 12 L C T (Kaplan et al. arXiv:2001.08361; PaLM App. B)
   double kv_cache_bytes_per_token = 0;  // 2 L G D sizeof(T)
-  double chinchilla_tokens = 0;       // 20 N (Hoffmann et al., arXiv:2203.15556)
+  double chinchilla_tokens = 0;         // 20 N (Hoffmann et al., arXiv:2203.15556)
 };
 
 /// Interface a KV cache offers to attention (infer/kv_cache.hpp implements it).
@@ -55,16 +55,21 @@ class attention_layer {
  public:
   attention_layer() = default;
   attention_layer(const builder& b, const Cfg& cfg, double proj_std)
-      : H_(cfg.n_head), G_(cfg.n_kv_head), D_(cfg.n_embd / cfg.n_head), window_(cfg.window),
-        position_(cfg.position), rope_base_(cfg.rope_base),
-        c_attn(b.sub("c_attn"), cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * (cfg.n_embd / cfg.n_head), cfg.bias),
+      : H_(cfg.n_head),
+        G_(cfg.n_kv_head),
+        D_(cfg.n_embd / cfg.n_head),
+        window_(cfg.window),
+        position_(cfg.position),
+        rope_base_(cfg.rope_base),
+        c_attn(b.sub("c_attn"), cfg.n_embd,
+               (cfg.n_head + 2 * cfg.n_kv_head) * (cfg.n_embd / cfg.n_head), cfg.bias),
         c_proj(b.sub("c_proj"), cfg.n_embd, cfg.n_embd, cfg.bias, proj_std) {}
 
   /// x (B, T, C) -> (B, T, C); pos0: position of x's first step; cache: KV cache or no_cache.
   template <class S, class Cache>
   var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer) const {
     const index_t B = x.extent(0), Tn = x.extent(1);
-    auto qkv = c_attn(x);  // (B, T, (H + 2G) D)
+    auto qkv = c_attn(x);                        // (B, T, (H + 2G) D)
     auto heads = [&](index_t from, index_t n) {  // (B, T, n D) slice -> (B, n, T, D)
       auto s = slice<2>(qkv, from * D_, (from + n) * D_);
       auto r = reshape(s, dyn_shape<4>(B, Tn, n, D_));
@@ -93,7 +98,7 @@ class attention_layer {
       auto [kk, vv] = cache->append(layer, k.value(), v.value(), pos0);
       y = attention(q, constant(kk), constant(vv), o);
     }
-    auto yt = permute<0, 2, 1, 3>(y);                           // (B, T, H, D)
+    auto yt = permute<0, 2, 1, 3>(y);  // (B, T, H, D)
     auto ym = reshape(yt, shape<dyn, dyn, C>::from_extents({B, Tn, H_ * D_}));
     return var<T, S>(c_proj(ym).data());
   }
@@ -127,8 +132,8 @@ class block {
              0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer))) {}
 
   template <class S, class Cache>
-  var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer,
-                       bool training, std::uint64_t seed, std::uint64_t& offset) const {
+  var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer, bool training,
+                       std::uint64_t seed, std::uint64_t& offset) const {
     auto drop = [&](const var<T, S>& h) {
       if (!training || dropout_ == 0.0) return h;
       auto r = dropout(h, dropout_, seed, offset, true);
@@ -158,7 +163,8 @@ class block {
 template <class Cfg, class T = float>
 class gpt {
  public:
-  static constexpr index_t C = static_n_embd<Cfg>, V = static_vocab<Cfg>, Tmax = static_block_size<Cfg>;
+  static constexpr index_t C = static_n_embd<Cfg>, V = static_vocab<Cfg>,
+                           Tmax = static_block_size<Cfg>;
   using config_type = Cfg;
   using value_type = T;
   using ids_type = tensor<std::int32_t, shape<dyn, dyn>>;
@@ -170,10 +176,10 @@ class gpt {
     wte = embedding<T, V, C>(b.sub("wte"), cfg.vocab, cfg.n_embd);
     if (cfg.position == position_kind::learned)
       wpe = embedding<T, Tmax, C>(b.sub("wpe"), cfg.block_size, cfg.n_embd);
-    for (index_t l = 0; l < cfg.n_layer; ++l)
-      h.emplace_back(b.sub("h." + std::to_string(l)), cfg_);
+    for (index_t l = 0; l < cfg.n_layer; ++l) h.emplace_back(b.sub("h." + std::to_string(l)), cfg_);
     ln_f = norm<T, C>(b.sub("ln_f"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps);
-    if (!cfg.tie_embeddings) lm_head = linear<T, C, V>(b.sub("lm_head"), cfg.n_embd, cfg.vocab, false);
+    if (!cfg.tie_embeddings)
+      lm_head = linear<T, C, V>(b.sub("lm_head"), cfg.n_embd, cfg.vocab, false);
   }
 
   const Cfg& config() const noexcept { return cfg_; }
@@ -188,8 +194,8 @@ class gpt {
            " exceed the model's block_size ", cfg_.block_size, ".");
     for (index_t i = 0; i < ids.size(); ++i)
       if (ids.data()[i] < 0 || ids.data()[i] >= cfg_.vocab)
-        fail(errc::index, "tfm::nn::gpt: token id ", ids.data()[i], " is outside the vocabulary of ",
-             cfg_.vocab, ".");
+        fail(errc::index, "tfm::nn::gpt: token id ", ids.data()[i],
+             " is outside the vocabulary of ", cfg_.vocab, ".");
     using SX = shape<dyn, dyn, C>;
     var<T, SX> x = wte(ids);
     if (cfg_.position == position_kind::learned) {
@@ -201,7 +207,8 @@ class gpt {
     (void)B;
     std::uint64_t offset = dropout_offset_;
     for (std::size_t l = 0; l < h.size(); ++l)
-      x = h[l](x, pos0, cache, static_cast<index_t>(l), training, seed_ ^ 0x9e3779b97f4a7c15ull, offset);
+      x = h[l](x, pos0, cache, static_cast<index_t>(l), training, seed_ ^ 0x9e3779b97f4a7c15ull,
+               offset);
     if (training) dropout_offset_ = offset;
     x = ln_f(x);
     if (cfg_.tie_embeddings) return logits_type(tfm::linear(x, wte.weight).data());
@@ -228,10 +235,12 @@ class gpt {
   model_summary summary(index_t T_ctx) const {
     model_summary s;
     s.parameters = count_parameters(parameters());
-    s.non_embedding = s.parameters - (cfg_.position == position_kind::learned ? cfg_.block_size * cfg_.n_embd : 0);
+    s.non_embedding = s.parameters -
+                      (cfg_.position == position_kind::learned ? cfg_.block_size * cfg_.n_embd : 0);
     const double N = static_cast<double>(s.non_embedding);
     s.train_flops_per_token = 6.0 * N + 12.0 * static_cast<double>(cfg_.n_layer) *
-                                            static_cast<double>(cfg_.n_embd) * static_cast<double>(T_ctx);
+                                            static_cast<double>(cfg_.n_embd) *
+                                            static_cast<double>(T_ctx);
     s.kv_cache_bytes_per_token = 2.0 * static_cast<double>(cfg_.n_layer) *
                                  static_cast<double>(cfg_.n_kv_head) *
                                  static_cast<double>(cfg_.n_embd / cfg_.n_head) * sizeof(T);

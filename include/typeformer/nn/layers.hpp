@@ -29,8 +29,10 @@ class linear {
  public:
   linear() = default;
   linear(const builder& b, index_t in, index_t out, bool bias, double stddev = 0.02)
-      : weight(make_parameter<T>(b, "weight", shape<Out, In>::from_extents({out, in}), init::normal(stddev))) {
-    if (bias) this->bias = make_parameter<T>(b, "bias", shape<Out>::from_extents({out}), init::zeros());
+      : weight(make_parameter<T>(b, "weight", shape<Out, In>::from_extents({out, in}),
+                                 init::normal(stddev))) {
+    if (bias)
+      this->bias = make_parameter<T>(b, "bias", shape<Out>::from_extents({out}), init::zeros());
   }
   template <class S>
   auto operator()(const var<T, S>& x) const {
@@ -51,12 +53,11 @@ class embedding {
  public:
   embedding() = default;
   embedding(const builder& b, index_t v, index_t c, double stddev = 0.02)
-      : weight(make_parameter<T>(b, "weight", shape<V, C>::from_extents({v, c}), init::normal(stddev))) {}
+      : weight(make_parameter<T>(b, "weight", shape<V, C>::from_extents({v, c}),
+                                 init::normal(stddev))) {}
   template <class I>
-    requires dense_type<I>
-  auto operator()(const I& ids) const {
-    return tfm::embedding(weight, ids);
-  }
+  requires dense_type<I>
+  auto operator()(const I& ids) const { return tfm::embedding(weight, ids); }
   void collect(parameter_list<T>& out) const { add_parameter(out, weight, true); }
 
   var<T, shape<V, C>> weight;
@@ -67,7 +68,9 @@ class norm {
  public:
   norm() = default;
   norm(const builder& b, index_t c, norm_kind k, bool bias, double eps)
-      : kind_(k), eps_(eps), weight(make_parameter<T>(b, "weight", shape<C>::from_extents({c}), init::ones())) {
+      : kind_(k),
+        eps_(eps),
+        weight(make_parameter<T>(b, "weight", shape<C>::from_extents({c}), init::ones())) {
     if (bias && k == norm_kind::layer_norm)
       this->bias = make_parameter<T>(b, "bias", shape<C>::from_extents({c}), init::zeros());
   }
@@ -96,8 +99,7 @@ class mlp {
  public:
   mlp() = default;
   /// proj_std: the init stddev of the output projection (GPT-2 scales it by 1/sqrt(2 n_layer)).
-  mlp(const builder& b, index_t c, index_t f, mlp_kind k, bool bias, double proj_std)
-      : kind_(k) {
+  mlp(const builder& b, index_t c, index_t f, mlp_kind k, bool bias, double proj_std) : kind_(k) {
     if (k == mlp_kind::gelu) {
       up_ = linear<T, C, F>(b.sub("c_fc"), c, f, bias);
       down_ = linear<T, F, C>(b.sub("c_proj"), f, c, bias, proj_std);

@@ -47,10 +47,10 @@ TFM_BEGIN_NAMESPACE
 
 struct attention_options {
   bool causal = true;
-  index_t window = 0;      // sliding window length; 0 = unlimited
+  index_t window = 0;  // sliding window length; 0 = unlimited
   bool alibi = false;
-  double scale = 0.0;      // 0: 1/sqrt(D)
-  index_t q_offset = -1;   // position of query 0 among the keys; -1: S - T
+  double scale = 0.0;     // 0: 1/sqrt(D)
+  index_t q_offset = -1;  // position of query 0 among the keys; -1: S - T
 };
 
 /// ALiBi slopes for H heads (Press et al., arXiv:2108.12409, and their reference code for H not
@@ -75,7 +75,8 @@ inline std::vector<double> alibi_slopes(index_t H) {
 
 /// The additive mask/bias (H or 1, T, S): 0 or the ALiBi bias where visible, -inf where not.
 template <class T>
-tensor<T, dyn_shape<3>> attention_bias(index_t H, index_t Tq, index_t S, const attention_options& o) {
+tensor<T, dyn_shape<3>> attention_bias(index_t H, index_t Tq, index_t S,
+                                       const attention_options& o) {
   const index_t off = o.q_offset < 0 ? S - Tq : o.q_offset;
   const index_t hb = o.alibi ? H : 1;
   auto slopes = o.alibi ? alibi_slopes(H) : std::vector<double>{};
@@ -96,10 +97,11 @@ tensor<T, dyn_shape<3>> attention_bias(index_t H, index_t Tq, index_t S, const a
 /// Composed attention over vars (see the header comment).
 template <class T, class SQ, class SK, class SV>
 auto attention_composed(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
-               const attention_options& o = {}) {
+                        const attention_options& o = {}) {
   static_assert(SQ::rank == 4 && SK::rank == 4 && SV::rank == 4,
                 "tfm::attention: q, k and v must be (B, heads, T, D)");
-  const index_t H = q.extent(1), G = k.extent(1), Tq = q.extent(2), S = k.extent(2), D = q.extent(3);
+  const index_t H = q.extent(1), G = k.extent(1), Tq = q.extent(2), S = k.extent(2),
+                D = q.extent(3);
   if (G == 0 || H % G != 0)
     fail(errc::shape, "tfm::attention: ", H, " query heads cannot share ", G, " key/value heads.");
   if (k.extent(3) != D || v.extent(2) != S || v.extent(1) != G || k.extent(0) != q.extent(0) ||
@@ -120,7 +122,8 @@ auto attention_composed(const var<T, SQ>& q, const var<T, SK>& k, const var<T, S
   auto bias = attention_bias<T>(H, Tq, S, o);
   auto p = softmax(scores + constant(bias));
   auto out = matmul(p, vv);
-  using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2], SV::static_extents[3]>;
+  using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2],
+                   SV::static_extents[3]>;
   return var<T, SO>(out.data());
 }
 
@@ -137,22 +140,25 @@ var_ptr<T> ad_flash_attention(const var_ptr<T>& q, const var_ptr<T>& k, const va
   g.G = k->extents[1];
   g.S = k->extents[2];
   if (g.G == 0 || g.H % g.G != 0)
-    fail(errc::shape, "tfm::attention: ", g.H, " query heads cannot share ", g.G, " key/value heads.");
-  if (k->extents[0] != g.B || v->extents[0] != g.B || k->extents[3] != g.D || v->extents[1] != g.G ||
-      v->extents[2] != g.S || v->extents[3] != g.D)
+    fail(errc::shape, "tfm::attention: ", g.H, " query heads cannot share ", g.G,
+         " key/value heads.");
+  if (k->extents[0] != g.B || v->extents[0] != g.B || k->extents[3] != g.D ||
+      v->extents[1] != g.G || v->extents[2] != g.S || v->extents[3] != g.D)
     fail(errc::shape, "tfm::attention: q, k and v do not fit (B, H, T, D) / (B, G, S, D).");
   g.q_offset = o.q_offset < 0 ? g.S - g.T : o.q_offset;
   g.causal = o.causal;
   g.window = o.window;
   g.scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(g.D));
-  auto slopes = std::make_shared<std::vector<double>>(o.alibi ? alibi_slopes(g.H) : std::vector<double>{});
+  auto slopes =
+      std::make_shared<std::vector<double>>(o.alibi ? alibi_slopes(g.H) : std::vector<double>{});
   g.alibi = o.alibi ? slopes->data() : nullptr;
   auto out = result<T>(q->extents);
   auto lse = std::make_shared<std::vector<K>>(static_cast<std::size_t>(g.B * g.H * g.T));
   // Kernel-type copies of the inputs (none for f32/f64) and of the output.
   auto as_k = [](const var_ptr<T>& d) {
     auto t = std::make_shared<std::vector<K>>(static_cast<std::size_t>(d->size()));
-    for (index_t i = 0; i < d->size(); ++i) (*t)[static_cast<std::size_t>(i)] = static_cast<K>(compute_t<T>(d->value.data()[i]));
+    for (index_t i = 0; i < d->size(); ++i)
+      (*t)[static_cast<std::size_t>(i)] = static_cast<K>(compute_t<T>(d->value.data()[i]));
     return t;
   };
   std::shared_ptr<std::vector<K>> qk, kk, vk, ok;
@@ -176,34 +182,36 @@ var_ptr<T> ad_flash_attention(const var_ptr<T>& q, const var_ptr<T>& k, const va
   cpu_kernels::attention_forward<K>(g, qp, kp, vp, op, lse->data());
   if constexpr (!std::is_same_v<T, K>)
     for (index_t i = 0; i < out->size(); ++i) out->value.data()[i] = T(static_cast<float>(op[i]));
-  record(out, "attention", {q, k, v}, [q, k, v, o = out.get(), g, slopes, lse, qk, kk, vk, ok]() mutable {
-    g.alibi = slopes->empty() ? nullptr : slopes->data();
-    using G = grad_t<T>;
-    static_assert(std::is_same_v<G, K>, "attention: gradients are held in the kernel type");
-    const K *qp, *kp, *vp, *opp;
-    if constexpr (std::is_same_v<T, K>) {
-      qp = q->value.data();
-      kp = k->value.data();
-      vp = v->value.data();
-      opp = o->value.data();
-    } else {
-      qp = qk->data();
-      kp = kk->data();
-      vp = vk->data();
-      opp = ok->data();
-    }
-    // Inputs that need no gradient still get scratch buffers (the kernel writes all three).
-    std::vector<K> sq, sk, sv;
-    auto grad_or_scratch = [](const auto& d, std::vector<K>& scratch) -> K* {
-      if (d->requires_grad) return d->grad_data();
-      scratch.assign(static_cast<std::size_t>(d->size()), K(0));
-      return scratch.data();
-    };
-    K* dq = grad_or_scratch(q, sq);
-    K* dk = grad_or_scratch(k, sk);
-    K* dv = grad_or_scratch(v, sv);
-    cpu_kernels::attention_backward<K>(g, qp, kp, vp, opp, lse->data(), o->grad_data(), dq, dk, dv);
-  });
+  record(out, "attention", {q, k, v},
+         [q, k, v, o = out.get(), g, slopes, lse, qk, kk, vk, ok]() mutable {
+           g.alibi = slopes->empty() ? nullptr : slopes->data();
+           using G = grad_t<T>;
+           static_assert(std::is_same_v<G, K>, "attention: gradients are held in the kernel type");
+           const K *qp, *kp, *vp, *opp;
+           if constexpr (std::is_same_v<T, K>) {
+             qp = q->value.data();
+             kp = k->value.data();
+             vp = v->value.data();
+             opp = o->value.data();
+           } else {
+             qp = qk->data();
+             kp = kk->data();
+             vp = vk->data();
+             opp = ok->data();
+           }
+           // Inputs that need no gradient still get scratch buffers (the kernel writes all three).
+           std::vector<K> sq, sk, sv;
+           auto grad_or_scratch = [](const auto& d, std::vector<K>& scratch) -> K* {
+             if (d->requires_grad) return d->grad_data();
+             scratch.assign(static_cast<std::size_t>(d->size()), K(0));
+             return scratch.data();
+           };
+           K* dq = grad_or_scratch(q, sq);
+           K* dk = grad_or_scratch(k, sk);
+           K* dv = grad_or_scratch(v, sv);
+           cpu_kernels::attention_backward<K>(g, qp, kp, vp, opp, lse->data(), o->grad_data(), dq,
+                                              dk, dv);
+         });
   return out;
 }
 }  // namespace detail
@@ -214,7 +222,8 @@ auto attention(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
                const attention_options& o = {}) {
   static_assert(SQ::rank == 4 && SK::rank == 4 && SV::rank == 4,
                 "tfm::attention: q, k and v must be (B, heads, T, D)");
-  using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2], SV::static_extents[3]>;
+  using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2],
+                   SV::static_extents[3]>;
   return var<T, SO>(detail::ad_flash_attention<T>(q.data(), k.data(), v.data(), o));
 }
 

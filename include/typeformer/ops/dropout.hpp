@@ -33,7 +33,8 @@ var<T, S> dropout(const var<T, S>& v, double p, std::uint64_t seed, std::uint64_
   T* y = out->value.data();
   TFM_OMP(parallel for schedule(static) if (n >= (1 << 16)))
   for (index_t i = 0; i < n; ++i)
-    y[i] = keep(i) ? to_storage<T>(static_cast<compute_t<T>>(static_cast<double>(compute_t<T>(x[i])) * scale))
+    y[i] = keep(i) ? to_storage<T>(
+                         static_cast<compute_t<T>>(static_cast<double>(compute_t<T>(x[i])) * scale))
                    : to_storage<T>(compute_t<T>(0));
   detail::record(out, "dropout", {a}, [a, o = out.get(), keep, scale, n] {
     using G = grad_t<T>;

@@ -33,32 +33,31 @@ TFM_BEGIN_NAMESPACE
 template <class F>
 struct vjp_unary;
 
-#define TFM_DETAIL_VJP1(F, EXPR)                                                                   \
-  template <>                                                                                      \
-  struct vjp_unary<op::F> {                                                                        \
-    template <class X, class Y, class G>                                                           \
-    static auto grad(const X& x, const Y& y, const G& g) {                                         \
-      (void)x;                                                                                     \
-      (void)y;                                                                                     \
-      return EXPR;                                                                                 \
-    }                                                                                              \
+#define TFM_DETAIL_VJP1(F, EXPR)                           \
+  template <>                                              \
+  struct vjp_unary<op::F> {                                \
+    template <class X, class Y, class G>                   \
+    static auto grad(const X& x, const Y& y, const G& g) { \
+      (void)x;                                             \
+      (void)y;                                             \
+      return EXPR;                                         \
+    }                                                      \
   };
 TFM_DETAIL_VJP1(neg, -g)
-TFM_DETAIL_VJP1(exp, g * y)
+TFM_DETAIL_VJP1(exp, g* y)
 TFM_DETAIL_VJP1(log, g / x)
 TFM_DETAIL_VJP1(sqrt, g * 0.5 / y)
-TFM_DETAIL_VJP1(rsqrt, g * (-0.5) * y * y * y)
-TFM_DETAIL_VJP1(tanh, g * (1.0 - y * y))
-TFM_DETAIL_VJP1(sigmoid, g * y * (1.0 - y))
-TFM_DETAIL_VJP1(silu, g * sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x))))
+TFM_DETAIL_VJP1(rsqrt, g*(-0.5) * y * y * y)
+TFM_DETAIL_VJP1(tanh, g*(1.0 - y * y))
+TFM_DETAIL_VJP1(sigmoid, g* y*(1.0 - y))
+TFM_DETAIL_VJP1(silu, g* sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x))))
 TFM_DETAIL_VJP1(gelu_tanh,
-                g * (0.5 * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) +
-                     0.5 * x *
-                         (1.0 - square(tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))) *
-                         0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)))
-TFM_DETAIL_VJP1(gelu_erf, g * (normal_cdf(x) + x * 0.3989422804014327 * exp(-0.5 * x * x)))
-TFM_DETAIL_VJP1(relu, g * (x > 0.0))
-TFM_DETAIL_VJP1(abs, g * ((x > 0.0) - (x < 0.0)))
+                g*(0.5 * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) +
+                   0.5 * x * (1.0 - square(tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))) *
+                       0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)))
+TFM_DETAIL_VJP1(gelu_erf, g*(normal_cdf(x) + x * 0.3989422804014327 * exp(-0.5 * x * x)))
+TFM_DETAIL_VJP1(relu, g*(x > 0.0))
+TFM_DETAIL_VJP1(abs, g*((x > 0.0) - (x < 0.0)))
 TFM_DETAIL_VJP1(square, g * 2.0 * x)
 TFM_DETAIL_VJP1(erf, g * 1.1283791670955126 * exp(-x * x))
 TFM_DETAIL_VJP1(normal_cdf, g * 0.3989422804014327 * exp(-0.5 * x * x))
@@ -67,31 +66,31 @@ TFM_DETAIL_VJP1(normal_cdf, g * 0.3989422804014327 * exp(-0.5 * x * x))
 /// vjp of a binary functor: grad_a / grad_b are expressions for dL/da and dL/db (output shape).
 template <class F>
 struct vjp_binary;
-#define TFM_DETAIL_VJP2(F, EA, EB)                                                                 \
-  template <>                                                                                      \
-  struct vjp_binary<op::F> {                                                                       \
-    template <class A, class B, class Y, class G>                                                  \
-    static auto grad_a(const A& a, const B& b, const Y& y, const G& g) {                           \
-      (void)a;                                                                                     \
-      (void)b;                                                                                     \
-      (void)y;                                                                                     \
-      return EA;                                                                                   \
-    }                                                                                              \
-    template <class A, class B, class Y, class G>                                                  \
-    static auto grad_b(const A& a, const B& b, const Y& y, const G& g) {                           \
-      (void)a;                                                                                     \
-      (void)b;                                                                                     \
-      (void)y;                                                                                     \
-      return EB;                                                                                   \
-    }                                                                                              \
+#define TFM_DETAIL_VJP2(F, EA, EB)                                       \
+  template <>                                                            \
+  struct vjp_binary<op::F> {                                             \
+    template <class A, class B, class Y, class G>                        \
+    static auto grad_a(const A& a, const B& b, const Y& y, const G& g) { \
+      (void)a;                                                           \
+      (void)b;                                                           \
+      (void)y;                                                           \
+      return EA;                                                         \
+    }                                                                    \
+    template <class A, class B, class Y, class G>                        \
+    static auto grad_b(const A& a, const B& b, const Y& y, const G& g) { \
+      (void)a;                                                           \
+      (void)b;                                                           \
+      (void)y;                                                           \
+      return EB;                                                         \
+    }                                                                    \
   };
 TFM_DETAIL_VJP2(add, g * 1.0, g * 1.0)
 TFM_DETAIL_VJP2(sub, g * 1.0, -g)
-TFM_DETAIL_VJP2(mul, g * b, g * a)
-TFM_DETAIL_VJP2(div, g / b, -g * a / (b * b))
-TFM_DETAIL_VJP2(pow, g * b * pow(a, b - 1.0), g * y * log(a))
-TFM_DETAIL_VJP2(minimum, g * ((a < b) + 0.5 * eq(a, b)), g * ((b < a) + 0.5 * eq(a, b)))
-TFM_DETAIL_VJP2(maximum, g * ((a > b) + 0.5 * eq(a, b)), g * ((b > a) + 0.5 * eq(a, b)))
+TFM_DETAIL_VJP2(mul, g* b, g* a)
+TFM_DETAIL_VJP2(div, g / b, -g* a / (b * b))
+TFM_DETAIL_VJP2(pow, g* b* pow(a, b - 1.0), g* y* log(a))
+TFM_DETAIL_VJP2(minimum, g*((a < b) + 0.5 * eq(a, b)), g*((b < a) + 0.5 * eq(a, b)))
+TFM_DETAIL_VJP2(maximum, g*((a > b) + 0.5 * eq(a, b)), g*((b > a) + 0.5 * eq(a, b)))
 #undef TFM_DETAIL_VJP2
 
 namespace detail {
@@ -145,10 +144,10 @@ concept arithmetic = std::is_arithmetic_v<std::remove_cvref_t<X>>;
 
 // ---- the var-level API ------------------------------------------------------------------------
 
-#define TFM_DETAIL_VAR_UNARY(NAME, F)                                                              \
-  template <class T, class S>                                                                      \
-  var<T, S> NAME(const var<T, S>& a) {                                                             \
-    return detail::ad_unary<F>(a);                                                                 \
+#define TFM_DETAIL_VAR_UNARY(NAME, F)  \
+  template <class T, class S>          \
+  var<T, S> NAME(const var<T, S>& a) { \
+    return detail::ad_unary<F>(a);     \
   }
 TFM_DETAIL_VAR_UNARY(operator-, op::neg)
 TFM_DETAIL_VAR_UNARY(neg, op::neg)
@@ -169,18 +168,18 @@ TFM_DETAIL_VAR_UNARY(erf, op::erf)
 TFM_DETAIL_VAR_UNARY(normal_cdf, op::normal_cdf)
 #undef TFM_DETAIL_VAR_UNARY
 
-#define TFM_DETAIL_VAR_BINARY(NAME, F)                                                             \
-  template <class T, class SA, class SB>                                                           \
-  auto NAME(const var<T, SA>& a, const var<T, SB>& b) {                                            \
-    return detail::ad_binary<F>(a, b);                                                             \
-  }                                                                                                \
-  template <class T, class S, detail::arithmetic U>                                                \
-  auto NAME(const var<T, S>& a, U b) {                                                             \
-    return detail::ad_binary<F>(a, detail::scalar_var<T>(static_cast<double>(b)));                 \
-  }                                                                                                \
-  template <class T, class S, detail::arithmetic U>                                                \
-  auto NAME(U a, const var<T, S>& b) {                                                             \
-    return detail::ad_binary<F>(detail::scalar_var<T>(static_cast<double>(a)), b);                 \
+#define TFM_DETAIL_VAR_BINARY(NAME, F)                                             \
+  template <class T, class SA, class SB>                                           \
+  auto NAME(const var<T, SA>& a, const var<T, SB>& b) {                            \
+    return detail::ad_binary<F>(a, b);                                             \
+  }                                                                                \
+  template <class T, class S, detail::arithmetic U>                                \
+  auto NAME(const var<T, S>& a, U b) {                                             \
+    return detail::ad_binary<F>(a, detail::scalar_var<T>(static_cast<double>(b))); \
+  }                                                                                \
+  template <class T, class S, detail::arithmetic U>                                \
+  auto NAME(U a, const var<T, S>& b) {                                             \
+    return detail::ad_binary<F>(detail::scalar_var<T>(static_cast<double>(a)), b); \
   }
 TFM_DETAIL_VAR_BINARY(operator+, op::add)
 TFM_DETAIL_VAR_BINARY(operator-, op::sub)
@@ -193,7 +192,7 @@ TFM_DETAIL_VAR_BINARY(maximum, op::maximum)
 
 /// where(c, a, b) with a constant condition tensor c (nonzero selects a).
 template <class C, class T, class SA, class SB>
-  requires dense_type<C>
+requires dense_type<C>
 auto where(const C& c, const var<T, SA>& a, const var<T, SB>& b) {
   auto cv = c.view();
   using CV = decltype(cv);
@@ -207,7 +206,8 @@ auto where(const C& c, const var<T, SA>& a, const var<T, SB>& b) {
   tensor<typename CV::value_type, dyn_shape<Rc>> cc = cv;  // saved condition
   detail::value_view<Ro>(out) = where(cc, detail::value_view<Ra>(ad), detail::value_view<Rb>(bd));
   detail::record(out, "where", {ad, bd}, [ad, bd, cc = std::move(cc), o = out.get()] {
-    tensor_view<const grad_t<T>, dyn_shape<Ro>> g(o->grad_data(), detail::dyn_shape_of<Ro>(o->extents));
+    tensor_view<const grad_t<T>, dyn_shape<Ro>> g(o->grad_data(),
+                                                  detail::dyn_shape_of<Ro>(o->extents));
     if (ad->requires_grad) detail::accumulate_grad(ad, where(cc, g, 0.0));
     if (bd->requires_grad) detail::accumulate_grad(bd, where(cc, 0.0, g));
   });

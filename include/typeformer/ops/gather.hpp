@@ -23,7 +23,8 @@ TFM_BEGIN_NAMESPACE
 
 namespace detail {
 template <class V>
-std::shared_ptr<std::vector<std::int32_t>> checked_indices(const V& ids, index_t extent, const char* who) {
+std::shared_ptr<std::vector<std::int32_t>> checked_indices(const V& ids, index_t extent,
+                                                           const char* who) {
   auto out = std::make_shared<std::vector<std::int32_t>>();
   out->reserve(static_cast<std::size_t>(ids.size()));
   auto c = eval(ids);
@@ -40,12 +41,13 @@ std::shared_ptr<std::vector<std::int32_t>> checked_indices(const V& ids, index_t
 
 /// Rows of a (V, C) table for integer ids of any shape: result (..., C).
 template <class T, class SW, class I>
-  requires dense_type<I>
+requires dense_type<I>
 auto embedding(const var<T, SW>& weight, const I& ids) {
   static_assert(SW::rank == 2, "tfm::embedding: the weight must be (V, C)");
   auto iv = ids.view();
   using SI = typename decltype(iv)::shape_type;
-  static_assert(std::is_integral_v<typename decltype(iv)::value_type>, "tfm::embedding: ids must be integers");
+  static_assert(std::is_integral_v<typename decltype(iv)::value_type>,
+                "tfm::embedding: ids must be integers");
   using SO = typename detail::concat_shape<SI, shape<SW::static_extents[1]>>::type;
   auto w = weight.data();
   const index_t V = w->extents[0], C = w->extents[1];
@@ -55,7 +57,9 @@ auto embedding(const var<T, SW>& weight, const I& ids) {
   auto out = detail::result<T>(e);
   const index_t n = static_cast<index_t>(idx->size());
   for (index_t i = 0; i < n; ++i)
-    std::memcpy(static_cast<void*>(out->value.data() + i * C), w->value.data() + (*idx)[static_cast<std::size_t>(i)] * C, sizeof(T) * static_cast<std::size_t>(C));
+    std::memcpy(static_cast<void*>(out->value.data() + i * C),
+                w->value.data() + (*idx)[static_cast<std::size_t>(i)] * C,
+                sizeof(T) * static_cast<std::size_t>(C));
   detail::record(out, "embedding", {w}, [w, idx, o = out.get(), C] {
     using G = grad_t<T>;
     G* gw = w->grad_data();
@@ -71,7 +75,7 @@ auto embedding(const var<T, SW>& weight, const I& ids) {
 
 /// Entries ids[0..n) along Axis.
 template <int Axis, class T, class S, class I>
-  requires dense_type<I>
+requires dense_type<I>
 auto index_select(const var<T, S>& v, const I& ids) {
   constexpr std::size_t R = S::rank;
   constexpr std::size_t ax = normalize_axis<Axis, R>();
@@ -88,7 +92,8 @@ auto index_select(const var<T, S>& v, const I& ids) {
     select<ax>(y, static_cast<index_t>(k)) = select<ax>(x, (*idx)[k]);
   detail::record(out, "index_select", {a}, [a, idx, o = out.get()] {
     auto gi = detail::grad_view<R>(a);
-    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(), detail::dyn_shape_of<R>(o->extents));
+    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(),
+                                                 detail::dyn_shape_of<R>(o->extents));
     for (std::size_t k = 0; k < idx->size(); ++k) {
       auto dst = select<ax>(gi, (*idx)[k]);
       dst = dst + select<ax>(g, static_cast<index_t>(k));
@@ -99,7 +104,7 @@ auto index_select(const var<T, S>& v, const I& ids) {
 
 /// torch.gather along Axis: index has v's rank; out has index's shape.
 template <int Axis, class T, class S, class I>
-  requires dense_type<I>
+requires dense_type<I>
 auto gather(const var<T, S>& v, const I& index) {
   constexpr std::size_t R = S::rank;
   constexpr std::size_t ax = normalize_axis<Axis, R>();

@@ -88,17 +88,19 @@ std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
 template <class T, class G>
 void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double eps) {
   const double off = eps / static_cast<double>(n);
-  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>) && std::is_same_v<T, G>) {
+  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&std::is_same_v<T, G>) {
     using Bt = simd::batch<T>;
     constexpr index_t w = simd::width<T>;
     const Bt bl(static_cast<T>(lse)), bs(static_cast<T>(scale)), bo(static_cast<T>(off));
     index_t j = 0;
     for (; j + w <= n; j += w)
       simd::store(gx + j, simd::load(gx + j) + bs * (xsimd::exp(simd::load(x + j) - bl) - bo));
-    for (; j < n; ++j) gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
+    for (; j < n; ++j)
+      gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
   } else {
     for (index_t j = 0; j < n; ++j)
-      gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(compute_t<T>(x[j])) - lse) - off));
+      gx[j] +=
+          static_cast<G>(scale * (std::exp(static_cast<double>(compute_t<T>(x[j])) - lse) - off));
   }
 }
 
@@ -122,8 +124,8 @@ var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy
     std::int64_t t = static_cast<std::int64_t>(tv.data()[r]);
     if (t != opt.ignore_index) {
       if (t < 0 || t >= V)
-        fail(errc::index, "tfm::cross_entropy: target ", t, " at row ", r,
-             " is out of range for ", V, " classes.");
+        fail(errc::index, "tfm::cross_entropy: target ", t, " at row ", r, " is out of range for ",
+             V, " classes.");
       ++counted;
     }
     (*tgt)[static_cast<std::size_t>(r)] = t;
@@ -148,11 +150,15 @@ var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy
   if constexpr (Red == ce_reduction::none) oe.assign(a->extents.begin(), a->extents.end() - 1);
   auto out = result<T>(oe);
   if constexpr (Red == ce_reduction::none) {
-    for (index_t r = 0; r < rows; ++r) out->value.data()[r] = to_storage<T>(static_cast<compute_t<T>>(losses[static_cast<std::size_t>(r)]));
+    for (index_t r = 0; r < rows; ++r)
+      out->value.data()[r] =
+          to_storage<T>(static_cast<compute_t<T>>(losses[static_cast<std::size_t>(r)]));
   } else {
     double total = 0;
     for (double l : losses) total += l;  // fixed order
-    if (Red == ce_reduction::mean) total = counted ? total / static_cast<double>(counted) : std::numeric_limits<double>::quiet_NaN();
+    if (Red == ce_reduction::mean)
+      total =
+          counted ? total / static_cast<double>(counted) : std::numeric_limits<double>::quiet_NaN();
     out->value.data()[0] = to_storage<T>(static_cast<compute_t<T>>(total));
   }
   const std::int64_t ignore = opt.ignore_index;
@@ -166,8 +172,9 @@ var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy
       std::int64_t t = (*tgt)[static_cast<std::size_t>(r)];
       if (t == ignore) continue;
       double scale = Red == ce_reduction::none ? static_cast<double>(g[r])
-                     : Red == ce_reduction::sum ? static_cast<double>(g[0])
-                                                : static_cast<double>(g[0]) / static_cast<double>(counted);
+                     : Red == ce_reduction::sum
+                         ? static_cast<double>(g[0])
+                         : static_cast<double>(g[0]) / static_cast<double>(counted);
       row_softmax_grad(x + r * V, gx + r * V, V, (*lse)[static_cast<std::size_t>(r)], scale, eps);
       gx[r * V + t] -= static_cast<G>(scale * (1 - eps));
     }
@@ -178,14 +185,16 @@ var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy
 
 /// Softmax cross-entropy of logits (..., V) against integer targets (...).
 template <ce_reduction Red = ce_reduction::mean, class T, class S, class I>
-  requires dense_type<I>
+requires dense_type<I>
 auto cross_entropy(const var<T, S>& logits, const I& targets, cross_entropy_options opt = {}) {
   static_assert(S::rank >= 1, "tfm::cross_entropy: logits need a class axis");
   static_assert(std::is_integral_v<typename std::remove_cvref_t<I>::value_type>,
                 "tfm::cross_entropy: targets must be integers");
   auto d = detail::ad_cross_entropy<Red, T, S::rank>(logits.data(), targets.view(), opt);
-  if constexpr (Red == ce_reduction::none) return var<T, detail::take_shape_t<S, S::rank - 1>>(d);
-  else return var<T, shape<>>(d);
+  if constexpr (Red == ce_reduction::none)
+    return var<T, detail::take_shape_t<S, S::rank - 1>>(d);
+  else
+    return var<T, shape<>>(d);
 }
 
 TFM_END_NAMESPACE

@@ -20,10 +20,10 @@
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
-#include "typeformer/backend/cpu/gemm.hpp"
-#include "typeformer/backend/reference/gemm.hpp"
 #include "typeformer/backend/cpu/elementwise.hpp"
+#include "typeformer/backend/cpu/gemm.hpp"
 #include "typeformer/backend/reference/elementwise.hpp"
+#include "typeformer/backend/reference/gemm.hpp"
 #include "typeformer/backend/tags.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
@@ -58,15 +58,16 @@ struct matmul_static_check {
                 "tfm::matmul: both operands need rank >= 2 (use unsqueeze<0> for a vector)");
   static constexpr index_t ka = ShapeA::static_extents[ShapeA::rank - 1];
   static constexpr index_t kb = ShapeB::static_extents[ShapeB::rank - 2];
-  static_assert(ka == dyn || kb == dyn || ka == kb,
-                "tfm::matmul: inner extents differ: the last axis of A (its columns) must equal "
-                "the second-to-last axis of B (its rows) (see matmul_static_check<ShapeA, ShapeB>)");
+  static_assert(
+      ka == dyn || kb == dyn || ka == kb,
+      "tfm::matmul: inner extents differ: the last axis of A (its columns) must equal "
+      "the second-to-last axis of B (its rows) (see matmul_static_check<ShapeA, ShapeB>)");
   using batch_a = detail::take_shape_t<ShapeA, ShapeA::rank - 2>;
   using batch_b = detail::take_shape_t<ShapeB, ShapeB::rank - 2>;
   using batch = broadcast_shape_t<batch_a, batch_b>;
-  using result = typename detail::concat_shape<
-      batch, shape<ShapeA::static_extents[ShapeA::rank - 2],
-                   ShapeB::static_extents[ShapeB::rank - 1]>>::type;
+  using result =
+      typename detail::concat_shape<batch, shape<ShapeA::static_extents[ShapeA::rank - 2],
+                                                 ShapeB::static_extents[ShapeB::rank - 1]>>::type;
 };
 
 namespace detail {
@@ -207,7 +208,8 @@ auto matmul(XA&& xa, XB&& xb) {
     auto fa = cast<float>(a);
     auto fb = cast<float>(b);
     auto c = tensor<float, SC, Backend>::uninitialized(SC::from_extents(ec));
-    if (c.size() > 0 && a.extent(Ra - 1) > 0) detail::matmul_views<float>(fa.view(), fb.view(), c.view(), Backend{});
+    if (c.size() > 0 && a.extent(Ra - 1) > 0)
+      detail::matmul_views<float>(fa.view(), fb.view(), c.view(), Backend{});
     if (a.extent(Ra - 1) == 0) c.fill(0);
     return cast<T>(c);
   }
@@ -222,7 +224,9 @@ var_ptr<T> ad_matmul(const var_ptr<T>& ad, const var_ptr<T>& bd, const SC& sc) {
   auto b = value_view<Rb>(bd);
   auto c = matmul(a, b);
   auto out = result<T>(extents_of(c));
-  if (c.size()) std::memcpy(static_cast<void*>(out->value.data()), c.data(), sizeof(T) * static_cast<std::size_t>(c.size()));
+  if (c.size())
+    std::memcpy(static_cast<void*>(out->value.data()), c.data(),
+                sizeof(T) * static_cast<std::size_t>(c.size()));
   (void)sc;
   record(out, "matmul", {ad, bd}, [ad, bd, o = out.get()] {
     using G = grad_t<T>;

@@ -14,7 +14,8 @@
 // Differentiable forms on tfm::var (last axis), vjps (y output, g its gradient, rows of n):
 //   softmax      dx = y (g - sum(g y))                     log_softmax  dx = g - exp(y) sum(g)
 //   layer_norm   xh = (x - mu) r, r = 1/sqrt(var + eps):
-//                dx = r (gw - mean(gw) - xh mean(gw xh)), gw = g gamma; dgamma = sum g xh; dbeta = sum g
+//                dx = r (gw - mean(gw) - xh mean(gw xh)), gw = g gamma; dgamma = sum g xh; dbeta =
+//                sum g
 //   rms_norm     r = 1/sqrt(mean(x^2) + eps): dx = r gw - x r^3 mean(gw x); dweight = sum g x r
 //
 // Numerics (see backend/cpu/rows.hpp): stable for rows up to +-1e4, masked (-inf) entries give 0,
@@ -24,11 +25,11 @@
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/backend/cpu/reduce.hpp"
 #include "typeformer/backend/cpu/rows.hpp"
-#include "typeformer/backend/reference/rows.hpp"
-#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/backend/reference/elementwise.hpp"
+#include "typeformer/backend/reference/rows.hpp"
 #include "typeformer/backend/tags.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
@@ -46,23 +47,29 @@ enum class row_op { softmax, log_softmax };
 // ---- backend adapters -----------------------------------------------------------------------
 template <row_op K, class T>
 void row_kernel(const T* x, T* y, index_t rows, index_t n, reference) {
-  if constexpr (K == row_op::softmax) reference_kernels::softmax_rows(x, n, y, n, rows, n);
-  else reference_kernels::log_softmax_rows(x, n, y, n, rows, n);
+  if constexpr (K == row_op::softmax)
+    reference_kernels::softmax_rows(x, n, y, n, rows, n);
+  else
+    reference_kernels::log_softmax_rows(x, n, y, n, rows, n);
 }
 template <row_op K, class T>
 void row_kernel(const T* x, T* y, index_t rows, index_t n, cpu) {
-  if constexpr (K == row_op::softmax) cpu_kernels::softmax_rows(x, n, y, n, rows, n);
-  else cpu_kernels::log_softmax_rows(x, n, y, n, rows, n);
+  if constexpr (K == row_op::softmax)
+    cpu_kernels::softmax_rows(x, n, y, n, rows, n);
+  else
+    cpu_kernels::log_softmax_rows(x, n, y, n, rows, n);
 }
 template <class T>
 void layer_norm_kernel(const T* x, const T* g, const T* b, T eps, T* y, index_t rows, index_t n,
                        reference) {
-  reference_kernels::layer_norm_rows(x, n, g, b, eps, y, n, rows, n, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+  reference_kernels::layer_norm_rows(x, n, g, b, eps, y, n, rows, n, static_cast<T*>(nullptr),
+                                     static_cast<T*>(nullptr));
 }
 template <class T>
 void layer_norm_kernel(const T* x, const T* g, const T* b, T eps, T* y, index_t rows, index_t n,
                        cpu) {
-  cpu_kernels::layer_norm_rows(x, n, g, b, eps, y, n, rows, n, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+  cpu_kernels::layer_norm_rows(x, n, g, b, eps, y, n, rows, n, static_cast<T*>(nullptr),
+                               static_cast<T*>(nullptr));
 }
 template <class T>
 void rms_norm_kernel(const T* x, const T* w, T eps, T* y, index_t rows, index_t n, reference) {
@@ -94,8 +101,10 @@ using value_t = std::remove_cv_t<typename node_t<X>::value_type>;
 template <class T, class U>
 auto to_result(U&& t) {
   using R = std::remove_cvref_t<U>;
-  if constexpr (std::is_same_v<typename R::value_type, T>) return std::forward<U>(t);
-  else return cast<T>(t);
+  if constexpr (std::is_same_v<typename R::value_type, T>)
+    return std::forward<U>(t);
+  else
+    return cast<T>(t);
 }
 
 template <class P, class S>
@@ -127,13 +136,15 @@ auto row_normalize(X&& x) {
     auto t = detail::kernel_input<KT>(std::forward<X>(x));
     auto moved = [&]<std::size_t... I>(std::index_sequence<I...>) {
       return eval(permute<(I < ax ? I : I + 1)..., ax>(t));
-    }(std::make_index_sequence<S::rank - 1>{});
+    }
+    (std::make_index_sequence<S::rank - 1>{});
     index_t n = moved.extent(S::rank - 1);
     index_t rows = n ? moved.size() / n : 0;
     if (moved.size() > 0) row_kernel<K>(moved.data(), moved.data(), rows, n, B{});
     auto back = [&]<std::size_t... I>(std::index_sequence<I...>) {
       return eval(permute<(I < ax ? I : I == ax ? S::rank - 1 : I - 1)...>(moved));
-    }(std::make_index_sequence<S::rank>{});
+    }
+    (std::make_index_sequence<S::rank>{});
     tensor<KT, S, B> r = back;
     return detail::to_result<T>(std::move(r));
   }
@@ -156,7 +167,8 @@ auto layer_norm(X&& x, const G& gamma, const Bt& beta, double eps = 1e-5) {
   using KT = detail::kernel_type_t<T>;
   using S = typename detail::node_t<X>::shape_type;
   using B = detail::node_backend_or_cpu<detail::node_t<X>>;
-  static_assert(is_floating_v<T> && S::rank >= 1, "tfm::layer_norm needs floating-point input of rank >= 1");
+  static_assert(is_floating_v<T> && S::rank >= 1,
+                "tfm::layer_norm needs floating-point input of rank >= 1");
   auto t = detail::kernel_input<KT>(std::forward<X>(x));
   index_t n = t.extent(S::rank - 1), rows = n ? t.size() / n : 0;
   auto param = [&](const auto& p, const char* what) {
@@ -184,7 +196,8 @@ auto rms_norm(X&& x, const W& weight, double eps = 1e-6) {
   using KT = detail::kernel_type_t<T>;
   using S = typename detail::node_t<X>::shape_type;
   using B = detail::node_backend_or_cpu<detail::node_t<X>>;
-  static_assert(is_floating_v<T> && S::rank >= 1, "tfm::rms_norm needs floating-point input of rank >= 1");
+  static_assert(is_floating_v<T> && S::rank >= 1,
+                "tfm::rms_norm needs floating-point input of rank >= 1");
   auto t = detail::kernel_input<KT>(std::forward<X>(x));
   index_t n = t.extent(S::rank - 1), rows = n ? t.size() / n : 0;
   std::optional<tensor<KT, shape<dyn>, B>> w;
@@ -194,7 +207,8 @@ auto rms_norm(X&& x, const W& weight, double eps = 1e-6) {
     w.emplace(weight);
   }
   if (t.size() > 0)
-    rms_norm_kernel<KT>(t.data(), w ? w->data() : nullptr, static_cast<KT>(eps), t.data(), rows, n, B{});
+    rms_norm_kernel<KT>(t.data(), w ? w->data() : nullptr, static_cast<KT>(eps), t.data(), rows, n,
+                        B{});
   return detail::to_result<T>(std::move(t));
 }
 
@@ -242,7 +256,8 @@ var_ptr<T> ad_norm(const var_ptr<T>& a, const var_ptr<T>& w, const var_ptr<T>& b
   for (const auto* p : {w.get(), bias.get()})
     if (p && (p->extents.size() != 1 || p->extents[0] != n))
       fail(errc::shape, Rms ? "tfm::rms_norm" : "tfm::layer_norm", ": the parameter has ",
-           p->extents.size() == 1 ? p->extents[0] : -1, " elements but the normalised axis has ", n, ".");
+           p->extents.size() == 1 ? p->extents[0] : -1, " elements but the normalised axis has ", n,
+           ".");
   // Forward in the kernel type, keeping per-row statistics for the vjp.
   auto x = eval(cast<KT>(value_view<R>(a)));  // rank-R contiguous copy
   tensor<KT, shape<dyn>> wk, bk;
@@ -266,40 +281,43 @@ var_ptr<T> ad_norm(const var_ptr<T>& a, const var_ptr<T>& w, const var_ptr<T>& b
   std::vector<std::shared_ptr<var_base>> ins{a};
   if (w) ins.push_back(w);
   if (bias) ins.push_back(bias);
-  record(out, Rms ? "rms_norm" : "layer_norm", std::move(ins),
-         [a, w, bias, o = out.get(), mean_s, rstd_s, n, rows] {
-           using G = grad_t<T>;
-           const G* g = o->grad_data();
-           const T* xv = a->value.data();
-           G* gx = a->requires_grad ? a->grad_data() : nullptr;
-           G* gw = (w && w->requires_grad) ? w->grad_data() : nullptr;
-           G* gb = (bias && bias->requires_grad) ? bias->grad_data() : nullptr;
-           const T* wv = w ? w->value.data() : nullptr;
-           // Rows are independent for dx; dgamma/dbeta accumulate over rows in order.
-           for (index_t r = 0; r < rows; ++r) {
-             const G* gr = g + r * n;
-             const T* xr = xv + r * n;
-             const double mu = Rms ? 0.0 : static_cast<double>((*mean_s)[static_cast<std::size_t>(r)]);
-             const double rs = static_cast<double>((*rstd_s)[static_cast<std::size_t>(r)]);
-             double s1 = 0, s2 = 0;  // sums of gw and gw * xh
-             for (index_t j = 0; j < n; ++j) {
-               double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
-               double gwj = static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
-               s1 += gwj;
-               s2 += gwj * xh;
-               if (gw) gw[j] += static_cast<G>(static_cast<double>(gr[j]) * xh);
-               if (gb) gb[j] += gr[j];
-             }
-             if (!gx) continue;
-             const double m1 = s1 / static_cast<double>(n), m2 = s2 / static_cast<double>(n);
-             for (index_t j = 0; j < n; ++j) {
-               double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
-               double gwj = static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
-               double d = Rms ? rs * (gwj - xh * m2) : rs * (gwj - m1 - xh * m2);
-               gx[r * n + j] += static_cast<G>(d);
-             }
-           }
-         });
+  record(
+      out, Rms ? "rms_norm" : "layer_norm", std::move(ins),
+      [a, w, bias, o = out.get(), mean_s, rstd_s, n, rows] {
+        using G = grad_t<T>;
+        const G* g = o->grad_data();
+        const T* xv = a->value.data();
+        G* gx = a->requires_grad ? a->grad_data() : nullptr;
+        G* gw = (w && w->requires_grad) ? w->grad_data() : nullptr;
+        G* gb = (bias && bias->requires_grad) ? bias->grad_data() : nullptr;
+        const T* wv = w ? w->value.data() : nullptr;
+        // Rows are independent for dx; dgamma/dbeta accumulate over rows in order.
+        for (index_t r = 0; r < rows; ++r) {
+          const G* gr = g + r * n;
+          const T* xr = xv + r * n;
+          const double mu = Rms ? 0.0 : static_cast<double>((*mean_s)[static_cast<std::size_t>(r)]);
+          const double rs = static_cast<double>((*rstd_s)[static_cast<std::size_t>(r)]);
+          double s1 = 0, s2 = 0;  // sums of gw and gw * xh
+          for (index_t j = 0; j < n; ++j) {
+            double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
+            double gwj =
+                static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
+            s1 += gwj;
+            s2 += gwj * xh;
+            if (gw) gw[j] += static_cast<G>(static_cast<double>(gr[j]) * xh);
+            if (gb) gb[j] += gr[j];
+          }
+          if (!gx) continue;
+          const double m1 = s1 / static_cast<double>(n), m2 = s2 / static_cast<double>(n);
+          for (index_t j = 0; j < n; ++j) {
+            double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
+            double gwj =
+                static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
+            double d = Rms ? rs * (gwj - xh * m2) : rs * (gwj - m1 - xh * m2);
+            gx[r * n + j] += static_cast<G>(d);
+          }
+        }
+      });
   return out;
 }
 }  // namespace detail

@@ -47,8 +47,10 @@ var_ptr<T> ad_sum_axes(const var_ptr<T>& a, std::size_t ax0, std::size_t ax1,
     using G = grad_t<T>;
     tensor_view<const G, dyn_shape<3>> g(o->grad_data(), dyn_shape<3>(outer, index_t{1}, inner));
     tensor_view<G, dyn_shape<3>> gi(a->grad_data(), dyn_shape<3>(outer, n, inner));
-    if constexpr (Mean) gi = gi + g * (1.0 / static_cast<double>(n));
-    else gi = gi + g;
+    if constexpr (Mean)
+      gi = gi + g * (1.0 / static_cast<double>(n));
+    else
+      gi = gi + g;
   });
   return out;
 }
@@ -59,8 +61,10 @@ auto var_reduce_axis(const var<T, S>& v) {
   using SO = reduce_shape_t<S, ax, Keep>;
   std::vector<index_t> e;
   for (std::size_t k = 0; k < S::rank; ++k) {
-    if (k != ax) e.push_back(v.extent(k));
-    else if (Keep) e.push_back(1);
+    if (k != ax)
+      e.push_back(v.extent(k));
+    else if (Keep)
+      e.push_back(1);
   }
   return var<T, SO>(ad_sum_axes<Mean, S::rank>(v.data(), ax, ax + 1, std::move(e)));
 }
@@ -130,7 +134,8 @@ var_ptr<T> ad_extreme_axes(const var_ptr<T>& a, std::size_t ax0, std::size_t ax1
     reduce_kernel<K>(x, outer, n, inner, idx->data(), cpu{});
     for (index_t p = 0; p < outer; ++p)
       for (index_t q = 0; q < inner; ++q)
-        out->value.data()[p * inner + q] = x[(p * n + (*idx)[static_cast<std::size_t>(p * inner + q)]) * inner + q];
+        out->value.data()[p * inner + q] =
+            x[(p * n + (*idx)[static_cast<std::size_t>(p * inner + q)]) * inner + q];
     record(out, K == reduce_op::argmax ? "max" : "min", {a}, [a, o = out.get(), idx, n, inner] {
       using G = grad_t<T>;
       const G* g = o->grad_data();
@@ -150,25 +155,27 @@ auto var_extreme_axis(const var<T, S>& v) {
   using SO = reduce_shape_t<S, ax, Keep>;
   std::vector<index_t> e;
   for (std::size_t k = 0; k < S::rank; ++k) {
-    if (k != ax) e.push_back(v.extent(k));
-    else if (Keep) e.push_back(1);
+    if (k != ax)
+      e.push_back(v.extent(k));
+    else if (Keep)
+      e.push_back(1);
   }
   return var<T, SO>(ad_extreme_axes<K, S::rank>(v.data(), ax, ax + 1, std::move(e)));
 }
 }  // namespace detail
 
-#define TFM_DETAIL_VAR_EXTREME(NAME, KIND)                                                          \
-  template <int Axis, class T, class S>                                                            \
-  auto NAME(const var<T, S>& v) {                                                                  \
-    return detail::var_extreme_axis<KIND, Axis, false>(v);                                         \
-  }                                                                                                \
-  template <int Axis, class T, class S>                                                            \
-  auto NAME(const var<T, S>& v, keepdims_t) {                                                      \
-    return detail::var_extreme_axis<KIND, Axis, true>(v);                                          \
-  }                                                                                                \
-  template <class T, class S>                                                                      \
-  var<T, shape<>> NAME(const var<T, S>& v) {                                                       \
-    return var<T, shape<>>(detail::ad_extreme_axes<KIND, S::rank>(v.data(), 0, S::rank, {}));      \
+#define TFM_DETAIL_VAR_EXTREME(NAME, KIND)                                                    \
+  template <int Axis, class T, class S>                                                       \
+  auto NAME(const var<T, S>& v) {                                                             \
+    return detail::var_extreme_axis<KIND, Axis, false>(v);                                    \
+  }                                                                                           \
+  template <int Axis, class T, class S>                                                       \
+  auto NAME(const var<T, S>& v, keepdims_t) {                                                 \
+    return detail::var_extreme_axis<KIND, Axis, true>(v);                                     \
+  }                                                                                           \
+  template <class T, class S>                                                                 \
+  var<T, shape<>> NAME(const var<T, S>& v) {                                                  \
+    return var<T, shape<>>(detail::ad_extreme_axes<KIND, S::rank>(v.data(), 0, S::rank, {})); \
   }
 TFM_DETAIL_VAR_EXTREME(max, reduce_op::argmax)
 TFM_DETAIL_VAR_EXTREME(min, reduce_op::argmin)

@@ -10,8 +10,9 @@
 //   ntk     "NTK-aware": base * factor^(D / (D - 2))              (bloc97, 2023; see YaRN paper)
 //   yarn    per-frequency ramp between interpolation and extrapolation on the wavelength ratio
 //           r = original_context / (2 pi / theta_i): gamma = clamp((r - beta_slow) /
-//           (beta_fast - beta_slow), 0, 1); theta'_i = (1 - gamma) theta_i / factor + gamma theta_i;
-//           cos and sin are scaled by mscale = 0.1 ln(factor) + 1  (Peng et al., arXiv:2309.00071)
+//           (beta_fast - beta_slow), 0, 1); theta'_i = (1 - gamma) theta_i / factor + gamma
+//           theta_i; cos and sin are scaled by mscale = 0.1 ln(factor) + 1  (Peng et al.,
+//           arXiv:2309.00071)
 // The vjp rotates the gradient by the opposite angles (the rotation's transpose), times mscale.
 #pragma once
 
@@ -32,9 +33,9 @@ struct rope_config {
   double base = 10000.0;
   style pair_style = style::interleaved;
   scaling scale_kind = scaling::none;
-  double factor = 1.0;              // context extension factor (linear, ntk, yarn)
-  double original_context = 2048;   // yarn: the context the model was trained with
-  double beta_fast = 32.0;          // yarn ramp bounds (in rotations per context)
+  double factor = 1.0;             // context extension factor (linear, ntk, yarn)
+  double original_context = 2048;  // yarn: the context the model was trained with
+  double beta_fast = 32.0;         // yarn ramp bounds (in rotations per context)
   double beta_slow = 1.0;
 };
 
@@ -55,7 +56,8 @@ inline rope_table make_rope_table(const rope_config& c, index_t D, index_t T, in
     base = c.base * std::pow(c.factor, static_cast<double>(D) / static_cast<double>(D - 2));
   const double pi2 = 6.283185307179586476925286766559;
   double mscale = 1.0;
-  if (c.scale_kind == rope_config::scaling::yarn && c.factor > 1) mscale = 0.1 * std::log(c.factor) + 1.0;
+  if (c.scale_kind == rope_config::scaling::yarn && c.factor > 1)
+    mscale = 0.1 * std::log(c.factor) + 1.0;
   std::vector<double> theta(static_cast<std::size_t>(tb.half));
   for (index_t i = 0; i < tb.half; ++i) {
     double th = std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(D));
@@ -96,7 +98,8 @@ void rope_apply(const TI* x, TO* y, index_t outer, const rope_table& tb, rope_co
       for (index_t i = 0; i < h; ++i) {
         index_t a = st == rope_config::style::interleaved ? 2 * i : i;
         index_t b = st == rope_config::style::interleaved ? 2 * i + 1 : i + h;
-        double x0 = static_cast<double>(compute_t<TI>(xr[a])), x1 = static_cast<double>(compute_t<TI>(xr[b]));
+        double x0 = static_cast<double>(compute_t<TI>(xr[a])),
+               x1 = static_cast<double>(compute_t<TI>(xr[b]));
         double c = cs[i], s = sign * sn[i];
         double y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
         if constexpr (Accumulate) {
@@ -114,7 +117,7 @@ void rope_apply(const TI* x, TO* y, index_t outer, const rope_table& tb, rope_co
 
 /// Rotary embedding of a tensor (..., T, D) whose first time step has position pos0.
 template <class X>
-  requires dense_type<X>
+requires dense_type<X>
 auto rope(const X& x, const rope_config& cfg, index_t pos0 = 0) {
   auto c = eval(x);
   using S = typename decltype(c)::shape_type;
@@ -136,10 +139,12 @@ var<T, S> rope(const var<T, S>& x, const rope_config& cfg, index_t pos0 = 0) {
   auto tb = std::make_shared<detail::rope_table>(detail::make_rope_table(cfg, D, T_, pos0));
   const index_t outer = (T_ && D) ? a->size() / (T_ * D) : 0;
   auto out = detail::result<T>(a->extents);
-  detail::rope_apply<T, T, false>(a->value.data(), out->value.data(), outer, *tb, cfg.pair_style, 1.0);
+  detail::rope_apply<T, T, false>(a->value.data(), out->value.data(), outer, *tb, cfg.pair_style,
+                                  1.0);
   auto st = cfg.pair_style;
   detail::record(out, "rope", {a}, [a, o = out.get(), tb, outer, st] {
-    detail::rope_apply<grad_t<T>, grad_t<T>, true>(o->grad_data(), a->grad_data(), outer, *tb, st, -1.0);
+    detail::rope_apply<grad_t<T>, grad_t<T>, true>(o->grad_data(), a->grad_data(), outer, *tb, st,
+                                                   -1.0);
   });
   return var<T, S>(out);
 }

@@ -30,7 +30,9 @@ var<T, S2> reshape(const var<T, S>& v, const S2& s2) {
     fail(errc::shape, "tfm::reshape: cannot reshape ", v.shape().to_string(), " to ",
          s2.to_string(), ".");
   auto out = detail::result<T>(detail::extents_of(tensor_view<const T, S2>(nullptr, s2)));
-  if (v.size()) std::memcpy(static_cast<void*>(out->value.data()), a->value.data(), sizeof(T) * static_cast<std::size_t>(v.size()));
+  if (v.size())
+    std::memcpy(static_cast<void*>(out->value.data()), a->value.data(),
+                sizeof(T) * static_cast<std::size_t>(v.size()));
   detail::record(out, "reshape", {a}, [a, o = out.get()] {
     using G = grad_t<T>;
     const index_t n = a->size();
@@ -41,10 +43,7 @@ var<T, S2> reshape(const var<T, S>& v, const S2& s2) {
   return var<T, S2>(out);
 }
 template <shape_type S2, class T, class S>
-  requires S2::is_static
-var<T, S2> reshape(const var<T, S>& v) {
-  return reshape(v, S2{});
-}
+requires S2::is_static var<T, S2> reshape(const var<T, S>& v) { return reshape(v, S2{}); }
 
 /// Differentiable permute: result axis i is axis P[i].
 template <std::size_t... P, class T, class S>
@@ -59,7 +58,8 @@ auto permute(const var<T, S>& v) {
   detail::value_view<R>(out) = px;
   detail::record(out, "permute", {a}, [a, o = out.get()] {
     auto gi = detail::grad_view<R>(a);
-    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(), detail::dyn_shape_of<R>(o->extents));
+    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(),
+                                                 detail::dyn_shape_of<R>(o->extents));
     auto pg = permute<P...>(gi);  // gi viewed in the output's axis order
     pg = pg + g;
   });
@@ -71,9 +71,12 @@ template <class T, class S>
 auto transpose(const var<T, S>& v) {
   constexpr std::size_t r = S::rank;
   static_assert(r >= 2 && r <= 4, "tfm::transpose: rank 2, 3 or 4");
-  if constexpr (r == 2) return permute<1, 0>(v);
-  else if constexpr (r == 3) return permute<0, 2, 1>(v);
-  else return permute<0, 1, 3, 2>(v);
+  if constexpr (r == 2)
+    return permute<1, 0>(v);
+  else if constexpr (r == 3)
+    return permute<0, 2, 1>(v);
+  else
+    return permute<0, 1, 3, 2>(v);
 }
 
 /// Differentiable slice along Axis: elements b, b+step, ... < e.
@@ -87,7 +90,8 @@ auto slice(const var<T, S>& v, index_t b, index_t e, index_t step = 1) {
   detail::value_view<R>(out) = sx;
   detail::record(out, "slice", {a}, [a, o = out.get(), b, e, step] {
     auto gw = slice<Axis>(detail::grad_view<R>(a), b, e, step);
-    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(), detail::dyn_shape_of<R>(o->extents));
+    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(),
+                                                 detail::dyn_shape_of<R>(o->extents));
     gw = gw + g;
   });
   return var<T, S2>(out);
@@ -122,7 +126,8 @@ auto concat(const std::vector<var<T, S>>& vs) {
     off += n;
   }
   detail::record(out, "concat", std::move(ins), [ds, o = out.get()] {
-    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(), detail::dyn_shape_of<R>(o->extents));
+    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(),
+                                                 detail::dyn_shape_of<R>(o->extents));
     index_t off = 0;
     for (auto& d : ds) {
       index_t n = d->extents[ax];

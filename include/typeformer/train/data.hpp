@@ -45,7 +45,8 @@ struct byte_tokenizer {
     std::string s;
     s.reserve(ids.size());
     for (auto id : ids) {
-      if (id < 0 || id > 255) fail(errc::value, "tfm::train::byte_tokenizer: id ", id, " is not a byte.");
+      if (id < 0 || id > 255)
+        fail(errc::value, "tfm::train::byte_tokenizer: id ", id, " is not a byte.");
       s.push_back(static_cast<char>(id));
     }
     return s;
@@ -69,7 +70,8 @@ inline std::string read_text_file(const std::string& path) {
 class token_dataset {
  public:
   token_dataset() = default;
-  token_dataset(std::vector<std::int32_t> train_ids, std::vector<std::int32_t> val_ids, std::int32_t vocab)
+  token_dataset(std::vector<std::int32_t> train_ids, std::vector<std::int32_t> val_ids,
+                std::int32_t vocab)
       : train_(std::move(train_ids)), val_(std::move(val_ids)), vocab_(vocab) {}
 
   /// Tokenizes each text with `tok` (anything with encode(string_view) -> vector<int32>) and
@@ -82,12 +84,16 @@ class token_dataset {
     std::vector<std::int32_t> tr, va;
     for (const auto& t : texts) {
       auto ids = tok.encode(t);
-      std::size_t nv = static_cast<std::size_t>(std::floor(static_cast<double>(ids.size()) * val_fraction));
+      std::size_t nv =
+          static_cast<std::size_t>(std::floor(static_cast<double>(ids.size()) * val_fraction));
       tr.insert(tr.end(), ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(nv));
       va.insert(va.end(), ids.end() - static_cast<std::ptrdiff_t>(nv), ids.end());
     }
-    for (auto id : tr)
-      if (id < 0 || id >= vocab) fail(errc::value, "tfm::train::token_dataset: token id ", id, " is outside the vocabulary ", vocab, ".");
+    for (const auto* split_ids : {&tr, &va})
+      for (auto id : *split_ids)
+        if (id < 0 || id >= vocab)
+          fail(errc::value, "tfm::train::token_dataset: token id ", id,
+               " is outside the vocabulary ", vocab, ".");
     return token_dataset(std::move(tr), std::move(va), vocab);
   }
 
@@ -100,22 +106,31 @@ class token_dataset {
     return from_texts(texts, tok, vocab, val_fraction);
   }
 
-  const std::vector<std::int32_t>& tokens(split s) const { return s == split::train ? train_ : val_; }
+  const std::vector<std::int32_t>& tokens(split s) const {
+    return s == split::train ? train_ : val_;
+  }
   std::int32_t vocab() const noexcept { return vocab_; }
 
   /// Random windows: x (B, T) and next-token targets y (B, T).
   std::pair<ids_tensor, ids_tensor> batch(split s, index_t B, index_t T, std::uint64_t seed,
                                           std::uint64_t index) const {
     const auto& d = tokens(s);
-    if (B <= 0 || T <= 0) fail(errc::value, "tfm::train::token_dataset: batch and sequence sizes must be positive.");
+    if (B <= 0 || T <= 0)
+      fail(errc::value, "tfm::train::token_dataset: batch and sequence sizes must be positive.");
     if (static_cast<index_t>(d.size()) < T + 1)
-      fail(errc::value, "tfm::train::token_dataset: the ", s == split::train ? "training" : "validation",
-           " split has ", d.size(), " tokens, fewer than T + 1 = ", T + 1, ".");
+      fail(errc::value, "tfm::train::token_dataset: the ",
+           s == split::train ? "training" : "validation", " split has ", d.size(),
+           " tokens, fewer than T + 1 = ", T + 1, ".");
     const std::uint64_t span = d.size() - static_cast<std::size_t>(T);  // starts 0 .. span-1
     ids_tensor x(B, T), y(B, T);
     for (index_t b = 0; b < B; ++b) {
-      std::uint64_t r = (static_cast<std::uint64_t>(random_u32(seed, 2 * (index * static_cast<std::uint64_t>(B) + static_cast<std::uint64_t>(b)))) << 32) |
-                        random_u32(seed, 2 * (index * static_cast<std::uint64_t>(B) + static_cast<std::uint64_t>(b)) + 1);
+      std::uint64_t r =
+          (static_cast<std::uint64_t>(random_u32(
+               seed, 2 * (index * static_cast<std::uint64_t>(B) + static_cast<std::uint64_t>(b))))
+           << 32) |
+          random_u32(
+              seed,
+              2 * (index * static_cast<std::uint64_t>(B) + static_cast<std::uint64_t>(b)) + 1);
       std::size_t start = static_cast<std::size_t>(r % span);
       for (index_t t = 0; t < T; ++t) {
         x(b, t) = d[start + static_cast<std::size_t>(t)];
@@ -134,7 +149,8 @@ class token_dataset {
     while (static_cast<index_t>(out.size()) < max_batches) {
       ids_tensor x(B, T), y(B, T);
       index_t filled = 0;
-      for (; filled < B && pos + static_cast<std::size_t>(T) + 1 <= d.size(); ++filled, pos += static_cast<std::size_t>(T))
+      for (; filled < B && pos + static_cast<std::size_t>(T) + 1 <= d.size();
+           ++filled, pos += static_cast<std::size_t>(T))
         for (index_t t = 0; t < T; ++t) {
           x(filled, t) = d[pos + static_cast<std::size_t>(t)];
           y(filled, t) = d[pos + static_cast<std::size_t>(t) + 1];

@@ -35,15 +35,16 @@ run_result run(bool fused, index_t B, index_t H, index_t G, index_t Tq, index_t 
   auto w = constant(randn<T>(dyn_shape<4>(B, H, Tq, D), seed + 3));
   auto out = fused ? attention(q, k, v, o) : attention_composed(q, k, v, o);
   sum(out * w).backward();
-  return {cast<double>(out.value()), cast<double>(q.grad()), cast<double>(k.grad()), cast<double>(v.grad())};
+  return {cast<double>(out.value()), cast<double>(q.grad()), cast<double>(k.grad()),
+          cast<double>(v.grad())};
 }
 
 template <class T>
-void compare(index_t B, index_t H, index_t G, index_t Tq, index_t S, index_t D, const attention_options& o,
-             double tol) {
+void compare(index_t B, index_t H, index_t G, index_t Tq, index_t S, index_t D,
+             const attention_options& o, double tol) {
   const std::uint64_t seed = 1234;
-  MESSAGE("seed ", seed, " B=", B, " H=", H, " G=", G, " T=", Tq, " S=", S, " D=", D, " causal=", o.causal,
-          " window=", o.window, " alibi=", o.alibi, " q_offset=", o.q_offset);
+  MESSAGE("seed ", seed, " B=", B, " H=", H, " G=", G, " T=", Tq, " S=", S, " D=", D,
+          " causal=", o.causal, " window=", o.window, " alibi=", o.alibi, " q_offset=", o.q_offset);
   auto f = run<T>(true, B, H, G, Tq, S, D, o, seed);
   auto r = run<T>(false, B, H, G, Tq, S, D, o, seed);
   CHECK(nmse(f.out, r.out) <= tol);
@@ -56,20 +57,20 @@ void compare(index_t B, index_t H, index_t G, index_t Tq, index_t S, index_t D, 
 
 TEST_CASE("flash attention equals composed attention in f64 (forward and backward)") {
   attention_options causal;
-  compare<double>(2, 4, 4, 70, 70, 16, causal, 1e-24);     // MHA, tiles cut at 64
-  compare<double>(2, 4, 2, 130, 130, 8, causal, 1e-24);    // GQA
-  compare<double>(1, 4, 1, 100, 100, 8, causal, 1e-24);    // MQA
+  compare<double>(2, 4, 4, 70, 70, 16, causal, 1e-24);   // MHA, tiles cut at 64
+  compare<double>(2, 4, 2, 130, 130, 8, causal, 1e-24);  // GQA
+  compare<double>(1, 4, 1, 100, 100, 8, causal, 1e-24);  // MQA
   attention_options win;
   win.window = 17;
-  compare<double>(2, 4, 2, 150, 150, 8, win, 1e-24);       // sliding window
+  compare<double>(2, 4, 2, 150, 150, 8, win, 1e-24);  // sliding window
   attention_options ali;
   ali.alibi = true;
-  compare<double>(2, 6, 6, 90, 90, 8, ali, 1e-24);         // ALiBi, H not a power of two
+  compare<double>(2, 6, 6, 90, 90, 8, ali, 1e-24);  // ALiBi, H not a power of two
   attention_options full;
   full.causal = false;
-  compare<double>(1, 2, 2, 33, 65, 8, full, 1e-24);        // bidirectional, T != S
+  compare<double>(1, 2, 2, 33, 65, 8, full, 1e-24);  // bidirectional, T != S
   attention_options dec;
-  compare<double>(1, 2, 1, 5, 80, 8, dec, 1e-24);          // decode: q_offset = S - T
+  compare<double>(1, 2, 1, 5, 80, 8, dec, 1e-24);  // decode: q_offset = S - T
   attention_options tiny;
   tiny.window = 3;
   tiny.q_offset = 0;
@@ -97,7 +98,8 @@ TEST_CASE("a query that sees no key gets zeros, not NaN") {
   for (int fused = 0; fused < 2; ++fused) {
     auto out = fused ? attention(q, k, v, o) : attention_composed(q, k, v, o);
     for (index_t i = 0; i < 3; ++i)
-      for (index_t d = 0; d < 4; ++d) CHECK(out.value()(0, 0, i, d) == doctest::Approx(v.value()(0, 0, i, d)));
+      for (index_t d = 0; d < 4; ++d)
+        CHECK(out.value()(0, 0, i, d) == doctest::Approx(v.value()(0, 0, i, d)));
     for (index_t i = 3; i < 5; ++i)
       for (index_t d = 0; d < 4; ++d) CHECK(out.value()(0, 0, i, d) == 0.0f);
     q.zero_grad();

@@ -14,7 +14,8 @@ TEST_CASE_TEMPLATE("cached and uncached generation agree", Cfg, nn::gpt2_tiny, n
   infer::sampling_options greedy;
   greedy.temperature = 0;
   MESSAGE("model seed 5, sampler seed 3");
-  CHECK(infer::generate(m, prompt, 40, greedy, cached) == infer::generate(m, prompt, 40, greedy, uncached));
+  CHECK(infer::generate(m, prompt, 40, greedy, cached) ==
+        infer::generate(m, prompt, 40, greedy, uncached));
   infer::sampling_options s;
   s.temperature = 0.9;
   s.top_k = 20;

@@ -38,7 +38,8 @@ void check_model(nn::dynamic_config c) {
       double lm = m.loss(x, y, false).value()();
       *w = keep;
       const double num = (lp - lm) / 2e-6, an = p.data->grad_data()[k];
-      CHECK_MESSAGE(std::abs(an - num) <= 1e-5 + 1e-3 * std::abs(num), p.name, "[", k, "] analytic ", an, " numeric ", num);
+      CHECK_MESSAGE(std::abs(an - num) <= 1e-5 + 1e-3 * std::abs(num), p.name, "[", k,
+                    "] analytic ", an, " numeric ", num);
       if (std::abs(num) > 1e-4) worst = std::max(worst, std::abs(an - num) / std::abs(num));
     }
   }

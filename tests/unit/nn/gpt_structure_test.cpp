@@ -25,8 +25,9 @@ TEST_CASE("parameter names follow the GPT-2 layout and are unique") {
   auto ps = m.parameters();
   std::set<std::string> names;
   for (auto& p : ps) CHECK(names.insert(p.name).second);
-  for (const char* n : {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.attn.c_attn.weight",
-                        "h.0.attn.c_proj.bias", "h.3.mlp.c_fc.weight", "h.3.mlp.c_proj.weight", "ln_f.bias"})
+  for (const char* n :
+       {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.attn.c_attn.weight",
+        "h.0.attn.c_proj.bias", "h.3.mlp.c_fc.weight", "h.3.mlp.c_proj.weight", "ln_f.bias"})
     CHECK(names.count(n) == 1);
   CHECK(ps.size() == 2 + 4 * 12 + 2);
   // Biases and norm weights are excluded from weight decay; matrices are decayed.
@@ -44,7 +45,8 @@ TEST_CASE("LLaMA style: RMSNorm, SwiGLU, RoPE, grouped KV heads, no biases, unti
   CHECK(names.count("h.0.ln_1.bias") == 0);
   // qkv projection: (H + 2G) * D rows = (4 + 2*2) * 32.
   for (auto& p : ps)
-    if (p.name == "h.0.attn.c_attn.weight") CHECK(p.data->extents == std::vector<index_t>{256, 128});
+    if (p.name == "h.0.attn.c_attn.weight")
+      CHECK(p.data->extents == std::vector<index_t>{256, 128});
   // d = 128: per layer 4*128 (norms 2x128) ... check the total by formula.
   const index_t C = 128, F = 352, V = 256, L = 4, D = 32, H = 4, G = 2;
   const index_t per_layer = 2 * C + C * (H + 2 * G) * D + C * C + 3 * C * F;
@@ -59,10 +61,12 @@ TEST_CASE("static and run-time configs build identical models") {
   for (std::size_t i = 0; i < pa.size(); ++i) {
     CHECK(pa[i].name == pb[i].name);
     REQUIRE(pa[i].data->size() == pb[i].data->size());
-    for (index_t k = 0; k < pa[i].data->size(); ++k) REQUIRE(pa[i].data->value.data()[k] == pb[i].data->value.data()[k]);
+    for (index_t k = 0; k < pa[i].data->size(); ++k)
+      REQUIRE(pa[i].data->value.data()[k] == pb[i].data->value.data()[k]);
   }
   nn::gpt<nn::gpt2_tiny>::ids_type ids(2, 9);
-  for (index_t i = 0; i < ids.size(); ++i) ids.data()[i] = static_cast<std::int32_t>((i * 37) % 256);
+  for (index_t i = 0; i < ids.size(); ++i)
+    ids.data()[i] = static_cast<std::int32_t>((i * 37) % 256);
   auto la = a.forward(ids);
   auto lb = b.forward(ids);
   static_assert(std::is_same_v<decltype(la), var<float, shape<dyn, dyn, 256>>>);

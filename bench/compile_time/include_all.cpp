@@ -1,0 +1,2 @@
+#include "typeformer/typeformer.hpp"
+int main() { return 0; }

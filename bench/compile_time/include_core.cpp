@@ -1,0 +1,2 @@
+#include "typeformer/core.hpp"
+int main() { return 0; }

@@ -1,0 +1,464 @@
+// typeformer/train/trainer.hpp
+//
+// The pieces of a language-model training loop that must agree exactly between a run and its
+// resumed twin:
+//
+//   train::training_state st;                     // step, data-loader position, dropout offset,
+//   st.model_seed = 1; st.data_seed = 2;          // seeds, loss curve, run settings (meta)
+//   train::step_options so{.batch = 8, .seq = 128, .grad_accum = 1, .clip = 1.0,
+//                          .schedule = optim::lr_schedule::warmup_cosine(1e-3, 1e-4, 50, 1000)};
+//   auto r = train::train_step(model, opt, data, so, st);   // one optimizer step
+//   double v = train::evaluate(model, data.evaluation_batches(train::split::validation, B, T, n));
+//   train::save_training_state("ckpt.bin", model.parameters(), opt, st);   // atomic, checksummed
+//   ...
+//   train::training_state back = train::load_training_state("ckpt.bin", ps, opt);  // exact resume
+//
+// Exactness. A step draws its micro-batches from the counter-based data loader at
+// (data_seed, batch_index), batch_index advancing by one per micro-batch; dropout masks come
+// from the model's counter at dropout_offset. The checkpoint stores both counters, every
+// parameter (by its stable name, in its own element type), the optimizer state (moments, f32
+// master weights of bf16 parameters, step count) and the loss curve; reloading them into a
+// freshly built model and optimizer continues the run bitwise (same thread count; the cpu
+// kernels are deterministic).
+//
+// Checkpoint records (io/checkpoint.hpp): one tensor per parameter under its name; blob
+// "optimizer" (optimizer::save); tensors "state/curve.step" (i64), "state/curve.lr",
+// "state/curve.train_loss", "state/curve.val_loss" (f64, NaN = not measured at that step);
+// metadata "state.*" (format, step, batch_index, dropout_offset, seeds, dtype) and the caller's
+// own keys (training_state::meta, e.g. "config.n_layer", "run.lr"); the caller's blobs
+// (training_state::blobs, e.g. a tokenizer.json) under their own names, listed in
+// "state.blob_keys" (written only when there are any, so checkpoints without blobs are
+// unchanged; a checkpoint without the key reads back with no blobs).
+//
+// Grad accumulation: k micro-batches per step, each loss scaled by 1/k before backward, so the
+// gradient is that of the mean loss over the k micro-batches; the recorded training loss is the
+// mean of the k losses.
+#pragma once
+
+#include "typeformer/autodiff/variable.hpp"
+#include "typeformer/config/error.hpp"
+#include "typeformer/core/dtype.hpp"
+#include "typeformer/io/checkpoint.hpp"
+#include "typeformer/nn/config.hpp"
+#include "typeformer/nn/module.hpp"
+#include "typeformer/optim/optimizer.hpp"
+#include "typeformer/optim/schedule.hpp"
+#include "typeformer/train/data.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+TFM_BEGIN_NAMESPACE
+namespace train {
+
+/// One step of the loss curve. NaN marks a value not measured at that step.
+struct curve_point {
+  std::int64_t step = 0;  // optimizer steps done when the point was taken
+  double lr = std::numeric_limits<double>::quiet_NaN();          // rate of that step
+  double train_loss = std::numeric_limits<double>::quiet_NaN();  // mean over its micro-batches
+  double val_loss = std::numeric_limits<double>::quiet_NaN();    // validation loss after it
+};
+
+/// Everything besides parameters and optimizer state that a resumed run needs.
+struct training_state {
+  std::int64_t step = 0;             // optimizer steps done
+  std::uint64_t batch_index = 0;     // next data-loader batch index
+  std::uint64_t dropout_offset = 0;  // the model's dropout counter (nn::gpt::dropout_offset)
+  std::uint64_t model_seed = 0, data_seed = 0;
+  std::vector<curve_point> curve;
+  std::map<std::string, std::string> meta;   // the caller's settings (keys not starting "state.")
+  std::map<std::string, std::string> blobs;  // the caller's byte blobs (e.g. "tokenizer.json")
+};
+
+/// Checkpoint format version written in "state.format".
+inline constexpr std::string_view training_state_format = "tfm-train-1";
+
+// ---- text forms of config enums and numbers ------------------------------------------------
+
+inline const char* to_string(nn::norm_kind k) {
+  return k == nn::norm_kind::rms_norm ? "rms_norm" : "layer_norm";
+}
+inline const char* to_string(nn::mlp_kind k) {
+  return k == nn::mlp_kind::swiglu ? "swiglu" : "gelu";
+}
+inline const char* to_string(nn::position_kind k) {
+  return k == nn::position_kind::rope    ? "rope"
+         : k == nn::position_kind::alibi ? "alibi"
+                                         : "learned";
+}
+/// Parses "layer_norm" | "rms_norm" (value_error naming the accepted words otherwise).
+inline nn::norm_kind parse_norm(std::string_view s) {
+  if (s == "layer_norm" || s == "layernorm") return nn::norm_kind::layer_norm;
+  if (s == "rms_norm" || s == "rmsnorm") return nn::norm_kind::rms_norm;
+  fail(errc::value, "norm must be layer_norm or rms_norm, not '", std::string(s), "'.");
+}
+inline nn::mlp_kind parse_mlp(std::string_view s) {
+  if (s == "gelu") return nn::mlp_kind::gelu;
+  if (s == "swiglu") return nn::mlp_kind::swiglu;
+  fail(errc::value, "mlp must be gelu or swiglu, not '", std::string(s), "'.");
+}
+inline nn::position_kind parse_position(std::string_view s) {
+  if (s == "learned") return nn::position_kind::learned;
+  if (s == "rope") return nn::position_kind::rope;
+  if (s == "alibi") return nn::position_kind::alibi;
+  fail(errc::value, "position must be learned, rope or alibi, not '", std::string(s), "'.");
+}
+
+/// Exact text of a double (shortest round-trip form; "nan" for NaN).
+inline std::string exact_string(double v) {
+  if (std::isnan(v)) return "nan";
+  char b[64];
+  auto r = std::to_chars(b, b + sizeof b, v);
+  return std::string(b, r.ptr);
+}
+
+namespace detail {
+template <class N>
+N parse_number(std::string_view s, std::string_view what) {
+  N v{};
+  if (s == "nan" && std::is_floating_point_v<N>) return std::numeric_limits<N>::quiet_NaN();
+  auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (r.ec != std::errc() || r.ptr != s.data() + s.size())
+    fail(errc::parse, "tfm::train: '", std::string(what), "' holds '", std::string(s),
+         "', not a number.");
+  return v;
+}
+inline const std::string& lookup(const std::map<std::string, std::string>& m,
+                                 const std::string& k) {
+  auto it = m.find(k);
+  if (it == m.end()) fail(errc::parse, "tfm::train: the checkpoint has no '", k, "' entry.");
+  return it->second;
+}
+}  // namespace detail
+
+/// Stores `c` in `meta` under "config.<field>".
+inline void put_config(std::map<std::string, std::string>& meta, const nn::dynamic_config& c) {
+  meta["config.vocab"] = std::to_string(c.vocab);
+  meta["config.block_size"] = std::to_string(c.block_size);
+  meta["config.n_layer"] = std::to_string(c.n_layer);
+  meta["config.n_embd"] = std::to_string(c.n_embd);
+  meta["config.n_head"] = std::to_string(c.n_head);
+  meta["config.n_kv_head"] = std::to_string(c.n_kv_head);
+  meta["config.ffn"] = std::to_string(c.ffn);
+  meta["config.window"] = std::to_string(c.window);
+  meta["config.norm"] = to_string(c.norm);
+  meta["config.mlp"] = to_string(c.mlp);
+  meta["config.position"] = to_string(c.position);
+  meta["config.bias"] = c.bias ? "1" : "0";
+  meta["config.tie_embeddings"] = c.tie_embeddings ? "1" : "0";
+  meta["config.norm_eps"] = exact_string(c.norm_eps);
+  meta["config.rope_base"] = exact_string(c.rope_base);
+  meta["config.dropout"] = exact_string(c.dropout);
+}
+
+/// The config stored by put_config (parse_error when an entry is missing or malformed).
+inline nn::dynamic_config get_config(const std::map<std::string, std::string>& meta) {
+  using detail::lookup;
+  using detail::parse_number;
+  nn::dynamic_config c;
+  auto idx = [&](const char* k) { return parse_number<index_t>(lookup(meta, k), k); };
+  auto dbl = [&](const char* k) { return parse_number<double>(lookup(meta, k), k); };
+  auto flag = [&](const char* k) {
+    const auto& v = lookup(meta, k);
+    if (v != "0" && v != "1") fail(errc::parse, "tfm::train: '", k, "' must be 0 or 1.");
+    return v == "1";
+  };
+  auto word = [&](auto parse, const char* k) {
+#if TFM_NO_EXCEPTIONS
+    return parse(lookup(meta, k));
+#else
+    try {
+      return parse(lookup(meta, k));
+    } catch (const value_error& e) {  // re-raised as a parse error of the checkpoint
+      fail(errc::parse, "tfm::train: the checkpoint's ", e.what());
+    }
+#endif
+  };
+  c.vocab = idx("config.vocab");
+  c.block_size = idx("config.block_size");
+  c.n_layer = idx("config.n_layer");
+  c.n_embd = idx("config.n_embd");
+  c.n_head = idx("config.n_head");
+  c.n_kv_head = idx("config.n_kv_head");
+  c.ffn = idx("config.ffn");
+  c.window = idx("config.window");
+  c.norm = word(parse_norm, "config.norm");
+  c.mlp = word(parse_mlp, "config.mlp");
+  c.position = word(parse_position, "config.position");
+  c.bias = flag("config.bias");
+  c.tie_embeddings = flag("config.tie_embeddings");
+  c.norm_eps = dbl("config.norm_eps");
+  c.rope_base = dbl("config.rope_base");
+  c.dropout = dbl("config.dropout");
+  return c;
+}
+
+/// 64-bit FNV-1a of a token sequence: identifies the data a run trained on.
+inline std::uint64_t token_fingerprint(const std::vector<std::int32_t>& ids) noexcept {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::int32_t id : ids) {
+    auto u = static_cast<std::uint32_t>(id);
+    for (int b = 0; b < 4; ++b) {
+      h ^= (u >> (8 * b)) & 0xFFu;
+      h *= 1099511628211ull;
+    }
+  }
+  return h;
+}
+
+// ---- checkpoints -----------------------------------------------------------------------------
+
+namespace detail {
+template <class T>
+const char* dtype_name() {
+  if constexpr (std::is_same_v<T, float>)
+    return "f32";
+  else if constexpr (std::is_same_v<T, double>)
+    return "f64";
+  else if constexpr (std::is_same_v<T, bf16>)
+    return "bf16";
+  else if constexpr (std::is_same_v<T, f16>)
+    return "f16";
+  else
+    static_assert(sizeof(T) == 0, "tfm::train: unsupported parameter type");
+}
+
+/// Reads the "state.*" entries and the curve (not parameters or optimizer state).
+inline training_state read_state(const io::checkpoint_reader& r, const std::string& path) {
+  training_state st;
+  if (!r.has_meta("state.format") || r.meta("state.format") != training_state_format)
+    fail(errc::parse, "tfm::train: '", path, "' is not a training checkpoint of format ",
+         std::string(training_state_format), ".");
+  auto u64 = [&](const char* k) { return parse_number<std::uint64_t>(r.meta(k), k); };
+  st.step = parse_number<std::int64_t>(r.meta("state.step"), "state.step");
+  st.batch_index = u64("state.batch_index");
+  st.dropout_offset = u64("state.dropout_offset");
+  st.model_seed = u64("state.model_seed");
+  st.data_seed = u64("state.data_seed");
+  const auto keys = r.meta("state.meta_keys");
+  std::size_t pos = 0;
+  while (pos < keys.size()) {
+    std::size_t nl = keys.find('\n', pos);
+    if (nl == std::string::npos) nl = keys.size();
+    std::string k = keys.substr(pos, nl - pos);
+    if (!k.empty()) st.meta[k] = r.meta(k);
+    pos = nl + 1;
+  }
+  if (r.has_meta("state.blob_keys")) {
+    const auto bkeys = r.meta("state.blob_keys");
+    pos = 0;
+    while (pos < bkeys.size()) {
+      std::size_t nl = bkeys.find('\n', pos);
+      if (nl == std::string::npos) nl = bkeys.size();
+      std::string k = bkeys.substr(pos, nl - pos);
+      if (!k.empty()) {
+        if (!r.has_blob(k))
+          fail(errc::parse, "tfm::train: '", path, "' lists blob '", k, "' but does not hold it.");
+        st.blobs[k] = r.read_blob(k);
+      }
+      pos = nl + 1;
+    }
+  }
+  const auto ext = r.extents("state/curve.step");
+  if (ext.size() != 1) fail(errc::parse, "tfm::train: the curve in '", path, "' is not a vector.");
+  const index_t n = ext[0];
+  for (const char* nm : {"state/curve.lr", "state/curve.train_loss", "state/curve.val_loss"})
+    if (r.extents(nm) != ext)
+      fail(errc::parse, "tfm::train: the curve columns in '", path, "' differ in length.");
+  std::vector<std::int64_t> steps(static_cast<std::size_t>(n));
+  std::vector<double> lr(steps.size()), tl(steps.size()), vl(steps.size());
+  r.read_tensor("state/curve.step", steps.data(), ext);
+  r.read_tensor("state/curve.lr", lr.data(), ext);
+  r.read_tensor("state/curve.train_loss", tl.data(), ext);
+  r.read_tensor("state/curve.val_loss", vl.data(), ext);
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    st.curve.push_back({steps[i], lr[i], tl[i], vl[i]});
+  return st;
+}
+}  // namespace detail
+
+/// Writes parameters, optimizer state and `st` to `path` atomically (temp file, fsync, rename,
+/// fsync of the directory) with a CRC-32 per record.
+template <class T>
+void save_training_state(const std::string& path, const nn::parameter_list<T>& ps,
+                         const optim::optimizer<T>& opt, const training_state& st) {
+  io::checkpoint_writer w;
+  for (const auto& p : ps) w.add_tensor(p.name, p.data->value.data(), p.data->extents);
+  std::ostringstream os(std::ios::binary);
+  opt.save(os);
+  w.add_blob("optimizer", std::move(os).str());
+  const index_t n = static_cast<index_t>(st.curve.size());
+  std::vector<std::int64_t> steps;
+  std::vector<double> lr, tl, vl;
+  for (const auto& c : st.curve) {
+    steps.push_back(c.step);
+    lr.push_back(c.lr);
+    tl.push_back(c.train_loss);
+    vl.push_back(c.val_loss);
+  }
+  w.add_tensor("state/curve.step", steps.data(), {n});
+  w.add_tensor("state/curve.lr", lr.data(), {n});
+  w.add_tensor("state/curve.train_loss", tl.data(), {n});
+  w.add_tensor("state/curve.val_loss", vl.data(), {n});
+  w.set_meta("state.format", std::string(training_state_format));
+  w.set_meta("state.step", std::to_string(st.step));
+  w.set_meta("state.batch_index", std::to_string(st.batch_index));
+  w.set_meta("state.dropout_offset", std::to_string(st.dropout_offset));
+  w.set_meta("state.model_seed", std::to_string(st.model_seed));
+  w.set_meta("state.data_seed", std::to_string(st.data_seed));
+  w.set_meta("state.dtype", detail::dtype_name<T>());
+  std::string keys;
+  for (const auto& [k, v] : st.meta) {
+    if (k.rfind("state.", 0) == 0 || k.find('\n') != std::string::npos)
+      fail(errc::value, "tfm::train: metadata key '", k, "' is reserved or holds a newline.");
+    keys += k + "\n";
+    w.set_meta(k, v);
+  }
+  w.set_meta("state.meta_keys", keys);
+  if (!st.blobs.empty()) {
+    std::string bkeys;
+    for (const auto& [k, v] : st.blobs) {
+      if (k == "optimizer" || k.empty() || k.find('\n') != std::string::npos)
+        fail(errc::value, "tfm::train: blob name '", k, "' is reserved, empty or holds a newline.");
+      bkeys += k + "\n";
+      w.add_blob(k, v);
+    }
+    w.set_meta("state.blob_keys", bkeys);
+  }
+  w.save(path);
+}
+
+/// The training state in `path` without touching any model: counters, curve, and meta (read
+/// the model config from it with get_config before building the model). Also returns the
+/// parameter element type ("f32", "bf16", ...) in meta["state.dtype"].
+inline training_state read_training_state(const std::string& path) {
+  io::checkpoint_reader r(path);
+  training_state st = detail::read_state(r, path);
+  st.meta["state.dtype"] = r.meta("state.dtype");
+  return st;
+}
+
+/// Restores parameters (matched by name; every parameter must be present with its extents and
+/// element type, and the checkpoint must hold no other parameters) and optimizer state, and
+/// returns the training state. Nothing is modified unless every record reads back intact:
+/// a corrupted or truncated file is a tfm::parse_error naming the record.
+template <class T>
+training_state load_training_state(const std::string& path, const nn::parameter_list<T>& ps,
+                                   optim::optimizer<T>& opt) {
+  io::checkpoint_reader r(path);
+  training_state st = detail::read_state(r, path);
+  if (r.meta("state.dtype") != detail::dtype_name<T>())
+    fail(errc::parse, "tfm::train: '", path, "' holds ", r.meta("state.dtype"),
+         " parameters, the model has ", detail::dtype_name<T>(), ".");
+  std::set<std::string> names;
+  for (const auto& p : ps) names.insert(p.name);
+  for (const auto& n : r.tensor_names())
+    if (n.rfind("state/", 0) != 0 && !names.count(n))
+      fail(errc::parse, "tfm::train: '", path, "' holds parameter '", n,
+           "', which the model does not have.");
+  std::vector<std::vector<T>> values;
+  for (const auto& p : ps) {
+    if (!r.has_tensor(p.name))
+      fail(errc::parse, "tfm::train: '", path, "' has no parameter '", p.name, "'.");
+    if (r.extents(p.name) != p.data->extents)
+      fail(errc::parse, "tfm::train: parameter '", p.name, "' in '", path,
+           "' has other extents than the model's.");
+    values.emplace_back(static_cast<std::size_t>(p.data->size()));
+    r.read_tensor(p.name, values.back().data(), p.data->extents);
+  }
+  std::istringstream is(r.read_blob("optimizer"), std::ios::binary);
+  opt.load(is);  // validates fully before changing the optimizer
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    if (!values[i].empty())
+      std::memcpy(static_cast<void*>(ps[i].data->value.data()), values[i].data(),
+                  values[i].size() * sizeof(T));
+  return st;
+}
+
+// ---- the step --------------------------------------------------------------------------------
+
+struct step_options {
+  index_t batch = 8;            // B: sequences per micro-batch
+  index_t seq = 128;            // T: tokens per sequence
+  std::int64_t grad_accum = 1;  // micro-batches per optimizer step
+  double clip = 1.0;            // max global gradient L2 norm; 0 disables clipping
+  optim::lr_schedule schedule = optim::lr_schedule::constant(1e-3);
+};
+
+struct step_result {
+  double loss = 0;       // mean training loss of the step's micro-batches
+  double lr = 0;         // learning rate used
+  double grad_norm = 0;  // global gradient norm before clipping (NaN when clip == 0)
+  bool applied = true;   // false: a gradient was not finite and the update was skipped
+};
+
+/// One optimizer step: lr from the schedule at st.step, grad_accum micro-batches from the
+/// training split at st.batch_index onwards, clipping, the update. Advances st (step,
+/// batch_index, dropout_offset) and appends the step's curve point.
+template <class Model, class T>
+step_result train_step(Model& model, optim::optimizer<T>& opt, const token_dataset& data,
+                       const step_options& o, training_state& st) {
+  if (o.grad_accum < 1) fail(errc::value, "tfm::train: grad_accum must be >= 1.");
+  step_result res;
+  res.lr = o.schedule(st.step);
+  opt.set_lr(res.lr);
+  opt.zero_grad();
+  model.set_dropout_offset(st.dropout_offset);
+  double sum = 0;
+  const double inv_k = 1.0 / static_cast<double>(o.grad_accum);
+  for (std::int64_t k = 0; k < o.grad_accum; ++k) {
+    auto [x, y] = data.batch(split::train, o.batch, o.seq, st.data_seed, st.batch_index++);
+    auto loss = model.loss(x, y, true);
+    sum += static_cast<double>(compute_t<T>(loss.value()()));
+    if (o.grad_accum == 1)
+      loss.backward();
+    else
+      (loss * inv_k).backward();
+  }
+  st.dropout_offset = model.dropout_offset();
+  res.loss = sum * inv_k;
+  res.grad_norm = o.clip > 0 ? optim::clip_grad_norm(opt.parameters(), o.clip)
+                             : std::numeric_limits<double>::quiet_NaN();
+  res.applied = opt.step();
+  ++st.step;
+  curve_point cp;
+  cp.step = st.step;
+  cp.lr = res.lr;
+  cp.train_loss = res.loss;
+  st.curve.push_back(cp);
+  return res;
+}
+
+/// Mean loss over `batches` (no gradients, no dropout).
+template <class Model>
+double evaluate(const Model& model, const std::vector<std::pair<ids_tensor, ids_tensor>>& batches) {
+  using T = typename Model::value_type;
+  if (batches.empty()) return std::numeric_limits<double>::quiet_NaN();
+  no_grad ng;
+  double s = 0;
+  for (const auto& [x, y] : batches)
+    s += static_cast<double>(compute_t<T>(model.loss(x, y, false).value()()));
+  return s / static_cast<double>(batches.size());
+}
+
+/// Records a validation loss at the curve's last point (or a new point at st.step).
+inline void record_validation(training_state& st, double val_loss) {
+  if (st.curve.empty() || st.curve.back().step != st.step) {
+    curve_point cp;
+    cp.step = st.step;
+    st.curve.push_back(cp);
+  }
+  st.curve.back().val_loss = val_loss;
+}
+
+}  // namespace train
+TFM_END_NAMESPACE
