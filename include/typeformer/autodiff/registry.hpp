@@ -14,23 +14,30 @@
 
 TFM_BEGIN_NAMESPACE
 
-// X(name): one line per differentiable op, in the order of ops/*.hpp.
+// X(name): one line per area of ops/*.hpp, in their order.
+// clang-format off
 #define TFM_DIFFERENTIABLE_OPS(X)                                                                  \
   /* ops/elementwise.hpp */                                                                        \
-  X(add)                                                                                           \
-  X(sub) X(mul) X(div) X(pow) X(min) X(max) X(where) X(neg) X(exp) X(log) X(sqrt) X(rsqrt) X(tanh) \
-      X(sigmoid) X(silu) X(gelu_tanh) X(gelu_erf) X(relu) X(abs) X(square) X(erf)                  \
-          X(normal_cdf)                        /* ops/reduce.hpp */                                \
-      X(sum) X(mean) X(logsumexp)              /* ops/matmul.hpp */                                \
-      X(matmul)                                /* ops/view.hpp */                                  \
-      X(reshape) X(permute) X(slice) X(concat) /* ops/gather.hpp */                                \
-      X(embedding) X(index_select) X(gather)   /* ops/normalize.hpp */                             \
-      X(softmax) X(log_softmax) X(layer_norm)                                                      \
-          X(rms_norm) /* ops/loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */                 \
-      X(cross_entropy) X(dropout) X(checkpoint) /* ops/linear.hpp, ops/rope.hpp */                 \
-      X(linear)                                                                                    \
-          X(rope) /* ops/attention.hpp (the fused kernel; attention_composed records its parts) */ \
-      X(attention)
+  X(add) X(sub) X(mul) X(div) X(pow) X(min) X(max) X(where) X(neg) X(exp) X(log) X(sqrt)          \
+  X(rsqrt) X(tanh) X(sigmoid) X(silu) X(gelu_tanh) X(gelu_erf) X(relu) X(abs) X(square) X(erf)    \
+  X(normal_cdf)                                                                                    \
+  /* ops/reduce.hpp */                                                                             \
+  X(sum) X(mean) X(logsumexp)                                                                      \
+  /* ops/matmul.hpp */                                                                             \
+  X(matmul)                                                                                        \
+  /* ops/view.hpp */                                                                               \
+  X(reshape) X(permute) X(slice) X(concat)                                                         \
+  /* ops/gather.hpp */                                                                             \
+  X(embedding) X(index_select) X(gather)                                                           \
+  /* ops/normalize.hpp */                                                                          \
+  X(softmax) X(log_softmax) X(layer_norm) X(rms_norm)                                              \
+  /* ops/loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */                                     \
+  X(cross_entropy) X(dropout) X(checkpoint)                                                        \
+  /* ops/linear.hpp, ops/rope.hpp */                                                               \
+  X(linear) X(rope)                                                                                \
+  /* ops/attention.hpp (the fused kernel; attention_composed records its parts) */                 \
+  X(attention)
+// clang-format on
 
 namespace detail {
 #define TFM_DETAIL_OP_NAME(n) std::string_view(#n),
