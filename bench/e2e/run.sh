@@ -5,6 +5,9 @@
 set -euo pipefail
 build=${1:?usage: run.sh BUILD_DIR [repeats]}
 reps=${2:-7}
+# FMA peak of one core in GF/s (MFU denominator; measured here: one 512-bit FMA per cycle at
+# ~3.6 GHz = 115 GF/s on the Zen 4 VM). Override with TFM_PEAK_GFLOPS.
+peak=${TFM_PEAK_GFLOPS:-115}
 here=$(cd "$(dirname "$0")" && pwd)
 py=${TFM_TORCH_PYTHON:-/usr/bin/python3}
 if ! "$py" -c "import torch" 2>/dev/null; then
@@ -23,11 +26,11 @@ for th in 1 2; do
                    o[1], p[2]/o[2], o[2], p[2], o[3]-o[4], p[3]-p[4]) }'
   done
   for m in 6l384 124m; do
-    ours=$("$build/bench/e2e/bench_train" "$m" "$reps")
+    ours=$("$build/bench/e2e/bench_train" "$m" "$reps" "$((peak * th))")
     peer=$("$py" "$here/torch_train.py" "$m" "$reps")
     echo "threads=$th ours: $ours | torch: $peer" |
       awk '{print; split($0,a,"ours: "); split(a[2],o," "); split($0,b,"torch: "); split(b[2],p," ");
-            printf("  -> %s %.0f tok/s vs %.0f tok/s: %.2fx; peak RSS ours %.0f MB, torch %.0f MB\n",
-                   o[1], o[2], p[2], o[2]/p[2], o[4], p[4]) }'
+            printf("  -> %s %.0f tok/s vs %.0f tok/s: %.2fx; peak RSS ours %.0f MB, torch %.0f MB; MFU ours %.1f%%, torch %.1f%%\n",
+                   o[1], o[2], p[2], o[2]/p[2], o[4], p[4], 100*o[5], 100*o[5]*p[2]/o[2]) }'
   done
 done

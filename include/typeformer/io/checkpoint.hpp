@@ -365,7 +365,7 @@ class checkpoint_reader {
       fail(errc::shape, "tfm::io::checkpoint: tensor '", r.name,
            "' has different extents than the model's.");
     std::string bytes = load(r);
-    std::memcpy(static_cast<void*>(dst), bytes.data(), bytes.size());
+    if (!bytes.empty()) std::memcpy(static_cast<void*>(dst), bytes.data(), bytes.size());
   }
   std::string read_blob(std::string_view name) const { return load(get(1, name)); }
   std::string meta(std::string_view key) const { return load(get(2, key)); }

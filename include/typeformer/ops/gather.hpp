@@ -55,7 +55,7 @@ auto embedding(const var<T, SW>& weight, const I& ids) {
   std::vector<index_t> e = detail::extents_of(iv);
   e.push_back(C);
   auto out = detail::result<T>(e);
-  const index_t n = static_cast<index_t>(idx->size());
+  const index_t n = C > 0 ? static_cast<index_t>(idx->size()) : 0;  // C == 0: nothing to copy
   for (index_t i = 0; i < n; ++i)
     std::memcpy(static_cast<void*>(out->value.data() + i * C),
                 w->value.data() + (*idx)[static_cast<std::size_t>(i)] * C,

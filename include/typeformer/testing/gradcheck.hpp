@@ -173,7 +173,8 @@ class gradcheck_context {
       auto& d = records_[k];
       if (!d->requires_grad) continue;
       g[k].assign(static_cast<std::size_t>(d->size()), 0.0);
-      if (d->has_grad()) std::memcpy(g[k].data(), d->grad.data(), sizeof(double) * g[k].size());
+      if (d->has_grad() && !g[k].empty())
+        std::memcpy(g[k].data(), d->grad.data(), sizeof(double) * g[k].size());
       d->release_grad();
     }
     return g;

@@ -39,7 +39,9 @@ TEST_CASE("bpe_trainer reproduces the Hugging Face BpeTrainer vocabulary and mer
     std::ofstream f(corpus_path, std::ios::binary);
     f << make_corpus(seed, 400000);
   }
-  for (auto [vocab, min_freq] : {std::pair{2000, 0}, std::pair{1200, 5}}) {
+  for (const auto& vm : {std::pair{2000, 0}, std::pair{1200, 5}}) {
+    // Not a structured binding: clang 14 cannot capture those in lambdas (CAPTURE makes one).
+    const int vocab = vm.first, min_freq = vm.second;
     CAPTURE(vocab);
     CAPTURE(min_freq);
     const std::string out = bpe_test::work_dir() + "/hf_trained_" + std::to_string(vocab) + ".json";
