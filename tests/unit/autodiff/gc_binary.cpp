@@ -23,21 +23,6 @@ namespace {
 using S2 = dyn_shape<2>;
 using S3 = dyn_shape<3>;
 
-enum class domain { any, positive, nonzero };
-
-/// Values for a domain: any in [-1.5, 1.5], positive in [0.5, 2], nonzero |x| in [0.1, 1.5].
-template <class S>
-tensor<double, S> draw(const S& s, std::mt19937& g, domain d) {
-  switch (d) {
-    case domain::positive:
-      return rnd(s, g, 0.5, 2.0);
-    case domain::nonzero:
-      return away_from_zero(s, g, 0.1, 1.5);
-    default:
-      return rnd(s, g, -1.5, 1.5);
-  }
-}
-
 /// Draws for binary ops: a and b from their domains; for min/max values on interleaved lattices
 /// (a in 0.1 k + [0, 0.02], b in 0.1 k + 0.05 + [0, 0.02]) so that no pair is within 0.03.
 struct binary_domain {

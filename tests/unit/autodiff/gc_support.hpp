@@ -65,6 +65,22 @@ tfm::tensor<double, S> away_from_zero(const S& s, std::mt19937& g, double gap = 
   return t;
 }
 
+/// Input domains of the elementwise ops' gradient checks.
+enum class domain { any, positive, nonzero };
+
+/// Values for a domain: any in [-1.5, 1.5], positive in [0.5, 2], nonzero |x| in [0.1, 1.5].
+template <class S>
+tfm::tensor<double, S> draw(const S& s, std::mt19937& g, domain d) {
+  switch (d) {
+    case domain::positive:
+      return rnd(s, g, 0.5, 2.0);
+    case domain::nonzero:
+      return away_from_zero(s, g, 0.1, 1.5);
+    default:
+      return rnd(s, g, -1.5, 1.5);
+  }
+}
+
 /// A leaf that requires grad, with a name for reports.
 template <class X>
 auto leaf(const X& t, const char* name) {

@@ -23,21 +23,6 @@ namespace {
 using S2 = dyn_shape<2>;
 using S3 = dyn_shape<3>;
 
-enum class domain { any, positive, nonzero };
-
-/// Values for a domain: any in [-1.5, 1.5], positive in [0.5, 2], nonzero |x| in [0.1, 1.5].
-template <class S>
-tensor<double, S> draw(const S& s, std::mt19937& g, domain d) {
-  switch (d) {
-    case domain::positive:
-      return rnd(s, g, 0.5, 2.0);
-    case domain::nonzero:
-      return away_from_zero(s, g, 0.1, 1.5);
-    default:
-      return rnd(s, g, -1.5, 1.5);
-  }
-}
-
 template <class F>
 void unary_case(const char* op, F f, domain d) {
   auto g = tfm_test::rng(std::hash<std::string>{}(op));
