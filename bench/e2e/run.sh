@@ -5,8 +5,9 @@
 set -euo pipefail
 build=${1:?usage: run.sh BUILD_DIR [repeats]}
 reps=${2:-7}
-# FMA peak of one core in GF/s (MFU denominator; measured here: one 512-bit FMA per cycle at
-# ~3.6 GHz = 115 GF/s on the Zen 4 VM). Override with TFM_PEAK_GFLOPS.
+# FMA peak of one core in GF/s (MFU denominator). Measured with independent FMA chains: 115 GF/s
+# on the Zen 4 VM (one 512-bit FMA per cycle), 95 on the Zen 3 (AVX2), 336 on the Zen 5 (two
+# 512-bit FMAs per cycle). Default 115; set TFM_PEAK_GFLOPS for the machine at hand.
 peak=${TFM_PEAK_GFLOPS:-115}
 here=$(cd "$(dirname "$0")" && pwd)
 py=${TFM_TORCH_PYTHON:-/usr/bin/python3}
@@ -16,10 +17,14 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 fi
 echo "# torch $("$py" -c 'import torch; print(torch.__version__)'), $(lscpu | sed -n 's/^Model name: *//p')"
 for th in 1 2; do
-  export OMP_NUM_THREADS=$th OPENBLAS_NUM_THREADS=$th MKL_NUM_THREADS=$th OMP_WAIT_POLICY=PASSIVE
+  # Each side at its best: PyTorch needs OMP_WAIT_POLICY=PASSIVE on 2 cores (its pools fight
+  # otherwise); ours keeps libgomp's default spin-then-sleep, which PASSIVE would turn into a
+  # sleep and wake-up at every parallel region (MLP on 2 threads: 8.4 ms vs 6.1-6.5 ms).
+  export OMP_NUM_THREADS=$th OPENBLAS_NUM_THREADS=$th MKL_NUM_THREADS=$th
+  torch_env=(env OMP_WAIT_POLICY=PASSIVE)
   for m in mlp block; do
     ours=$("$build/bench/e2e/bench_autodiff" "$m" "$reps")
-    peer=$("$py" "$here/torch_autodiff.py" "$m" "$reps")
+    peer=$("${torch_env[@]}" "$py" "$here/torch_autodiff.py" "$m" "$reps")
     echo "threads=$th ours: $ours | torch: $peer" |
       awk '{print; split($0,a,"ours: "); split(a[2],o," "); split($0,b,"torch: "); split(b[2],p," ");
             printf("  -> %s speedup %.2fx (ours %.1f ms, torch %.1f ms); peak RSS above start: ours %.0f MB, torch %.0f MB\n",
@@ -27,7 +32,7 @@ for th in 1 2; do
   done
   for m in 6l384 124m; do
     ours=$("$build/bench/e2e/bench_train" "$m" "$reps" "$((peak * th))")
-    peer=$("$py" "$here/torch_train.py" "$m" "$reps")
+    peer=$("${torch_env[@]}" "$py" "$here/torch_train.py" "$m" "$reps")
     echo "threads=$th ours: $ours | torch: $peer" |
       awk '{print; split($0,a,"ours: "); split(a[2],o," "); split($0,b,"torch: "); split(b[2],p," ");
             printf("  -> %s %.0f tok/s vs %.0f tok/s: %.2fx; peak RSS ours %.0f MB, torch %.0f MB; MFU ours %.1f%%, torch %.1f%%\n",

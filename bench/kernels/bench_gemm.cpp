@@ -189,9 +189,21 @@ struct shape {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::string filter;  // --filter TEXT: only the rows whose "MxNxK B" label contains TEXT
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    if (std::strcmp(argv[i], "--cpu-time") == 0) g_cpu_time = true;
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--cpu-time") == 0) {
+      g_cpu_time = true;
+    } else if (std::strcmp(argv[i], "--filter") == 0 && i + 1 < argc) {
+      filter = argv[++i];
+    } else {
+      std::fprintf(stderr,
+                   "bench_gemm: unknown argument '%s' (usage: bench_gemm [--quick] [--cpu-time] "
+                   "[--filter 'MxNxK B'])\n",
+                   argv[i]);
+      return 2;
+    }
   }
   const int rounds = quick ? 5 : 11;
 
@@ -256,6 +268,9 @@ int main(int argc, char** argv) {
     std::printf("---|\n");
     for (const shape& s : shapes) {
       const index_t M = s.M, N = s.N, K = s.K;
+      const std::string label = std::to_string(M) + "x" + std::to_string(N) + "x" +
+                                std::to_string(K) + (s.tb ? " NxK" : " KxN");
+      if (label.find(filter) == std::string::npos) continue;
       std::vector<float> a(M * K), b(K * N), c0(M * N), c1(M * N);
       for (auto& x : a) x = dist(rng);
       for (auto& x : b) x = dist(rng);

@@ -105,6 +105,33 @@ inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst
 }
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+#define TFM_GEMM_TRANSPOSE_8X8 1
+/// dst[c*ldd + r] = src[r*lds + c] for r, c < 8: unpack / shuffle / 128-bit lane permute (the
+/// AVX2 form of the 16x16 transpose above).
+inline void transpose_avx2_f32_8x8(const float* src, index_t lds, float* dst, index_t ldd) {
+  typedef float v8 __attribute__((vector_size(32), aligned(4)));
+  v8 r[8], t[8];
+  for (int i = 0; i < 8; ++i) __builtin_memcpy(&r[i], src + i * lds, sizeof(v8));
+  for (int i = 0; i < 8; i += 2) {  // unpacklo / unpackhi
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {  // shuffle_ps 0x44 / 0xEE
+    r[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {  // permute2f128 0x20 / 0x31
+    const v8 lo = __builtin_shufflevector(r[i], r[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    const v8 hi = __builtin_shufflevector(r[i], r[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    __builtin_memcpy(dst + i * ldd, &lo, sizeof(v8));
+    __builtin_memcpy(dst + (i + 4) * ldd, &hi, sizeof(v8));
+  }
+}
+#endif
+
 template <class T, int MR>
 void gemm_pack_a(bool trans, index_t mc, index_t kc, const T* a, index_t lda, T* dst) {
   for (index_t i0 = 0; i0 < mc; i0 += MR) {
@@ -167,6 +194,17 @@ void gemm_pack_b(bool trans, index_t kc, index_t nc, const T* b, index_t ldb, T*
           if (kn == 16 && cols == NR) {
             for (index_t j = 0; j < NR; j += 16)
               transpose_avx512_f32_16x16(b + (j0 + j) * ldb + k0, ldb, panel + k0 * NR + j, NR);
+            continue;
+          }
+        }
+#endif
+#if defined(TFM_GEMM_TRANSPOSE_8X8)
+        if constexpr (std::is_same_v<T, float> && NR % 8 == 0) {
+          if (kn == 16 && cols == NR) {
+            for (index_t j = 0; j < NR; j += 8)
+              for (index_t kk = 0; kk < 16; kk += 8)
+                transpose_avx2_f32_8x8(b + (j0 + j) * ldb + k0 + kk, ldb,
+                                       panel + (k0 + kk) * NR + j, NR);
             continue;
           }
         }
