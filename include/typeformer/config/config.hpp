@@ -13,10 +13,12 @@
 //                           says to call .eval() on a sub-expression.
 //   TFM_DEFAULT_ALIGNMENT   byte alignment of owning heap storage (default 64: one cache line and
 //                           one AVX-512 register).
-//   TFM_STORAGE_CACHE_BYTES freed tensor buffers up to this many bytes in total are kept for
-//                           reuse, which spares training loops the page faults and zeroing of
+//   TFM_STORAGE_CACHE_BYTES freed tensor buffers are kept for reuse, up to this many bytes in
+//                           total or the most tensor bytes ever live at once, whichever is
+//                           larger; this spares training loops the page faults and zeroing of
 //                           fresh allocations (default 512 MiB; 0 disables; disabled by
 //                           default under AddressSanitizer so it can see use-after-free).
+//                           tfm::release_cached_storage() hands the cached buffers back.
 //
 // Derived settings (not knobs) live in config/platform.hpp.
 #pragma once

@@ -35,25 +35,34 @@ struct memory_stats_t {
 namespace detail {
 struct alloc_counters {
   std::atomic<std::size_t> current{0};
-  std::atomic<std::size_t> peak{0};
+  std::atomic<std::size_t> peak{0};  // reset by reset_peak_memory()
+  std::atomic<std::size_t> high{0};  // never reset: bounds the block cache
 };
+inline void raise_to(std::atomic<std::size_t>& a, std::size_t now) noexcept {
+  std::size_t p = a.load(std::memory_order_relaxed);
+  while (now > p && !a.compare_exchange_weak(p, now, std::memory_order_relaxed)) {
+  }
+}
 inline alloc_counters& alloc_stats() noexcept {
   static alloc_counters c;
   return c;
 }
 inline void note_alloc(std::size_t bytes) noexcept {
   auto& c = alloc_stats();
-  std::size_t now = c.current.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-  std::size_t p = c.peak.load(std::memory_order_relaxed);
-  while (now > p && !c.peak.compare_exchange_weak(p, now, std::memory_order_relaxed)) {
-  }
+  const std::size_t now = c.current.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  raise_to(c.peak, now);
+  raise_to(c.high, now);
 }
 inline void note_free(std::size_t bytes) noexcept {
   alloc_stats().current.fetch_sub(bytes, std::memory_order_relaxed);
 }
 
 /// Cache of freed blocks by exact size (all blocks have TFM_DEFAULT_ALIGNMENT). It is never
-/// destroyed, so buffers of static tensors freed at exit still find it.
+/// destroyed, so buffers of static tensors freed at exit still find it. It holds at most
+/// max(TFM_STORAGE_CACHE_BYTES, the most tensor bytes ever live at once): a training step frees
+/// and reallocates the same sizes every step, and a fixed cap smaller than one step's buffers
+/// (GPT-2 124M: logits and their gradients alone are 50 MB each) sent the largest back to the
+/// system, which unmapped them and zeroed fresh pages for them at the next step.
 struct block_cache {
   std::mutex mu;
   std::unordered_multimap<std::size_t, void*> blocks;
@@ -81,7 +90,9 @@ inline void block_free(void* p, std::size_t bytes) noexcept {
   if constexpr (TFM_STORAGE_CACHE_BYTES > 0) {
     auto& c = storage_cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    if (c.cached + bytes <= static_cast<std::size_t>(TFM_STORAGE_CACHE_BYTES)) {
+    const std::size_t cap = std::max(static_cast<std::size_t>(TFM_STORAGE_CACHE_BYTES),
+                                     alloc_stats().high.load(std::memory_order_relaxed));
+    if (c.cached + bytes <= cap) {
 #if TFM_NO_EXCEPTIONS
       c.blocks.emplace(bytes, p);
       c.cached += bytes;
@@ -107,6 +118,13 @@ inline void release_cached_storage() noexcept {
   for (auto& [bytes, p] : c.blocks) ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
   c.blocks.clear();
   c.cached = 0;
+}
+
+/// Bytes of freed tensor buffers the cache holds for reuse now (0 when the cache is disabled).
+inline std::size_t cached_storage_bytes() noexcept {
+  auto& c = detail::storage_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.cached;
 }
 
 inline memory_stats_t memory_stats() noexcept {

@@ -24,6 +24,7 @@
 #pragma once
 
 #include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/parallel.hpp"
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/config/error.hpp"
 #include "typeformer/nn/module.hpp"
@@ -304,26 +305,63 @@ optimizer<T> adamw(nn::parameter_list<T> ps, adam_options o) {
   return optimizer<T>(method::adamw, std::move(ps), o);
 }
 
+namespace detail {
+/// Elements per chunk of the gradient-norm sum: chunk sums are computed in parallel and added in
+/// chunk order, so the norm does not depend on the thread count.
+inline constexpr index_t norm_chunk = index_t(1) << 15;
+
+/// sum g[k]^2 in double over [0, n): eight interleaved accumulators (vectorisable), fixed order.
+template <class G>
+double sum_squares_serial(const G* g, index_t n) {
+  double acc[8] = {};
+  index_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int j = 0; j < 8; ++j) {
+      const double v = static_cast<double>(g[k + j]);
+      acc[j] += v * v;
+    }
+  double tail = 0;
+  for (; k < n; ++k) tail += static_cast<double>(g[k]) * static_cast<double>(g[k]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+template <class G>
+double sum_squares(const G* g, index_t n) {
+  const index_t chunks = (n + norm_chunk - 1) / norm_chunk;
+  if (chunks <= 1) return sum_squares_serial(g, n);
+  std::vector<double> part(static_cast<std::size_t>(chunks));
+  TFM_OMP(parallel for schedule(static) if (chunks >= 8 && !in_parallel()))
+  for (index_t c = 0; c < chunks; ++c)
+    part[c] = sum_squares_serial(g + c * norm_chunk, std::min(norm_chunk, n - c * norm_chunk));
+  double s = 0;
+  for (const double v : part) s += v;
+  return s;
+}
+
+template <class G>
+void scale_in_place(G* g, index_t n, double c) {
+  TFM_OMP(parallel for schedule(static) if (n >= 8 * norm_chunk && !in_parallel()))
+  for (index_t k = 0; k < n; ++k) g[k] = static_cast<G>(static_cast<double>(g[k]) * c);
+}
+}  // namespace detail
+
 /// Scales gradients so that their global L2 norm is at most max_norm; returns the norm before
-/// clipping (accumulated in double, in parameter order). A non-finite norm leaves gradients as
-/// they are (the optimizer's step() then refuses the update).
+/// clipping. The squares are accumulated in double over fixed chunks of each gradient, the
+/// chunks and parameters added in order, so the norm is the same for every thread count. A
+/// non-finite norm leaves gradients as they are (the optimizer's step() then refuses the update).
 template <class T>
 double clip_grad_norm(const nn::parameter_list<T>& ps, double max_norm) {
   double s = 0;
   for (const auto& p : ps) {
     if (!p.data->has_grad()) continue;
-    const auto* g = p.data->grad_data();
-    for (index_t k = 0; k < p.data->size(); ++k)
-      s += static_cast<double>(g[k]) * static_cast<double>(g[k]);
+    s += detail::sum_squares(p.data->grad_data(), p.data->size());
   }
-  double norm = std::sqrt(s);
+  const double norm = std::sqrt(s);
   if (std::isfinite(norm) && norm > max_norm && norm > 0) {
     const double c = max_norm / (norm + 1e-6);
     for (const auto& p : ps) {
       if (!p.data->has_grad()) continue;
-      auto* g = p.data->grad_data();
-      for (index_t k = 0; k < p.data->size(); ++k)
-        g[k] = static_cast<grad_t<T>>(static_cast<double>(g[k]) * c);
+      detail::scale_in_place(p.data->grad_data(), p.data->size(), c);
     }
   }
   return norm;

@@ -86,6 +86,31 @@ TEST_CASE_TEMPLATE("clip_grad_norm: the global L2 norm and the scaling", T, floa
   }
 }
 
+TEST_CASE("clip_grad_norm over many chunks: same norm and gradients on 1 and 2 threads") {
+  // 300001 values: ten 32 Ki chunks summed in parallel plus a ragged tail, next to a small one.
+  auto g = tfm_test::rng(502);
+  const auto init = random_init({300001, 7}, g);
+  auto gs = random_grads(init, g, 0.01, 3.0);
+  for (auto& v : gs)
+    for (double& x : v) x = static_cast<float>(x);  // the values the float gradients hold
+  const double want = norm2(gs[0]) * norm2(gs[0]) + norm2(gs[1]) * norm2(gs[1]);
+  std::vector<vec> after;
+  std::vector<double> norms;
+  for (int threads : {1, 2}) {
+    thread_scope ts(threads);
+    auto ps = params<float>(init, {true, true});
+    for (std::size_t i = 0; i < 2; ++i)
+      for (std::size_t k = 0; k < gs[i].size(); ++k)
+        ps.vars[i].data()->grad_data()[k] = static_cast<float>(gs[i][k]);
+    norms.push_back(optim::clip_grad_norm(ps.list, 1.0));
+    after.push_back(grads_of(ps));
+  }
+  CHECK(norms[0] == doctest::Approx(std::sqrt(want)).epsilon(1e-12));
+  CHECK(norms[0] == norms[1]);  // bitwise: the chunk order does not depend on threads
+  TFM_CHECK_BITWISE(after[0], after[1]);
+  CHECK(norm2(after[0]) == doctest::Approx(1.0).epsilon(1e-6));
+}
+
 TEST_CASE("clip_grad_norm with no gradients returns 0") {
   auto ps = params<float>({{1.0, 2.0}}, {true});
   CHECK(optim::clip_grad_norm(ps.list, 1.0) == 0.0);
