@@ -52,39 +52,13 @@ noexcept {
     using FROM::NAME;                \
     return NAME(x);                  \
   }
+TFM_DETAIL_WRAP1(exp, std)
+TFM_DETAIL_WRAP1(log, std)
 TFM_DETAIL_WRAP1(sqrt, std)
+TFM_DETAIL_WRAP1(tanh, std)
+TFM_DETAIL_WRAP1(erf, std)
 TFM_DETAIL_WRAP1(abs, scalar)
 #undef TFM_DETAIL_WRAP1
-
-// The transcendental functions expand, on a SIMD batch, to 30-60 instructions each (range
-// reduction, polynomial, special-case selects). Inlined into every fused expression they were
-// most of the compile time of a translation unit with many expressions; kept out of line, a TU
-// compiles each once per batch type and the expressions call it (one call per batch of 8-16
-// values, next to the function's own 30+ instructions). Scalars go straight to <cmath>.
-#if defined(__GNUC__) || defined(__clang__)
-#define TFM_DETAIL_OUT_OF_LINE __attribute__((noinline))
-#else
-#define TFM_DETAIL_OUT_OF_LINE
-#endif
-#define TFM_DETAIL_WRAP1_OUTLINED(NAME)                     \
-  template <class X>                                        \
-  TFM_DETAIL_OUT_OF_LINE X m_##NAME##_batch(X x) noexcept { \
-    using std::NAME;                                        \
-    return NAME(x);                                         \
-  }                                                         \
-  template <class X>                                        \
-  X m_##NAME(X x) noexcept {                                \
-    if constexpr (std::is_arithmetic_v<X>) {                \
-      return std::NAME(x);                                  \
-    } else {                                                \
-      return m_##NAME##_batch(x);                           \
-    }                                                       \
-  }
-TFM_DETAIL_WRAP1_OUTLINED(exp)
-TFM_DETAIL_WRAP1_OUTLINED(log)
-TFM_DETAIL_WRAP1_OUTLINED(tanh)
-TFM_DETAIL_WRAP1_OUTLINED(erf)
-#undef TFM_DETAIL_WRAP1_OUTLINED
 template <class M, class X>
 X m_select(M c, X a, X b) noexcept {
   using scalar::select;
@@ -105,27 +79,23 @@ auto m_isnan(X a) noexcept {
 /// wrong (pow(0, -1) = 0, pow(0, 0) = 0, pow(1, inf) = NaN, pow(NaN, 0) = NaN, the sign of
 /// pow(-0, odd)); they are patched here so the SIMD body agrees with std::pow.
 template <class X>
-TFM_DETAIL_OUT_OF_LINE X m_pow_batch(X a, X b) noexcept {
-  using std::floor;
-  using std::pow;
-  using V = typename X::value_type;
-  const X one(V(1)), zero(V(0)), inf(std::numeric_limits<V>::infinity());
-  X r = pow(a, b);
-  const X half = b * X(V(0.5));
-  const auto odd = (floor(b) == b) & (floor(half) != half);
-  const auto negative_zero = (a == zero) & ((one / a) < zero);
-  const auto az = a == zero;
-  r = select(az & (b < zero), select(odd & negative_zero, -inf, inf), r);
-  r = select(az & (b > zero), select(odd & negative_zero, -zero, zero), r);
-  r = select((b == zero) | (a == one) | ((a == -one) & (abs(b) == inf)), one, r);
-  return r;
-}
-template <class X>
 X m_pow(X a, X b) noexcept {
+  using std::pow;
   if constexpr (std::is_arithmetic_v<X>) {
-    return std::pow(a, b);
+    return pow(a, b);
   } else {
-    return m_pow_batch(a, b);
+    using std::floor;
+    using V = typename X::value_type;
+    const X one(V(1)), zero(V(0)), inf(std::numeric_limits<V>::infinity());
+    X r = pow(a, b);
+    const X half = b * X(V(0.5));
+    const auto odd = (floor(b) == b) & (floor(half) != half);
+    const auto negative_zero = (a == zero) & ((one / a) < zero);
+    const auto az = a == zero;
+    r = select(az & (b < zero), select(odd & negative_zero, -inf, inf), r);
+    r = select(az & (b > zero), select(odd & negative_zero, -zero, zero), r);
+    r = select((b == zero) | (a == one) | ((a == -one) & (abs(b) == inf)), one, r);
+    return r;
   }
 }
 /// min/max that propagate NaN from either operand (as torch.minimum/maximum do), with the same
