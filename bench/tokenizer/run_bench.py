@@ -2,11 +2,12 @@
 """Byte-level BPE figures, typeformer vs tiktoken vs Hugging Face tokenizers, same run, one thread.
 
 usage: python3 bench/tokenizer/run_bench.py BUILD_DIR [--data ../shared/data] [--mb 12] [--repeats 5]
-         [--train-mb 10] [--results bench/tokenizer/RESULTS.md]
+         [--train-mb 10] [--results FILE]
 Builds a corpus of at least --mb MB from text on the machine (same sources as the compatibility
 test), measures encode throughput (median of --repeats, whole corpus as one string, no special
-tokens) for GPT-2 and cl100k, and the time to train a 32k byte-level BPE vocabulary. Writes the
-table to RESULTS.md.
+tokens) for GPT-2 and cl100k, and the time to train a 32k byte-level BPE vocabulary. Prints the
+tables; --results FILE also writes them to FILE (RESULTS.md keeps each machine's run by hand, so
+it is not overwritten by default).
 """
 import argparse
 import os
@@ -41,7 +42,7 @@ def main():
     ap.add_argument("--train-mb", type=float, default=10)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--results", default=None)
     args = ap.parse_args()
     import random
     import tiktoken
@@ -147,8 +148,9 @@ def main():
         "| byte-level BPE, GPT-2 pattern | %.2f | %.2f | %.2fx |" % (tfm_train, hf_train_s, hf_train_s / tfm_train),
         "",
     ]
-    with open(args.results, "w") as f:
-        f.write("\n".join(lines))
+    if args.results:
+        with open(args.results, "w") as f:
+            f.write("\n".join(lines))
     print("\n".join(lines))
 
 
