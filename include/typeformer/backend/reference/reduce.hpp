@@ -22,7 +22,8 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
   using A = std::conditional_t<std::is_integral_v<C>, std::int64_t, double>;
   for (index_t o = 0; o < outer; ++o) {
     for (index_t i = 0; i < inner; ++i) {
-      const T* p = src + o * n * inner + i;
+      // An empty reduced axis (n == 0) reads nothing, and src may then be null: no offset.
+      const T* p = n > 0 ? src + o * n * inner + i : src;
       auto at = [&](index_t r) { return static_cast<C>(p[r * inner]); };
       U& dst = out[o * inner + i];
       if constexpr (K == reduce_op::sum || K == reduce_op::mean) {
