@@ -16,12 +16,12 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   exit 1
 fi
 echo "# torch $("$py" -c 'import torch; print(torch.__version__)'), $(lscpu | sed -n 's/^Model name: *//p')"
+# Each side at its best: PyTorch needs OMP_WAIT_POLICY=PASSIVE on 2 cores (its pools fight
+# otherwise); ours keeps libgomp's default spin-then-sleep, which PASSIVE would turn into a
+# sleep and wake-up at every parallel region (MLP on 2 threads: 8.4 ms vs 6.1-6.5 ms).
+torch_env=(env OMP_WAIT_POLICY=PASSIVE)
 for th in 1 2; do
-  # Each side at its best: PyTorch needs OMP_WAIT_POLICY=PASSIVE on 2 cores (its pools fight
-  # otherwise); ours keeps libgomp's default spin-then-sleep, which PASSIVE would turn into a
-  # sleep and wake-up at every parallel region (MLP on 2 threads: 8.4 ms vs 6.1-6.5 ms).
   export OMP_NUM_THREADS=$th OPENBLAS_NUM_THREADS=$th MKL_NUM_THREADS=$th
-  torch_env=(env OMP_WAIT_POLICY=PASSIVE)
   for m in mlp block; do
     ours=$("$build/bench/e2e/bench_autodiff" "$m" "$reps")
     peer=$("${torch_env[@]}" "$py" "$here/torch_autodiff.py" "$m" "$reps")
