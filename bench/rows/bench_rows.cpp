@@ -1,7 +1,9 @@
 // Row kernels (softmax, log_softmax, rms_norm, layer_norm) against the memory-bandwidth bound
 // measured in the same run by a STREAM-like copy of the same number of elements (read n + write
-// n floats, ordinary stores, same thread count). Arrays are 64 MiB each (well above the L3), so
-// every kernel streams from DRAM. Prints a markdown table; see RESULTS.md.
+// n floats, same thread count): with ordinary stores (the bound the issue names) and with
+// non-temporal stores (the tighter bound: the kernels stream outputs of 32 MiB and more). Arrays
+// are 64 MiB each (well above the L3), so every kernel streams from DRAM. Prints a markdown
+// table; see RESULTS.md.
 //
 //   bench_rows [--mib 64] [--repeats 11]
 #include "bench_util.hpp"
@@ -31,35 +33,45 @@ int main(int argc, char** argv) {
 
   std::printf("arrays: %zu MiB each (%zu floats), median of %d runs, xsimd arch %s\n\n", mib, total,
               repeats, xsimd::default_arch::name());
-  std::printf("| threads | STREAM copy GB/s | STREAM triad GB/s |\n|---|---|---|\n");
+  std::printf(
+      "| threads | STREAM copy GB/s | copy, non-temporal stores GB/s | STREAM triad GB/s |\n"
+      "|---|---|---|---|\n");
   for (int threads : {1, 2}) {
     tfm_bench::set_threads(threads);
     const index_t n = static_cast<index_t>(total);
     const double tc =
         tfm_bench::median_seconds([&] { tfm_bench::stream_copy(x.data(), y.data(), n); }, repeats);
+    const double tn = tfm_bench::median_seconds(
+        [&] { tfm_bench::stream_copy_nt(x.data(), y.data(), n); }, repeats);
     const double tt = tfm_bench::median_seconds(
         [&] { tfm_bench::stream_triad(z.data(), x.data(), y.data(), 0.5f, n); }, repeats);
-    std::printf("| %d | %.1f | %.1f |\n", threads,
+    std::printf("| %d | %.1f | %.1f | %.1f |\n", threads,
                 tfm_bench::stream_bytes_copy<float>(n) / tc * 1e-9,
+                tfm_bench::stream_bytes_copy<float>(n) / tn * 1e-9,
                 tfm_bench::stream_bytes_triad<float>(n) / tt * 1e-9);
   }
 
-  std::printf("\n| kernel | n | rows | threads | time ms | copy-bound ms | time / bound |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "\n| kernel | n | rows | threads | time ms | copy-bound ms | time / bound | NT-copy ms | "
+      "time / NT bound |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (int threads : {1, 2}) {
     tfm_bench::set_threads(threads);
     for (index_t n : {index_t{768}, index_t{4096}, index_t{32000}}) {
       const index_t rows = static_cast<index_t>(total) / n;
       const index_t elems = rows * n;
       const auto copy = [&] { tfm_bench::stream_copy(x.data(), y.data(), elems); };
+      const auto copy_nt = [&] { tfm_bench::stream_copy_nt(x.data(), y.data(), elems); };
       const auto report = [&](const char* name, auto&& kernel) {
         const tfm_bench::paired_result r = tfm_bench::paired_medians(copy, kernel, repeats);
-        std::printf("| %s | %ld | %ld | %d | %.2f | %.2f | %.2f |\n", name, static_cast<long>(n),
-                    static_cast<long>(rows), threads, r.candidate_s * 1e3, r.peer_s * 1e3, r.ratio);
+        const tfm_bench::paired_result q = tfm_bench::paired_medians(copy_nt, kernel, repeats);
+        std::printf("| %s | %ld | %ld | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", name,
+                    static_cast<long>(n), static_cast<long>(rows), threads, r.candidate_s * 1e3,
+                    r.peer_s * 1e3, r.ratio, q.peer_s * 1e3, q.ratio);
       };
       report("softmax", [&] { tfm::cpu_kernels::softmax_rows(x.data(), n, y.data(), n, rows, n); });
       report("softmax (online variant)", [&] {
-        tfm::cpu_kernels::rows_detail::for_each_row(rows, n, [&](index_t r) {
+        tfm::cpu_kernels::rows_detail::for_each_row(rows, n, false, [&](index_t r) {
           tfm::cpu_kernels::rows_detail::softmax_row_online(x.data() + r * n, y.data() + r * n, n);
         });
       });

@@ -66,7 +66,7 @@ std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
     if (!std::isfinite(mx)) return {static_cast<double>(mx), sum};
     Bt bm(mx), acc(C(0));
     index_t i = 0;
-    for (; i + w <= n; i += w) acc += xsimd::exp(simd::load(x + i) - bm);
+    for (; i + w <= n; i += w) acc += simd::exp_nonpositive(simd::load(x + i) - bm);
     double e = static_cast<double>(simd::reduce_add(acc));
     for (; i < n; ++i) e += std::exp(static_cast<double>(x[i] - mx));
     return {static_cast<double>(mx) + std::log(e), sum};
@@ -94,7 +94,8 @@ void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, do
     const Bt bl(static_cast<T>(lse)), bs(static_cast<T>(scale)), bo(static_cast<T>(off));
     index_t j = 0;
     for (; j + w <= n; j += w)
-      simd::store(gx + j, simd::load(gx + j) + bs * (xsimd::exp(simd::load(x + j) - bl) - bo));
+      simd::store(gx + j,
+                  simd::load(gx + j) + bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
     for (; j < n; ++j)
       gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
   } else {

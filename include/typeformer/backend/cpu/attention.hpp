@@ -93,7 +93,7 @@ T exp_shift_sum(T* x, index_t n, T sub) {
   Bt acc(T(0)), bs(sub);
   index_t c = 0;
   for (; c + w <= n; c += w) {
-    Bt e = xsimd::exp(simd::load(x + c) - bs);
+    Bt e = simd::exp_nonpositive(simd::load(x + c) - bs);
     simd::store(x + c, e);
     acc += e;
   }

@@ -89,7 +89,7 @@ partial<C> reduce_block_simd(const T* p, index_t n) {
       if (!nan && std::isfinite(r)) {
         Bt bm(r), acc(C(0));
         index_t i = 0;
-        for (; i + w <= n; i += w) acc += xsimd::exp(load_as<C>(p + i) - bm);
+        for (; i + w <= n; i += w) acc += simd::exp_nonpositive(load_as<C>(p + i) - bm);
         s = simd::reduce_add(acc);
         for (; i < n; ++i) s += std::exp(static_cast<C>(p[i]) - r);
       }

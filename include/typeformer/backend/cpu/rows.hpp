@@ -26,18 +26,31 @@
 //     1 and N threads give bitwise identical outputs.
 //   - Each row is read from memory once; the later passes hit the cache for rows up to the L2
 //     size (n = 32000 floats is 125 KiB).
+//   - Outputs of at least TFM_STREAM_STORE_BYTES (config.hpp; 32 MiB) are written with
+//     non-temporal stores (AVX/AVX-512), skipping the read-for-ownership of y's lines; softmax
+//     then keeps exp(x - max) in a per-thread row buffer instead of in y. Results are the same
+//     bits either way.
 #pragma once
 
+#include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/config/config.hpp"
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/index.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include <xsimd/xsimd.hpp>
+
+#if defined(__AVX__)
+#include <immintrin.h>  // non-temporal stores
+#endif
 
 // GCC 12 reports false -Wmaybe-uninitialized inside the AVX-512 intrinsics that xsimd::exp uses
 // (the _mm512_undefined_* pass-through operands); silenced for this header only.
@@ -87,7 +100,7 @@ template <class T>
 TFM_ALWAYS_INLINE void prefetch_l2(ahead<T> a, index_t i) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(a.x + i, 0, 2);
-  __builtin_prefetch(a.y + i, 1, 2);
+  if (a.y) __builtin_prefetch(a.y + i, 1, 2);  // null when y is streamed: no read for ownership
 #else
   (void)a;
   (void)i;
@@ -96,6 +109,89 @@ TFM_ALWAYS_INLINE void prefetch_l2(ahead<T> a, index_t i) noexcept {
 
 template <class T>
 inline constexpr index_t width = static_cast<index_t>(batch<T>::size);
+
+inline std::atomic<unsigned long long>& stream_threshold() noexcept {
+  static std::atomic<unsigned long long> bytes{TFM_STREAM_STORE_BYTES};
+  return bytes;
+}
+
+/// Whether a call writes its output with non-temporal stores: outputs of at least
+/// stream_store_bytes() of rows short enough to be buffered in L2, on ISAs with streaming stores.
+template <class T>
+inline bool stream_output(index_t rows, index_t n) {
+#if defined(__AVX__)
+  const auto bytes =
+      static_cast<unsigned long long>(rows) * static_cast<unsigned long long>(n) * sizeof(T);
+  const unsigned long long min = stream_threshold().load(std::memory_order_relaxed);
+  return min != 0 && bytes >= min && n * static_cast<index_t>(sizeof(T)) <= prefetch_max_row_bytes;
+#else
+  (void)rows;
+  (void)n;
+  return false;
+#endif
+}
+
+/// Stores v at p (sizeof(batch)-aligned) with a non-temporal store where the ISA has one.
+template <class T>
+TFM_ALWAYS_INLINE void stream_store(T* p, batch<T> v) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(batch<T>) == 64 && std::is_same_v<T, float>) {
+    _mm512_stream_ps(p, v);
+    return;
+  } else if constexpr (sizeof(batch<T>) == 64 && std::is_same_v<T, double>) {
+    _mm512_stream_pd(p, v);
+    return;
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(batch<T>) == 32 && std::is_same_v<T, float>) {
+    _mm256_stream_ps(p, v);
+    return;
+  } else if constexpr (sizeof(batch<T>) == 32 && std::is_same_v<T, double>) {
+    _mm256_stream_pd(p, v);
+    return;
+  }
+#endif
+  v.store_aligned(p);
+}
+
+/// Orders this thread's non-temporal stores before what follows (they are weakly ordered).
+inline void stream_fence() noexcept {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
+/// y[i] = vec(i) (a batch starting at i) / scalar(i) (one element) for i < n. With `stream`,
+/// the sizeof(batch)-aligned middle of y is written with non-temporal stores and the ends with
+/// ordinary ones; the values are the same either way.
+template <class T, class V, class S>
+TFM_ALWAYS_INLINE void write_row(T* y, index_t n, bool stream, V&& vec, S&& scalar) {
+  constexpr index_t w = width<T>;
+  index_t i = 0;
+  if (stream) {
+    constexpr std::uintptr_t align = sizeof(batch<T>);
+    const std::uintptr_t mis = reinterpret_cast<std::uintptr_t>(y) % align;
+    // Ordinary stores up to the first aligned batch (the whole row if y is not T-aligned).
+    const index_t head =
+        mis % sizeof(T) != 0
+            ? n
+            : std::min<index_t>(n, static_cast<index_t>((align - mis) % align / sizeof(T)));
+    for (; i < head; ++i) y[i] = scalar(i);
+    for (; i + w <= n; i += w) stream_store(y + i, vec(i));
+  } else {
+    for (; i + w <= n; i += w) vec(i).store_unaligned(y + i);
+  }
+  for (; i < n; ++i) y[i] = scalar(i);
+}
+
+/// A per-thread buffer of at least n elements (softmax's exp(x - max) when y is streamed).
+template <class T>
+inline T* scratch_row(index_t n) {
+  static thread_local std::vector<T> buf;
+  if (static_cast<index_t>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
+  return buf.data();
+}
 
 /// Lane sum in double, fixed order.
 template <class T>
@@ -163,8 +259,8 @@ inline double exp_sum(const T* x, T* out, index_t n, T m, ahead<T> next) {
       prefetch_l2(next, i);
       prefetch_l2(next, i + w);
     }
-    const B e0 = xsimd::exp(B::load_unaligned(x + i) - vm);
-    const B e1 = xsimd::exp(B::load_unaligned(x + i + w) - vm);
+    const B e0 = simd::exp_nonpositive(B::load_unaligned(x + i) - vm);
+    const B e1 = simd::exp_nonpositive(B::load_unaligned(x + i + w) - vm);
     if (out) {
       e0.store_unaligned(out + i);
       e1.store_unaligned(out + i + w);
@@ -173,12 +269,13 @@ inline double exp_sum(const T* x, T* out, index_t n, T m, ahead<T> next) {
     s1 += e1;
   }
   for (; i + w <= n; i += w) {
-    const B e = xsimd::exp(B::load_unaligned(x + i) - vm);
+    const B e = simd::exp_nonpositive(B::load_unaligned(x + i) - vm);
     if (out) e.store_unaligned(out + i);
     s0 += e;
   }
   if (i < n) {
-    const B e = xsimd::exp(load_tail(x + i, n - i, -std::numeric_limits<T>::infinity()) - vm);
+    const B e =
+        simd::exp_nonpositive(load_tail(x + i, n - i, -std::numeric_limits<T>::infinity()) - vm);
     if (out) store_tail(out + i, n - i, e);
     s1 += e;
   }
@@ -201,11 +298,19 @@ inline void fill_row(T* y, index_t n, T v) {
 }
 
 template <class T>
-inline void softmax_row(const T* x, T* y, index_t n, ahead<T> next = {}) {
+inline void softmax_row(const T* x, T* y, index_t n, ahead<T> next = {}, bool stream = false) {
   const T m = row_max(x, n);
   if (m == -std::numeric_limits<T>::infinity()) return fill_row(y, n, T(0));
-  const double s = exp_sum(x, y, n, m, next);  // s >= 1: the max entry contributes exp(0)
-  scale_row(y, n, static_cast<T>(1.0 / s));
+  if (!stream) {
+    const double s = exp_sum(x, y, n, m, next);  // s >= 1: the max entry contributes exp(0)
+    return scale_row(y, n, static_cast<T>(1.0 / s));
+  }
+  T* e = scratch_row<T>(n);
+  const T inv = static_cast<T>(1.0 / exp_sum(x, e, n, m, {next.x, nullptr}));
+  const batch<T> vinv(inv);
+  write_row(
+      y, n, true, [&](index_t i) { return batch<T>::load_unaligned(e + i) * vinv; },
+      [&](index_t i) { return e[i] * inv; });
 }
 
 /// Single-read variant (Milakov, Gimelshein 2018, arXiv:1805.02867): per-lane running max and
@@ -220,7 +325,7 @@ inline void softmax_row_online(const T* x, T* y, index_t n) {
   const auto step = [ninf](B& m, B& s, B v) {
     const B mn = xsimd::max(m, v);
     const B safe = xsimd::select(mn == B(ninf), B(T(0)), mn);  // all -inf so far: keep s = 0
-    s = xsimd::fma(s, xsimd::exp(m - safe), xsimd::exp(v - safe));
+    s = xsimd::fma(s, simd::exp_nonpositive(m - safe), simd::exp_nonpositive(v - safe));
     m = mn;
   };
   index_t i = 0;
@@ -233,27 +338,29 @@ inline void softmax_row_online(const T* x, T* y, index_t n) {
   const T m = hmax(xsimd::max(m0, m1));
   if (m == ninf) return fill_row(y, n, T(0));
   const B vm(m);
-  const double s = hsum(s0 * xsimd::exp(m0 - vm)) + hsum(s1 * xsimd::exp(m1 - vm));
+  const double s =
+      hsum(s0 * simd::exp_nonpositive(m0 - vm)) + hsum(s1 * simd::exp_nonpositive(m1 - vm));
   const B inv(static_cast<T>(1.0 / s));
   for (i = 0; i + w <= n; i += w) {
-    (xsimd::exp(B::load_unaligned(x + i) - vm) * inv).store_unaligned(y + i);
+    (simd::exp_nonpositive(B::load_unaligned(x + i) - vm) * inv).store_unaligned(y + i);
   }
-  if (i < n) store_tail(y + i, n - i, xsimd::exp(load_tail(x + i, n - i, ninf) - vm) * inv);
+  if (i < n)
+    store_tail(y + i, n - i, simd::exp_nonpositive(load_tail(x + i, n - i, ninf) - vm) * inv);
 }
 
 template <class T>
-inline void log_softmax_row(const T* x, T* y, index_t n, ahead<T> next = {}) {
+inline void log_softmax_row(const T* x, T* y, index_t n, ahead<T> next = {}, bool stream = false) {
   using B = batch<T>;
-  constexpr index_t w = width<T>;
   const T m = row_max(x, n);
   if (m == -std::numeric_limits<T>::infinity()) {
     return fill_row(y, n, -std::numeric_limits<T>::infinity());
   }
+  if (stream) next.y = nullptr;
   const T ls = static_cast<T>(std::log(exp_sum<T>(x, nullptr, n, m, next)));
   const B vm(m), vls(ls);
-  index_t i = 0;
-  for (; i + w <= n; i += w) ((B::load_unaligned(x + i) - vm) - vls).store_unaligned(y + i);
-  for (; i < n; ++i) y[i] = (x[i] - m) - ls;
+  write_row(
+      y, n, stream, [&](index_t i) { return (B::load_unaligned(x + i) - vm) - vls; },
+      [&](index_t i) { return (x[i] - m) - ls; });
 }
 
 /// Sum of (x - c)^2 over the row (c = 0 for RMS norm), in double.
@@ -304,15 +411,14 @@ inline double shifted_sum(const T* x, index_t n, T c) {
 }
 
 /// y = ((x - shift) - shift_lo) * scale [* gamma] [+ beta], elementwise, where shift + shift_lo
-/// is the mean in more than T precision; prefetches `next`.
+/// is the mean in more than T precision; prefetches `next`; streams y when `stream`.
 template <bool HasGamma, bool HasBeta, class T>
 inline void affine_row(const T* x, const T* gamma, const T* beta, T shift, T shift_lo, T scale,
-                       T* y, index_t n, ahead<T> next) {
+                       T* y, index_t n, ahead<T> next, bool stream) {
   using B = batch<T>;
-  constexpr index_t w = width<T>;
   const B vshift(shift), vlo(shift_lo), vscale(scale);
-  index_t i = 0;
-  for (; i + w <= n; i += w) {
+  if (stream) next.y = nullptr;
+  const auto vec = [&](index_t i) {
     if (next.x) prefetch_l2(next, i);
     B t = ((B::load_unaligned(x + i) - vshift) - vlo) * vscale;
     if constexpr (HasGamma && HasBeta) {
@@ -322,9 +428,9 @@ inline void affine_row(const T* x, const T* gamma, const T* beta, T shift, T shi
     } else if constexpr (HasBeta) {
       t = t + B::load_unaligned(beta + i);
     }
-    t.store_unaligned(y + i);
-  }
-  for (; i < n; ++i) {
+    return t;
+  };
+  const auto one = [&](index_t i) {
     T t = ((x[i] - shift) - shift_lo) * scale;
     if constexpr (HasGamma && HasBeta) {
       t = std::fma(t, gamma[i], beta[i]);
@@ -333,27 +439,34 @@ inline void affine_row(const T* x, const T* gamma, const T* beta, T shift, T shi
     } else if constexpr (HasBeta) {
       t = t + beta[i];
     }
-    y[i] = t;
-  }
+    return t;
+  };
+  write_row(y, n, stream, vec, one);
 }
 
 template <class T>
 inline void affine_row_dispatch(const T* x, const T* gamma, const T* beta, T shift, T shift_lo,
-                                T scale, T* y, index_t n, ahead<T> next) {
+                                T scale, T* y, index_t n, ahead<T> next, bool stream) {
   if (gamma && beta)
-    return affine_row<true, true>(x, gamma, beta, shift, shift_lo, scale, y, n, next);
-  if (gamma) return affine_row<true, false>(x, gamma, beta, shift, shift_lo, scale, y, n, next);
-  if (beta) return affine_row<false, true>(x, gamma, beta, shift, shift_lo, scale, y, n, next);
-  affine_row<false, false>(x, gamma, beta, shift, shift_lo, scale, y, n, next);
+    return affine_row<true, true>(x, gamma, beta, shift, shift_lo, scale, y, n, next, stream);
+  if (gamma)
+    return affine_row<true, false>(x, gamma, beta, shift, shift_lo, scale, y, n, next, stream);
+  if (beta)
+    return affine_row<false, true>(x, gamma, beta, shift, shift_lo, scale, y, n, next, stream);
+  affine_row<false, false>(x, gamma, beta, shift, shift_lo, scale, y, n, next, stream);
 }
 
 /// Runs body(r) for r in [0, rows), in parallel when the work is large enough.
+/// A call that streams its output fences each thread's non-temporal stores at the end.
 template <class F>
-inline void for_each_row(index_t rows, index_t n, F&& body) {
+inline void for_each_row(index_t rows, index_t n, bool stream, F&& body) {
   const bool parallel = rows > 1 && rows * n >= parallel_threshold;
   (void)parallel;
-  TFM_OMP(parallel for schedule(static) if (parallel))
-  for (index_t r = 0; r < rows; ++r) body(r);
+  TFM_OMP(parallel if (parallel)) {
+    TFM_OMP(for schedule(static))
+    for (index_t r = 0; r < rows; ++r) body(r);
+    if (stream) stream_fence();
+  }
 }
 
 /// The row after r (for prefetching), or null for the last row and for rows too long to prefetch.
@@ -366,15 +479,25 @@ inline ahead<T> next_row(const T* x, index_t ld_x, T* y, index_t ld_y, index_t r
 
 }  // namespace rows_detail
 
+/// Row kernels write outputs of at least this many bytes with non-temporal stores (default
+/// TFM_STREAM_STORE_BYTES, 32 MiB; 0 = never). Results are bitwise the same either way.
+inline unsigned long long stream_store_bytes() noexcept {
+  return rows_detail::stream_threshold().load(std::memory_order_relaxed);
+}
+inline void set_stream_store_bytes(unsigned long long bytes) noexcept {
+  rows_detail::stream_threshold().store(bytes, std::memory_order_relaxed);
+}
+
 /// y[r, :] = softmax(x[r, :]) = exp(x - max) / sum exp(x - max) for each of `rows` rows.
 /// Fully masked rows (all -inf) become zeros. See the header comment for shapes and numerics.
 template <class T>
 requires rows_detail::row_scalar<T>
 void softmax_rows(const T* x, index_t ld_x, T* y, index_t ld_y, index_t rows, index_t n) {
   rows_detail::check_args("softmax_rows", ld_x, ld_y, rows, n);
-  rows_detail::for_each_row(rows, n, [&](index_t r) {
+  const bool stream = rows_detail::stream_output<T>(rows, n);
+  rows_detail::for_each_row(rows, n, stream, [&](index_t r) {
     rows_detail::softmax_row(x + r * ld_x, y + r * ld_y, n,
-                             rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n));
+                             rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n), stream);
   });
 }
 
@@ -384,9 +507,10 @@ template <class T>
 requires rows_detail::row_scalar<T>
 void log_softmax_rows(const T* x, index_t ld_x, T* y, index_t ld_y, index_t rows, index_t n) {
   rows_detail::check_args("log_softmax_rows", ld_x, ld_y, rows, n);
-  rows_detail::for_each_row(rows, n, [&](index_t r) {
+  const bool stream = rows_detail::stream_output<T>(rows, n);
+  rows_detail::for_each_row(rows, n, stream, [&](index_t r) {
     rows_detail::log_softmax_row(x + r * ld_x, y + r * ld_y, n,
-                                 rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n));
+                                 rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n), stream);
   });
 }
 
@@ -402,7 +526,8 @@ void layer_norm_rows(const T* x, index_t ld_x, const T* gamma, const T* beta, T 
   rows_detail::check_args("layer_norm_rows", ld_x, ld_y, rows, n);
   if (n == 0) return;
   const double inv_n = 1.0 / static_cast<double>(n);
-  rows_detail::for_each_row(rows, n, [&](index_t r) {
+  const bool stream = rows_detail::stream_output<T>(rows, n);
+  rows_detail::for_each_row(rows, n, stream, [&](index_t r) {
     const T* xr = x + r * ld_x;
     // mean = mean_hi + mean_lo with mean_hi = T(mean): x - mean_hi is exact for x near the mean,
     // and sum (x - mean_hi)^2 / n = var + mean_lo^2.
@@ -414,7 +539,8 @@ void layer_norm_rows(const T* x, index_t ld_x, const T* gamma, const T* beta, T 
     var = var > 0.0 ? var : 0.0;
     const T rstd = static_cast<T>(1.0 / std::sqrt(var + static_cast<double>(eps)));
     rows_detail::affine_row_dispatch(xr, gamma, beta, mean, static_cast<T>(lo), rstd, y + r * ld_y,
-                                     n, rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n));
+                                     n, rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n),
+                                     stream);
     if (mean_out) mean_out[r] = mean;
     if (rstd_out) rstd_out[r] = rstd;
   });
@@ -430,13 +556,14 @@ void rms_norm_rows(const T* x, index_t ld_x, const T* weight, T eps, T* y, index
   rows_detail::check_args("rms_norm_rows", ld_x, ld_y, rows, n);
   if (n == 0) return;
   const double inv_n = 1.0 / static_cast<double>(n);
-  rows_detail::for_each_row(rows, n, [&](index_t r) {
+  const bool stream = rows_detail::stream_output<T>(rows, n);
+  rows_detail::for_each_row(rows, n, stream, [&](index_t r) {
     const T* xr = x + r * ld_x;
     const double ms = rows_detail::centred_square_sum(xr, n, T(0)) * inv_n;
     const T rstd = static_cast<T>(1.0 / std::sqrt(ms + static_cast<double>(eps)));
     rows_detail::affine_row_dispatch(xr, weight, static_cast<const T*>(nullptr), T(0), T(0), rstd,
                                      y + r * ld_y, n,
-                                     rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n));
+                                     rows_detail::next_row(x, ld_x, y, ld_y, r, rows, n), stream);
     if (rstd_out) rstd_out[r] = rstd;
   });
 }
