@@ -20,6 +20,7 @@
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/expr/evaluate.hpp"
 #include "typeformer/expr/functors.hpp"
@@ -97,15 +98,23 @@ namespace detail {
 
 template <class F, class T, class S>
 var<T, S> ad_unary(const var<T, S>& a) {
-  constexpr std::size_t R = S::rank;
+  // Values and gradients are dense, so the op runs over flat spans: one instantiation per
+  // (op, T) whatever the rank, with no strided loops (evaluate_contiguous).
   auto ad = a.data();
   auto out = result<T>(ad->extents);
-  value_view<R>(out) = make_map<F>(value_view<R>(ad));
+  const index_t n = ad->size();
+  using V = tensor_view<const T, dyn_shape<1>>;
+  evaluate_contiguous(out->value.data(), n, make_map<F>(V(ad->value.data(), dyn_shape<1>(n))));
   record(out, F::name, {ad}, [ad, o = out.get()] {
-    auto x = value_view<R>(ad);
-    tensor_view<const T, dyn_shape<R>> y(o->value.data(), dyn_shape_of<R>(o->extents));
-    tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(), y.shape());
-    accumulate_grad(ad, vjp_unary<F>::grad(x, y, g));
+    if (!ad->requires_grad) return;
+    using G = grad_t<T>;
+    const index_t m = ad->size();
+    const dyn_shape<1> s1(m);
+    const V x(ad->value.data(), s1), y(o->value.data(), s1);
+    const tensor_view<const G, dyn_shape<1>> g(o->grad_data(), s1);
+    G* dst = ad->grad_data();
+    evaluate_contiguous(dst, m,
+                        tensor_view<const G, dyn_shape<1>>(dst, s1) + vjp_unary<F>::grad(x, y, g));
   });
   return var<T, S>(out);
 }

@@ -130,12 +130,64 @@ TFM_ALWAYS_INLINE void run_row(const Cur& cur_in, T* d, index_t inner, index_t j
   for (; j < j1; ++j) d[j * inner] = to_storage<T>(scalar_at<C>(cur, j));
 }
 
+/// Elements [j0, j1) of a span whose leaves are all contiguous or scalar (no stride tests).
+template <bool Simd, class C, class T, class Cur>
+TFM_ALWAYS_INLINE void run_span(const Cur& cur_in, T* d, index_t j0, index_t j1) {
+  const Cur cur = cur_in;
+  index_t j = j0;
+  if constexpr (Simd) {
+    using Bt = simd::batch<C>;
+    constexpr index_t w = static_cast<index_t>(Bt::size);
+    for (; j + w <= j1; j += w) {
+      const Bt v = batch_at<Bt, true>(cur, j);
+      if constexpr (is_half_v<T>)
+        store_from_float(d + j, v);
+      else
+        v.store_unaligned(d + j);
+    }
+  }
+  for (; j < j1; ++j) d[j] = to_storage<T>(scalar_at<C>(cur, j));
+}
+
 /// Elements per work item: a multiple of every SIMD width, large enough to amortise set-up.
 inline constexpr index_t elementwise_chunk = 8192;
 /// Below this many elements one thread does everything (thread start-up costs more).
 inline constexpr index_t elementwise_parallel_min = 1 << 15;
 
+/// Splits [0, n) into elementwise_chunk pieces, run on the OpenMP team when n is large enough.
+template <class Fn>
+void for_each_chunk(index_t n, Fn&& fn) {
+  const index_t chunks = (n + elementwise_chunk - 1) / elementwise_chunk;
+  const bool parallel =
+      n >= elementwise_parallel_min && chunks > 1 && num_threads() > 1 && !in_parallel();
+  if (!parallel) {
+    for (index_t c = 0; c < chunks; ++c)
+      fn(c * elementwise_chunk, std::min(n, (c + 1) * elementwise_chunk));
+    return;
+  }
+  TFM_OMP(parallel for schedule(static))
+  for (index_t c = 0; c < chunks; ++c)
+    fn(c * elementwise_chunk, std::min(n, (c + 1) * elementwise_chunk));
+}
+
 }  // namespace detail
+
+/// dst[0 .. n) = node, for a node whose leaves are all contiguous rank-1 views of n elements (or
+/// scalars), none overlapping dst except element for element (dst may be one of the leaves).
+/// One SIMD loop per expression type, where evaluate() also compiles a strided loop and the
+/// rank's row planning: autodiff's elementwise ops, whose values and gradients are always dense,
+/// evaluate through it. Same results as evaluate(), independent of the thread count.
+template <class T, class N>
+void evaluate_contiguous(T* dst, index_t n, const N& node) {
+  using C = typename detail::node_compute<N>::type;
+  auto cur = detail::make_cursor<1>(node, std::array<index_t, 1>{n});
+  using Cur = decltype(cur);
+  constexpr bool use_simd = std::is_same_v<compute_t<T>, C> &&
+                            detail::simd_cursor_ok<C, Cur>::value && detail::simd_leaf_ok_v<T, C>;
+  detail::set_row(cur, std::array<index_t, 1>{0});
+  detail::for_each_chunk(
+      n, [&](index_t j0, index_t j1) { detail::run_span<use_simd, C, T>(cur, dst, j0, j1); });
+}
 
 /// dst = node with SIMD and threads.
 template <class T, class S, class B, class N>
