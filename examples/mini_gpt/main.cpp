@@ -16,16 +16,21 @@
 #include "options.hpp"
 
 #include <typeformer/nn/config.hpp>
+#include <typeformer/tokenizer/utf8.hpp>
+#include <typeformer/train/csv.hpp>
 #include <typeformer/train/data.hpp>
+#include <typeformer/train/plot.hpp>
 #include <typeformer/train/trainer.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -448,6 +453,173 @@ train::text_tokenizer make_tokenizer(settings& s,
   }
   return tok;
 }
+
+// ---- the type-independent parts of run<T> (declared in options.hpp) --------------------------
+
+run_data load_run_data(const settings& s, const train::text_tokenizer& tok) {
+  const auto t_load = std::chrono::steady_clock::now();
+  run_data d{train::token_dataset::from_files(s.data, tok, tok.vocab_size(), s.val_fraction)};
+  const auto& tr = d.data.tokens(train::split::train);
+  const auto& va = d.data.tokens(train::split::validation);
+  if (static_cast<std::int64_t>(tr.size()) < s.seq + 1 ||
+      static_cast<std::int64_t>(va.size()) < s.seq + 1)
+    usage_fail("the data is too small: ", tr.size(), " training and ", va.size(),
+               " validation tokens; each split needs at least --seq + 1 = ", s.seq + 1,
+               " (use more text, a smaller --seq or a larger --val-fraction).");
+  d.fingerprint = train::token_fingerprint(tr) ^ (train::token_fingerprint(va) * 31);
+  // Over the tokens the model predicts (bytes or BPE ids): the per-token loss to compare with.
+  d.h_unigram = train::unigram_entropy(tr);
+  d.train_bytes = static_cast<double>(tok.byte_count(tr));
+  d.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  return d;
+}
+
+void print_summary(const settings& s, const nn::model_summary& sum, const run_data& d,
+                   const train::text_tokenizer& tok, int threads, double param_bytes, bool resuming,
+                   std::int64_t resume_step) {
+  const auto& c = s.model;
+  const auto& tr = d.data.tokens(train::split::train);
+  const auto& va = d.data.tokens(train::split::validation);
+  const double tokens_per_step = static_cast<double>(s.batch * s.seq * s.grad_accum);
+  const double run_tokens = tokens_per_step * static_cast<double>(s.steps);
+  std::fputs(tok.is_bpe() ? "mini_gpt: typeformer GPT on byte-level BPE tokens\n"
+                          : "mini_gpt: typeformer byte-level GPT\n",
+             stdout);
+  std::printf(
+      "  model       %s: %lld layers, n_embd %lld, %lld heads (%lld kv), ffn %lld, block %lld, "
+      "%s/%s/%s%s\n",
+      s.config.c_str(), (long long)c.n_layer, (long long)c.n_embd, (long long)c.n_head,
+      (long long)c.n_kv_head, (long long)c.ffn, (long long)c.block_size, train::to_string(c.norm),
+      train::to_string(c.mlp), train::to_string(c.position),
+      c.tie_embeddings ? ", tied embeddings" : "");
+  std::printf("  parameters  %s (%lld; %s without the position table), %s weights = %s\n",
+              train::format_si(static_cast<double>(sum.parameters)).c_str(),
+              (long long)sum.parameters,
+              train::format_si(static_cast<double>(sum.non_embedding)).c_str(),
+              s.bf16 ? "bf16" : "f32", bytes_text(param_bytes).c_str());
+  std::printf(
+      "  compute     %s FLOPs per training token (6N + 12*L*C*T at T = %lld); this run %s FLOPs\n",
+      train::format_si(sum.train_flops_per_token).c_str(), (long long)s.seq,
+      train::format_si(sum.train_flops_per_token * run_tokens).c_str());
+  std::printf("  kv cache    %s per token (%s for a full %lld-token context)\n",
+              bytes_text(sum.kv_cache_bytes_per_token).c_str(),
+              bytes_text(sum.kv_cache_bytes_per_token * static_cast<double>(c.block_size)).c_str(),
+              (long long)c.block_size);
+  std::printf(
+      "  chinchilla  %s tokens (20 per parameter); this run trains on %s tokens (%.1f%% of that)\n",
+      train::format_si(sum.chinchilla_tokens).c_str(), train::format_si(run_tokens).c_str(),
+      100.0 * run_tokens / sum.chinchilla_tokens);
+  if (tok.is_bpe()) {
+    std::printf("  tokenizer   %s\n", s.tokenizer_note.c_str());
+    std::printf(
+        "  data        %zu file%s: %s training + %s validation tokens (%.3f bytes/token), "
+        "read and encoded in %.2fs\n",
+        s.data.size(), s.data.size() == 1 ? "" : "s",
+        train::format_si(static_cast<double>(tr.size())).c_str(),
+        train::format_si(static_cast<double>(va.size())).c_str(),
+        d.train_bytes / std::max<double>(1, static_cast<double>(tr.size())), d.load_s);
+  } else {
+    std::printf(
+        "  data        %zu file%s: %s training + %s validation tokens (bytes), read in %.2fs\n",
+        s.data.size(), s.data.size() == 1 ? "" : "s",
+        train::format_si(static_cast<double>(tr.size())).c_str(),
+        train::format_si(static_cast<double>(va.size())).c_str(), d.load_s);
+  }
+  std::printf("              unigram entropy of the training text: %.4f nats/token (%.3f bits)\n",
+              d.h_unigram, d.h_unigram / std::log(2.0));
+  std::printf(
+      "  training    %lld steps x %lld tokens (batch %lld x seq %lld x grad-accum %lld)%s\n",
+      (long long)s.steps, (long long)tokens_per_step, (long long)s.batch, (long long)s.seq,
+      (long long)s.grad_accum, s.bf16 ? ", bf16 with f32 master weights" : "");
+  std::printf(
+      "              AdamW lr %g, warmup %lld, cosine to %g, weight decay %g, clip %g, dropout "
+      "%g\n",
+      s.lr, (long long)s.warmup, s.min_lr, s.weight_decay, s.clip, c.dropout);
+  std::printf(
+      "              seed %llu, %d thread%s; eval every %lld steps (%lld x %lld x %lld tokens)\n",
+      (unsigned long long)s.seed, threads, threads == 1 ? "" : "s", (long long)s.eval_interval,
+      (long long)s.eval_batches, (long long)s.batch, (long long)s.seq);
+  if (resuming)
+    std::printf("  resumed     from %s at step %lld\n", s.resume.c_str(), (long long)resume_step);
+  std::printf("  output      %s/\n", s.out.c_str());
+  std::fflush(stdout);
+}
+
+struct loss_log::impl {
+  train::csv_writer csv;
+  std::string svg_path, title;
+  double h_unigram = 0, tokens_per_step = 0;
+};
+
+loss_log::loss_log(const settings& s, const nn::model_summary& sum, double h_unigram,
+                   double tokens_per_step, const std::vector<train::curve_point>& curve)
+    : impl_(std::make_unique<impl>()) {
+  impl_->csv = train::csv_writer((fs::path(s.out) / "loss.csv").string(),
+                                 {"step", "tokens", "lr", "train_loss", "val_loss", "val_ppl"});
+  impl_->svg_path = (fs::path(s.out) / "loss.svg").string();
+  impl_->title = "mini_gpt " + s.config + ": " +
+                 train::format_si(static_cast<double>(sum.parameters)) + " parameters, " +
+                 train::format_si(tokens_per_step) + " tokens/step";
+  impl_->h_unigram = h_unigram;
+  impl_->tokens_per_step = tokens_per_step;
+  for (const auto& p : curve) append(p);
+}
+
+loss_log::~loss_log() = default;
+
+void loss_log::append(const train::curve_point& p) {
+  auto f = [](double v) { return train::csv_number(static_cast<float>(v)); };
+  impl_->csv.row({train::csv_number(p.step),
+                  train::csv_number(static_cast<std::int64_t>(p.step) *
+                                    static_cast<std::int64_t>(impl_->tokens_per_step)),
+                  train::csv_number(p.lr), f(p.train_loss), f(p.val_loss),
+                  std::isnan(p.val_loss) ? std::string() : f(std::exp(p.val_loss))});
+}
+
+void loss_log::write_plot(const std::vector<train::curve_point>& curve) const {
+  train::plot_series trs{"train", {}, {}, "#1f77b4", 1.2, false, 0.8};
+  train::plot_series vls{"validation", {}, {}, "#d62728", 2.0, true, 1.0};
+  for (const auto& p : curve) {
+    if (!std::isnan(p.train_loss)) {
+      trs.x.push_back(static_cast<double>(p.step));
+      trs.y.push_back(p.train_loss);
+    }
+    if (!std::isnan(p.val_loss)) {
+      vls.x.push_back(static_cast<double>(p.step));
+      vls.y.push_back(p.val_loss);
+    }
+  }
+  train::plot_options po;
+  po.title = impl_->title;
+  po.x_label = "step";
+  po.y_label = "cross-entropy loss (nats/token)";
+  po.hlines.push_back(
+      {"unigram entropy " + fmt("%.3f", impl_->h_unigram), impl_->h_unigram, "#555555"});
+  train::write_svg(impl_->svg_path, train::svg_line_plot({trs, vls}, po));
+}
+
+double tokens_per_byte(const std::vector<std::pair<train::ids_tensor, train::ids_tensor>>& batches,
+                       const train::text_tokenizer& tok) {
+  // Tokens per byte of the predicted (target) tokens of the validation batches: loss per token
+  // times this is the loss per byte, comparable between tokenizers (exactly 1 for bytes).
+  double tokens = 0, bytes = 0;
+  for (const auto& b : batches) {
+    const auto& y = b.second;
+    const std::span<const std::int32_t> ids(y.data(), static_cast<std::size_t>(y.size()));
+    tokens += static_cast<double>(ids.size());
+    bytes += static_cast<double>(tok.byte_count(ids));
+  }
+  return tokens / std::max(bytes, 1.0);
+}
+
+std::vector<std::int32_t> encode_text(const train::text_tokenizer& tok, const std::string& text) {
+  return tok.encode(text);
+}
+std::string decode_text(const train::text_tokenizer& tok, const std::vector<std::int32_t>& ids) {
+  return utf8::sanitize(tok.decode(ids));
+}
+void store_tokenizer(const train::text_tokenizer& tok, train::training_state& st) { tok.store(st); }
+
 }  // namespace mini_gpt
 
 int main(int argc, char** argv) {

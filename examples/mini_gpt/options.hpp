@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -116,6 +117,49 @@ inline std::string fmt(const char* f, double v) {
 }
 
 inline std::string bytes_text(double b) { return train::format_si(b) + "B"; }
+
+// ---- The parts of a run that do not depend on the parameter type, compiled once in main.cpp
+// (the run TUs call them instead of instantiating the tokenizer, CSV and plot code themselves).
+
+/// The run's token data: train/validation split, its fingerprint (exact resume checks it), the
+/// unigram entropy of the training tokens and the time it took to read and encode.
+struct run_data {
+  train::token_dataset data;
+  std::uint64_t fingerprint = 0;
+  double h_unigram = 0, train_bytes = 0, load_s = 0;
+};
+run_data load_run_data(const settings& s, const train::text_tokenizer& tok);
+
+/// Prints the model/data/training summary at the start of a run.
+void print_summary(const settings& s, const nn::model_summary& sum, const run_data& d,
+                   const train::text_tokenizer& tok, int threads, double param_bytes, bool resuming,
+                   std::int64_t resume_step);
+
+/// loss.csv (one row per step) and loss.svg (the curves with the unigram entropy line).
+class loss_log {
+ public:
+  loss_log(const settings& s, const nn::model_summary& sum, double h_unigram,
+           double tokens_per_step, const std::vector<train::curve_point>& curve);
+  ~loss_log();
+  loss_log(const loss_log&) = delete;
+  loss_log& operator=(const loss_log&) = delete;
+  void append(const train::curve_point& p);
+  void write_plot(const std::vector<train::curve_point>& curve) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// Validation tokens per byte of text (1 for byte tokens): loss per token times this is the loss
+/// per byte.
+double tokens_per_byte(const std::vector<std::pair<train::ids_tensor, train::ids_tensor>>& batches,
+                       const train::text_tokenizer& tok);
+
+/// The tokenizer's encode / decode (decode output made valid UTF-8) and its checkpoint entry.
+std::vector<std::int32_t> encode_text(const train::text_tokenizer& tok, const std::string& text);
+std::string decode_text(const train::text_tokenizer& tok, const std::vector<std::int32_t>& ids);
+void store_tokenizer(const train::text_tokenizer& tok, train::training_state& st);
 
 /// Trains and samples with f32 (run_f32.cpp) or bf16 (run_bf16.cpp) parameters; returns the
 /// exit code. `resumed`: the checkpoint's state when --resume was given; `tok`: the run's

@@ -33,6 +33,15 @@ enum class norm_kind { layer_norm, rms_norm };
 enum class mlp_kind { gelu, swiglu };
 enum class position_kind { learned, rope, alibi };
 
+/// Figures a training run prints at the start (see gpt::summary).
+struct model_summary {
+  index_t parameters = 0;            // all parameters
+  index_t non_embedding = 0;         // without the position table (nanoGPT's convention)
+  double train_flops_per_token = 0;  // 6 N + 12 L C T (Kaplan et al. arXiv:2001.08361; PaLM App. B)
+  double kv_cache_bytes_per_token = 0;  // 2 L G D sizeof(T)
+  double chinchilla_tokens = 0;         // 20 N (Hoffmann et al., arXiv:2203.15556)
+};
+
 /// Static extent of a config field: its value when the config declares it constexpr static,
 /// tfm::dyn otherwise.
 #define TFM_NN_STATIC_DIM(field)                                        \

@@ -36,15 +36,6 @@
 TFM_BEGIN_NAMESPACE
 namespace nn {
 
-/// Figures a training run prints at the start (see gpt::summary).
-struct model_summary {
-  index_t parameters = 0;            // all parameters
-  index_t non_embedding = 0;         // without the position table (nanoGPT's convention)
-  double train_flops_per_token = 0;  // 6 N + 12 L C T (Kaplan et al. arXiv:2001.08361; PaLM App. B)
-  double kv_cache_bytes_per_token = 0;  // 2 L G D sizeof(T)
-  double chinchilla_tokens = 0;         // 20 N (Hoffmann et al., arXiv:2203.15556)
-};
-
 /// Interface a KV cache offers to attention (infer/kv_cache.hpp implements it).
 struct no_cache {};
 
