@@ -33,7 +33,7 @@ echo "| translation unit (alone) | CPU s |"
 echo "|---|---|"
 ninja -C "$build" -t commands mini_gpt | grep -- ' -c ' | while read -r cmd; do
   src=$(sed -n 's/.* -c \([^ ]*\).*/\1/p' <<<"$cmd")
-  /usr/bin/time -f "%U %S" -o "$build/t" bash -c "$cmd" >/dev/null 2>&1
+  (cd "$build" && /usr/bin/time -f "%U %S" -o "$build/t" bash -c "$cmd" >/dev/null 2>&1)
   read -r user sys <"$build/t"
   awk -v f="$(basename "$src")" -v u="$user" -v s="$sys" 'BEGIN {printf "| %s | %.1f |\n", f, u + s}'
 done
