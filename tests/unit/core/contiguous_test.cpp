@@ -58,7 +58,8 @@ void check_type(double tol) {
     const auto y1 = run(a, b, 1), y2 = run(a, b, 2);
     INFO("n = ", n);
     REQUIRE(y1.size() == a.size());
-    CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(T)) == 0);
+    // n = 0: empty vectors, null data
+    CHECK((y1.empty() || std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(T)) == 0));
     double worst = 0;
     for (std::size_t i = 0; i < a.size(); ++i) {
       const double want = std::tanh(static_cast<double>(a[i])) * static_cast<double>(b[i]) + 0.5;

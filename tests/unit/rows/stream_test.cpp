@@ -99,8 +99,8 @@ void check_all() {
               const tfm::thread_scope scope(threads);
               const auto streamed =
                   output<T>(k, true, x, ld, rows, n, ld, y_offset, in_place, g, b);
-              INFO(name(k), " n=", n, " pad=", pad, " y_offset=", y_offset, " in_place=", in_place,
-                   " threads=", threads);
+              INFO(std::string(name(k)), " n=", n, " pad=", pad, " y_offset=", y_offset,
+                   " in_place=", in_place, " threads=", threads);
               REQUIRE(streamed.size() == plain.size());
               CHECK(std::memcmp(streamed.data(), plain.data(), plain.size() * sizeof(T)) == 0);
             }

@@ -106,31 +106,7 @@ TFM_ALWAYS_INLINE void store_batch(T* d, index_t inner, const Bt& v) {
   }
 }
 
-/// Elements [j0, j1) of the current row.
-template <bool Simd, class C, class T, class Cur>
-TFM_ALWAYS_INLINE void run_row(const Cur& cur_in, T* d, index_t inner, index_t j0, index_t j1) {
-  // A local copy: stores through d cannot alias it, so scalar operands stay in registers.
-  const Cur cur = cur_in;
-  index_t j = j0;
-  if constexpr (Simd) {
-    using Bt = simd::batch<C>;
-    constexpr index_t w = static_cast<index_t>(Bt::size);
-    if (inner == 1 && row_unit_or_broadcast(cur)) {  // the common case: no stride tests per batch
-      for (; j + w <= j1; j += w) {
-        const Bt v = batch_at<Bt, true>(cur, j);
-        if constexpr (is_half_v<T>)
-          store_from_float(d + j, v);
-        else
-          v.store_unaligned(d + j);
-      }
-    } else {
-      for (; j + w <= j1; j += w) store_batch<T>(d + j * inner, inner, batch_at<Bt>(cur, j));
-    }
-  }
-  for (; j < j1; ++j) d[j * inner] = to_storage<T>(scalar_at<C>(cur, j));
-}
-
-/// Elements [j0, j1) of a span whose leaves are all contiguous or scalar (no stride tests).
+/// Elements [j0, j1) of a span along which every leaf steps by 1 or 0 (no stride tests).
 template <bool Simd, class C, class T, class Cur>
 TFM_ALWAYS_INLINE void run_span(const Cur& cur_in, T* d, index_t j0, index_t j1) {
   const Cur cur = cur_in;
@@ -147,6 +123,22 @@ TFM_ALWAYS_INLINE void run_span(const Cur& cur_in, T* d, index_t j0, index_t j1)
     }
   }
   for (; j < j1; ++j) d[j] = to_storage<T>(scalar_at<C>(cur, j));
+}
+
+/// Elements [j0, j1) of the current row.
+template <bool Simd, class C, class T, class Cur>
+TFM_ALWAYS_INLINE void run_row(const Cur& cur_in, T* d, index_t inner, index_t j0, index_t j1) {
+  // A local copy: stores through d cannot alias it, so scalar operands stay in registers.
+  const Cur cur = cur_in;
+  index_t j = j0;
+  if constexpr (Simd) {
+    using Bt = simd::batch<C>;
+    constexpr index_t w = static_cast<index_t>(Bt::size);
+    // The common case, every leaf contiguous or broadcast: no stride tests per batch.
+    if (inner == 1 && row_unit_or_broadcast(cur)) return run_span<Simd, C, T>(cur, d, j0, j1);
+    for (; j + w <= j1; j += w) store_batch<T>(d + j * inner, inner, batch_at<Bt>(cur, j));
+  }
+  for (; j < j1; ++j) d[j * inner] = to_storage<T>(scalar_at<C>(cur, j));
 }
 
 /// Elements per work item: a multiple of every SIMD width, large enough to amortise set-up.

@@ -325,7 +325,7 @@ inline void softmax_row_online(const T* x, T* y, index_t n) {
   const auto step = [ninf](B& m, B& s, B v) {
     const B mn = xsimd::max(m, v);
     const B safe = xsimd::select(mn == B(ninf), B(T(0)), mn);  // all -inf so far: keep s = 0
-    s = xsimd::fma(s, simd::exp_nonpositive(m - safe), simd::exp_nonpositive(v - safe));
+    s = simd::fma(s, simd::exp_nonpositive(m - safe), simd::exp_nonpositive(v - safe));
     m = mn;
   };
   index_t i = 0;
@@ -374,18 +374,18 @@ inline double centred_square_sum(const T* x, index_t n, T c) {
   for (; i + 4 * w <= n; i += 4 * w) {
     const B d0 = B::load_unaligned(x + i) - vc, d1 = B::load_unaligned(x + i + w) - vc;
     const B d2 = B::load_unaligned(x + i + 2 * w) - vc, d3 = B::load_unaligned(x + i + 3 * w) - vc;
-    s0 = xsimd::fma(d0, d0, s0);
-    s1 = xsimd::fma(d1, d1, s1);
-    s2 = xsimd::fma(d2, d2, s2);
-    s3 = xsimd::fma(d3, d3, s3);
+    s0 = simd::fma(d0, d0, s0);
+    s1 = simd::fma(d1, d1, s1);
+    s2 = simd::fma(d2, d2, s2);
+    s3 = simd::fma(d3, d3, s3);
   }
   for (; i + w <= n; i += w) {
     const B d = B::load_unaligned(x + i) - vc;
-    s0 = xsimd::fma(d, d, s0);
+    s0 = simd::fma(d, d, s0);
   }
   if (i < n) {
     const B d = load_tail(x + i, n - i, c) - vc;
-    s1 = xsimd::fma(d, d, s1);
+    s1 = simd::fma(d, d, s1);
   }
   return hsum((s0 + s1) + (s2 + s3));
 }
@@ -422,7 +422,7 @@ inline void affine_row(const T* x, const T* gamma, const T* beta, T shift, T shi
     if (next.x) prefetch_l2(next, i);
     B t = ((B::load_unaligned(x + i) - vshift) - vlo) * vscale;
     if constexpr (HasGamma && HasBeta) {
-      t = xsimd::fma(t, B::load_unaligned(gamma + i), B::load_unaligned(beta + i));
+      t = simd::fma(t, B::load_unaligned(gamma + i), B::load_unaligned(beta + i));
     } else if constexpr (HasGamma) {
       t = t * B::load_unaligned(gamma + i);
     } else if constexpr (HasBeta) {

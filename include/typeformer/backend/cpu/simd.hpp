@@ -55,9 +55,22 @@ template <class T>
 TFM_ALWAYS_INLINE batch<T> broadcast(T x) noexcept {
   return batch<T>(x);
 }
+/// xsimd 8.1 has no AVX-512 fma: its generic fallback is a * b + c, which only GCC's
+/// -ffp-contract=fast at -O2 fuses, so Clang and GCC -O1 builds rounded twice and the vector and
+/// scalar (std::fma) paths of a kernel disagreed. The AVX-512 instruction is called directly.
 template <class T>
 TFM_ALWAYS_INLINE batch<T> fma(const batch<T>& a, const batch<T>& b, const batch<T>& c) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(batch<T>) == 64 && std::is_same_v<T, float>) {
+    return batch<T>(_mm512_fmadd_ps(a, b, c));
+  } else if constexpr (sizeof(batch<T>) == 64 && std::is_same_v<T, double>) {
+    return batch<T>(_mm512_fmadd_pd(a, b, c));
+  } else {
+    return xsimd::fma(a, b, c);
+  }
+#else
   return xsimd::fma(a, b, c);
+#endif
 }
 /// Pairwise tree over the lanes (lane i + h added to lane i, h = width/2, width/4, ..., 1): a
 /// fixed order on every ISA. Written with a store instead of xsimd::hadd / reduce_add, whose
@@ -85,14 +98,14 @@ inline constexpr float ln2_lo = -2.12194440e-4f;  // ln2 - ln2_hi
 /// r = x - n ln2 (Cody-Waite, n = round(x log2 e)) and p = exp(r) for a batch of any ISA.
 template <class B>
 TFM_ALWAYS_INLINE B reduced_exp(const B& x, const B& n) noexcept {
-  B r = xsimd::fma(n, B(-ln2_hi), x);
-  r = xsimd::fma(n, B(-ln2_lo), r);
-  B p = xsimd::fma(B(c7), r, B(c6));
-  p = xsimd::fma(p, r, B(c5));
-  p = xsimd::fma(p, r, B(c4));
-  p = xsimd::fma(p, r, B(c3));
-  p = xsimd::fma(p, r, B(c2));
-  return xsimd::fma(p, r * r, r + B(1.0f));
+  B r = simd::fma(n, B(-ln2_hi), x);
+  r = simd::fma(n, B(-ln2_lo), r);
+  B p = simd::fma(B(c7), r, B(c6));
+  p = simd::fma(p, r, B(c5));
+  p = simd::fma(p, r, B(c4));
+  p = simd::fma(p, r, B(c3));
+  p = simd::fma(p, r, B(c2));
+  return simd::fma(p, r * r, r + B(1.0f));
 }
 }  // namespace exp_detail
 
