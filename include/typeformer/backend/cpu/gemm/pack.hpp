@@ -61,13 +61,21 @@ T* gemm_thread_buffer(int which, index_t count) {
 
 #if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
 #define TFM_GEMM_TRANSPOSE_16X16 1
-/// dst[c*ldd + r] = src[r*lds + c] for r, c < 16: the unpack / shuffle / 128-bit-lane-shuffle
-/// transpose, written with __builtin_shufflevector (the <immintrin.h> forms trip GCC 12's
-/// -Wuninitialized false positive on _mm512_undefined_ps).
+/// dst[c*ldd + r] = src[r*lds + c] for r < Rows, c < 16: the unpack / shuffle /
+/// 128-bit-lane-shuffle transpose, written with __builtin_shufflevector (the <immintrin.h> forms
+/// trip GCC 12's -Wuninitialized false positive on _mm512_undefined_ps). Rows < 16 (pack_a's
+/// 12-row panels) reads only those rows and writes Rows values per destination row.
+template <int Rows = 16>
 inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst, index_t ldd) {
+  static_assert(Rows >= 1 && Rows <= 16);
   typedef float v16 __attribute__((vector_size(64), aligned(4)));
   v16 r[16], t[16];
-  for (int i = 0; i < 16; ++i) __builtin_memcpy(&r[i], src + i * lds, sizeof(v16));
+  for (int i = 0; i < 16; ++i) {
+    if (i < Rows)
+      __builtin_memcpy(&r[i], src + i * lds, sizeof(v16));
+    else
+      r[i] = v16{};
+  }
   for (int i = 0; i < 16; i += 2) {  // unpacklo / unpackhi
     t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28,
                                    13, 29);
@@ -97,8 +105,8 @@ inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst
   }
   for (int i = 0; i < 8; ++i) {
     const v16 lo = TFM_LANES_88(t[i], t[i + 8]), hi = TFM_LANES_DD(t[i], t[i + 8]);
-    __builtin_memcpy(dst + i * ldd, &lo, sizeof(v16));
-    __builtin_memcpy(dst + (i + 8) * ldd, &hi, sizeof(v16));
+    __builtin_memcpy(dst + i * ldd, &lo, Rows * sizeof(float));
+    __builtin_memcpy(dst + (i + 8) * ldd, &hi, Rows * sizeof(float));
   }
 #undef TFM_LANES_88
 #undef TFM_LANES_DD
@@ -107,12 +115,19 @@ inline void transpose_avx512_f32_16x16(const float* src, index_t lds, float* dst
 
 #if defined(__AVX2__) && !defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
 #define TFM_GEMM_TRANSPOSE_8X8 1
-/// dst[c*ldd + r] = src[r*lds + c] for r, c < 8: unpack / shuffle / 128-bit lane permute (the
-/// AVX2 form of the 16x16 transpose above).
+/// dst[c*ldd + r] = src[r*lds + c] for r < Rows, c < 8: unpack / shuffle / 128-bit lane permute
+/// (the AVX2 form of the 16x16 transpose above, with the same Rows parameter).
+template <int Rows = 8>
 inline void transpose_avx2_f32_8x8(const float* src, index_t lds, float* dst, index_t ldd) {
+  static_assert(Rows >= 1 && Rows <= 8);
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
   v8 r[8], t[8];
-  for (int i = 0; i < 8; ++i) __builtin_memcpy(&r[i], src + i * lds, sizeof(v8));
+  for (int i = 0; i < 8; ++i) {
+    if (i < Rows)
+      __builtin_memcpy(&r[i], src + i * lds, sizeof(v8));
+    else
+      r[i] = v8{};
+  }
   for (int i = 0; i < 8; i += 2) {  // unpacklo / unpackhi
     t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
@@ -126,37 +141,70 @@ inline void transpose_avx2_f32_8x8(const float* src, index_t lds, float* dst, in
   for (int i = 0; i < 4; ++i) {  // permute2f128 0x20 / 0x31
     const v8 lo = __builtin_shufflevector(r[i], r[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
     const v8 hi = __builtin_shufflevector(r[i], r[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-    __builtin_memcpy(dst + i * ldd, &lo, sizeof(v8));
-    __builtin_memcpy(dst + (i + 4) * ldd, &hi, sizeof(v8));
+    __builtin_memcpy(dst + i * ldd, &lo, Rows * sizeof(float));
+    __builtin_memcpy(dst + (i + 4) * ldd, &hi, Rows * sizeof(float));
   }
 }
 #endif
 
 template <class T, int MR>
 void gemm_pack_a(bool trans, index_t mc, index_t kc, const T* a, index_t lda, T* dst) {
+  if (trans) {
+    // op(A) rows are source columns: each k reads a contiguous run of the source row for a group
+    // of whole panels, so a source line is fetched once per group, and the rows (often far
+    // apart: the vocabulary-wide logit gradient) are walked once instead of once per panel.
+    constexpr index_t group = 16 * MR;
+    const index_t full = mc / MR * MR;
+    for (index_t g0 = 0; g0 < full; g0 += group) {
+      const index_t g1 = std::min(full, g0 + group);
+      for (index_t k = 0; k < kc; ++k) {
+        const T* src = a + k * lda;
+        for (index_t i0 = g0; i0 < g1; i0 += MR) std::copy_n(src + i0, MR, dst + i0 * kc + k * MR);
+      }
+    }
+    if (full < mc) {  // the last, partial panel: zero rows past mc
+      T* panel = dst + full * kc;
+      for (index_t k = 0; k < kc; ++k) {
+        const T* src = a + k * lda + full;
+        T* d = panel + k * MR;
+        index_t r = 0;
+        for (; r < mc - full; ++r) d[r] = src[r];
+        for (; r < MR; ++r) d[r] = T(0);
+      }
+    }
+    return;
+  }
   for (index_t i0 = 0; i0 < mc; i0 += MR) {
     const index_t rows = std::min<index_t>(MR, mc - i0);
     T* panel = dst + i0 * kc;
-    if (trans) {
-      for (index_t k = 0; k < kc; ++k) {
-        const T* src = a + k * lda + i0;
-        T* d = panel + k * MR;
-        index_t r = 0;
-        for (; r < rows; ++r) d[r] = src[r];
-        for (; r < MR; ++r) d[r] = T(0);
+    constexpr index_t kb = 16;
+    for (index_t k0 = 0; k0 < kc; k0 += kb) {
+      const index_t kn = std::min(kb, kc - k0);
+      // Whole panels of 16 k: a register transpose instead of MR x 16 strided scalar copies.
+#if defined(TFM_GEMM_TRANSPOSE_16X16)
+      if constexpr (std::is_same_v<T, float> && MR <= 16) {
+        if (kn == 16 && rows == MR) {
+          transpose_avx512_f32_16x16<MR>(a + i0 * lda + k0, lda, panel + k0 * MR, MR);
+          continue;
+        }
       }
-    } else {
-      constexpr index_t kb = 16;
-      for (index_t k0 = 0; k0 < kc; k0 += kb) {
-        const index_t kn = std::min(kb, kc - k0);
-        for (index_t r = 0; r < MR; ++r) {
-          T* d = panel + k0 * MR + r;
-          if (r < rows) {
-            const T* src = a + (i0 + r) * lda + k0;
-            for (index_t k = 0; k < kn; ++k) d[k * MR] = src[k];
-          } else {
-            for (index_t k = 0; k < kn; ++k) d[k * MR] = T(0);
-          }
+#endif
+#if defined(TFM_GEMM_TRANSPOSE_8X8)
+      if constexpr (std::is_same_v<T, float> && MR <= 8) {
+        if (kn == 16 && rows == MR) {
+          for (index_t kk = 0; kk < 16; kk += 8)
+            transpose_avx2_f32_8x8<MR>(a + i0 * lda + k0 + kk, lda, panel + (k0 + kk) * MR, MR);
+          continue;
+        }
+      }
+#endif
+      for (index_t r = 0; r < MR; ++r) {
+        T* d = panel + k0 * MR + r;
+        if (r < rows) {
+          const T* src = a + (i0 + r) * lda + k0;
+          for (index_t k = 0; k < kn; ++k) d[k * MR] = src[k];
+        } else {
+          for (index_t k = 0; k < kn; ++k) d[k * MR] = T(0);
         }
       }
     }
