@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -109,6 +110,34 @@ namespace detail {
 
 struct node;
 
+/// True when none of g[0, n) is infinite or NaN (gradients before a step; forward values in
+/// anomaly mode). float and double test the exponent bits with an OR over blocks of 4096, a loop
+/// the compiler vectorises (the scalar isfinite loop with an early exit cost ~3% of a training
+/// step), and stop after the first block that holds a bad value.
+template <class G>
+bool all_finite(const G* g, index_t n) noexcept {
+  if constexpr (std::is_same_v<G, float> || std::is_same_v<G, double>) {
+    using U = std::conditional_t<sizeof(G) == 4, std::uint32_t, std::uint64_t>;
+    constexpr U exponent = sizeof(G) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+    constexpr index_t block = 4096;
+    for (index_t i0 = 0; i0 < n; i0 += block) {
+      const index_t i1 = std::min(n, i0 + block);
+      U bad = 0;
+      for (index_t i = i0; i < i1; ++i) {
+        U u;
+        std::memcpy(&u, g + i, sizeof u);
+        bad |= static_cast<U>((u & exponent) == exponent);
+      }
+      if (bad != 0) return false;
+    }
+    return true;
+  } else {
+    for (index_t i = 0; i < n; ++i)
+      if (!std::isfinite(static_cast<double>(compute_t<G>(g[i])))) return false;
+    return true;
+  }
+}
+
 /// The type-erased part of a variable that graph traversal needs.
 struct var_base {
   std::vector<index_t> extents;
@@ -141,11 +170,7 @@ struct var_data final : var_base {
   }
   void release_grad() noexcept override { grad = aligned_buffer<G>(); }
   bool has_grad() const noexcept override { return grad.size() == size() && size() > 0; }
-  bool grad_finite() const noexcept override {
-    for (index_t i = 0; i < grad.size(); ++i)
-      if (!std::isfinite(static_cast<double>(grad.data()[i]))) return false;
-    return true;
-  }
+  bool grad_finite() const noexcept override { return all_finite(grad.data(), grad.size()); }
 };
 
 template <class T>
@@ -171,13 +196,6 @@ inline bool any_requires_grad(std::initializer_list<const var_base*> vs) {
   for (const var_base* v : vs)
     if (v && v->requires_grad) return true;
   return false;
-}
-
-template <class T>
-bool all_finite(const T* p, index_t n) {
-  for (index_t i = 0; i < n; ++i)
-    if (!std::isfinite(static_cast<double>(compute_t<T>(p[i])))) return false;
-  return true;
 }
 
 /// Attaches a node to `out` if grad mode is on and some input requires gradients. `fn` is the

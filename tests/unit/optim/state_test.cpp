@@ -16,6 +16,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <vector>
 
 using namespace tfm;
 using namespace optim_test;
@@ -216,5 +217,32 @@ TEST_CASE("load rejects foreign, truncated and mismatched states with parse_erro
     const std::uint64_t huge = std::uint64_t(1) << 62;
     std::memcpy(b.data() + 40, &huge, 8);
     expect_load_fails(target, b, "huge length");
+  }
+}
+
+TEST_CASE_TEMPLATE("all_finite: every position across block edges, every kind of bad value", G,
+                   float, double) {
+  // The vectorised exponent test against std::isfinite: finite extremes pass, and one bad value
+  // is found wherever it sits (first element, block edges at 4096, last element).
+  using lim = std::numeric_limits<G>;
+  const G finite_extremes[] = {lim::max(), -lim::max(), lim::min(), lim::denorm_min(), G(-0.0)};
+  const G bad_values[] = {lim::infinity(), -lim::infinity(), lim::quiet_NaN(), -lim::quiet_NaN(),
+                          lim::signaling_NaN()};
+  for (tfm::index_t n : {0, 1, 15, 4095, 4096, 4097, 10000}) {
+    std::vector<G> g(static_cast<std::size_t>(n), G(1));
+    for (std::size_t i = 0; i < g.size(); ++i) g[i] = finite_extremes[i % 5];
+    CAPTURE(n);
+    CHECK(tfm::detail::all_finite(g.data(), n));
+    for (tfm::index_t pos :
+         {tfm::index_t{0}, n / 2, tfm::index_t{4095}, tfm::index_t{4096}, n - 1}) {
+      if (pos < 0 || pos >= n) continue;
+      for (G bad : bad_values) {
+        CAPTURE(pos);
+        const G saved = g[static_cast<std::size_t>(pos)];
+        g[static_cast<std::size_t>(pos)] = bad;
+        CHECK_FALSE(tfm::detail::all_finite(g.data(), n));
+        g[static_cast<std::size_t>(pos)] = saved;
+      }
+    }
   }
 }
