@@ -99,9 +99,15 @@ class optimizer {
     for (auto& p : params_) p.data->release_grad();
   }
 
-  /// Applies one update from the accumulated gradients. Returns false (and changes nothing)
-  /// when a gradient is not finite.
-  bool step() {
+  /// Applies one update from the accumulated gradients, each multiplied by grad_scale as it is
+  /// read (the gradient buffers are left as they are): clip_coefficient()'s factor, or an
+  /// unscaling factor, applied without a pass of its own over the gradients. Returns false (and
+  /// changes nothing) when a gradient is not finite or grad_scale is not a finite number.
+  bool step(double grad_scale = 1.0) {
+    if (!std::isfinite(grad_scale)) {
+      error_ = "non-finite gradient scale";
+      return false;
+    }
     for (auto& p : params_)
       if (p.data->has_grad() && !p.data->grad_finite()) {
         error_ = "non-finite gradient in parameter '" + p.name + "'";
@@ -109,7 +115,7 @@ class optimizer {
       }
     error_.clear();
     ++t_;
-    for (std::size_t i = 0; i < params_.size(); ++i) update(i);
+    for (std::size_t i = 0; i < params_.size(); ++i) update(i, grad_scale);
     return true;
   }
 
@@ -193,7 +199,7 @@ class optimizer {
     std::int64_t t = 0;         // updates applied to this parameter
   };
 
-  void update(std::size_t i) {
+  void update(std::size_t i, double grad_scale) {
     auto& p = params_[i];
     if (!p.data->has_grad()) return;
     const index_t n = p.data->size();
@@ -209,7 +215,7 @@ class optimizer {
     const double lr = lr_;
     if constexpr (std::is_same_v<T, float>) {
       if (!is_sgd) {
-        adam_float(val, g, sl, n, wd, lr, bc1, bc2);
+        adam_float(val, g, static_cast<float>(grad_scale), sl, n, wd, lr, bc1, bc2);
         return;
       }
     }
@@ -218,7 +224,7 @@ class optimizer {
       const std::size_t ku = static_cast<std::size_t>(k);
       double w =
           master ? static_cast<double>(sl.master[ku]) : static_cast<double>(compute_t<T>(val[k]));
-      double gk = static_cast<double>(g[k]);
+      double gk = static_cast<double>(g[k]) * grad_scale;
       if (is_sgd) {
         if (wd != 0) gk += wd * w;
         double d = gk;
@@ -247,8 +253,8 @@ class optimizer {
   }
 
   /// Adam/AdamW on float parameters with SIMD, in float (as PyTorch's fused CPU Adam does).
-  void adam_float(float* p, const float* g, slot& sl, index_t n, double wd, double lr, double bc1,
-                  double bc2) {
+  void adam_float(float* p, const float* g, float gs, slot& sl, index_t n, double wd, double lr,
+                  double bc1, double bc2) {
     using B = simd::batch<float>;
     constexpr index_t w = simd::width<float>;
     const float b1 = static_cast<float>(adam_.beta1), b2 = static_cast<float>(adam_.beta2);
@@ -265,7 +271,7 @@ class optimizer {
       index_t k = c * 4096, end = std::min(n, k + 4096);
       for (; k + w <= end; k += w) {
         B pk = simd::load(p + k);
-        B gk = simd::fma(B(l2), pk, simd::load(g + k));
+        B gk = simd::fma(B(l2), pk, simd::load(g + k) * B(gs));
         B mk = simd::fma(B(b1), simd::load(m + k), B(1.0f - b1) * gk);
         B vk = simd::fma(B(b2), simd::load(v + k), B(1.0f - b2) * gk * gk);
         simd::store(m + k, mk);
@@ -274,7 +280,7 @@ class optimizer {
         simd::store(p + k, pk);
       }
       for (; k < end; ++k) {
-        float gk = g[k] + l2 * p[k];
+        float gk = std::fma(l2, p[k], g[k] * gs);
         m[k] = b1 * m[k] + (1.0f - b1) * gk;
         v[k] = b2 * v[k] + (1.0f - b2) * gk * gk;
         p[k] = p[k] * decay - step * m[k] / (std::sqrt(v[k]) * inv_sbc2 + eps);
@@ -345,20 +351,34 @@ void scale_in_place(G* g, index_t n, double c) {
 }
 }  // namespace detail
 
+/// The global L2 norm of all gradients, accumulated as clip_grad_norm does (same value for every
+/// thread count); gradients are not changed.
+template <class T>
+double grad_norm(const nn::parameter_list<T>& ps) {
+  double s = 0;
+  for (const auto& p : ps) {
+    if (!p.data->has_grad()) continue;
+    s += detail::sum_squares(p.data->grad_data(), p.data->size());
+  }
+  return std::sqrt(s);
+}
+
+/// The factor clip_grad_norm multiplies gradients by for a global norm `norm`:
+/// max_norm / (norm + 1e-6) when norm > max_norm, else 1 (also for a non-finite norm, which the
+/// optimizer's step() refuses anyway). `opt.step(clip_coefficient(grad_norm(ps), max_norm))`
+/// clips inside the update instead of in a pass of its own.
+inline double clip_coefficient(double norm, double max_norm) {
+  return std::isfinite(norm) && norm > max_norm && norm > 0 ? max_norm / (norm + 1e-6) : 1.0;
+}
+
 /// Scales gradients so that their global L2 norm is at most max_norm; returns the norm before
 /// clipping. The squares are accumulated in double over fixed chunks of each gradient, the
 /// chunks and parameters added in order, so the norm is the same for every thread count. A
 /// non-finite norm leaves gradients as they are (the optimizer's step() then refuses the update).
 template <class T>
 double clip_grad_norm(const nn::parameter_list<T>& ps, double max_norm) {
-  double s = 0;
-  for (const auto& p : ps) {
-    if (!p.data->has_grad()) continue;
-    s += detail::sum_squares(p.data->grad_data(), p.data->size());
-  }
-  const double norm = std::sqrt(s);
-  if (std::isfinite(norm) && norm > max_norm && norm > 0) {
-    const double c = max_norm / (norm + 1e-6);
+  const double norm = grad_norm(ps);
+  if (const double c = clip_coefficient(norm, max_norm); c != 1.0) {
     for (const auto& p : ps) {
       if (!p.data->has_grad()) continue;
       detail::scale_in_place(p.data->grad_data(), p.data->size(), c);

@@ -426,9 +426,10 @@ step_result train_step(Model& model, optim::optimizer<T>& opt, const token_datas
   }
   st.dropout_offset = model.dropout_offset();
   res.loss = sum * inv_k;
-  res.grad_norm = o.clip > 0 ? optim::clip_grad_norm(opt.parameters(), o.clip)
-                             : std::numeric_limits<double>::quiet_NaN();
-  res.applied = opt.step();
+  // Clipping is applied inside the update (step's gradient scale), not in a pass of its own.
+  res.grad_norm =
+      o.clip > 0 ? optim::grad_norm(opt.parameters()) : std::numeric_limits<double>::quiet_NaN();
+  res.applied = opt.step(o.clip > 0 ? optim::clip_coefficient(res.grad_norm, o.clip) : 1.0);
   ++st.step;
   curve_point cp;
   cp.step = st.step;

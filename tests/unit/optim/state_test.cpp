@@ -246,3 +246,45 @@ TEST_CASE_TEMPLATE("all_finite: every position across block edges, every kind of
     }
   }
 }
+
+TEST_CASE_TEMPLATE("step(clip_coefficient(grad_norm)) matches clip_grad_norm then step()", T, float,
+                   double, bf16) {
+  // Clipping inside the update must give the parameters and state of the two-pass form (to the
+  // rounding of the scaled gradient) and leave the gradient buffers as they were.
+  auto g = tfm_test::rng(402);
+  const auto init = random_init({300, 37}, g);
+  for (int m = 0; m < 3; ++m) {
+    CAPTURE(method_name(m));
+    auto a = params<T>(init, {true, false});
+    auto b = params<T>(init, {true, false});
+    auto opt_a = make<T>(m, a.list), opt_b = make<T>(m, b.list);
+    for (int s = 0; s < 3; ++s) {
+      const auto gs = random_grads(init, g, 0.5, 4.0);  // global norm ~40: clipped at 1
+      set_grads(a, gs);
+      set_grads(b, gs);
+      const auto raw = raw_grads(b);
+      const double norm_a = optim::clip_grad_norm(a.list, 1.0);
+      REQUIRE(opt_a.step());
+      const double norm_b = optim::grad_norm(b.list);
+      CHECK(norm_b == norm_a);
+      const double c = optim::clip_coefficient(norm_b, 1.0);
+      CHECK(c < 0.1);
+      REQUIRE(opt_b.step(c));
+      TFM_CHECK_BITWISE(raw_grads(b), raw);  // the fused form reads the gradients only
+      // float: the clipped gradient rounds once either way (in double then to float, or
+      // g * float(c)); bf16 parameters carry f32 master weights, so the same bound holds.
+      const double rtol = std::is_same_v<T, double> ? 1e-13 : 1e-5;
+      auto rep = close_scaled(flat(values(b)), flat(values(a)), rtol);
+      MESSAGE("step ", s, ": ", rep.str());
+      TFM_CHECK_REPORT(rep);
+    }
+    CHECK(optim::clip_coefficient(0.5, 1.0) == 1.0);
+    CHECK(optim::clip_coefficient(std::numeric_limits<double>::infinity(), 1.0) == 1.0);
+    CHECK(optim::clip_coefficient(4.0, 1.0) == doctest::Approx(1.0 / (4.0 + 1e-6)));
+    // A non-finite scale is refused like a non-finite gradient: nothing changes.
+    const auto vals = raw_values(b);
+    CHECK_FALSE(opt_b.step(std::numeric_limits<double>::quiet_NaN()));
+    CHECK_FALSE(opt_b.last_error().empty());
+    TFM_CHECK_BITWISE(raw_values(b), vals);
+  }
+}
