@@ -52,6 +52,22 @@ struct adam_options {
 
 enum class method : std::uint32_t { sgd = 1, adam = 2, adamw = 3 };
 
+namespace detail {
+/// Whether g[0, n) holds no NaN or Inf: detail::all_finite over fixed chunks, split across
+/// threads for large gradients (the check reads every gradient before each step).
+template <class G>
+bool grads_finite(const G* g, index_t n) {
+  constexpr index_t chunk = index_t(1) << 16;
+  const index_t chunks = (n + chunk - 1) / chunk;
+  if (chunks < 8 || in_parallel()) return tfm::detail::all_finite(g, n);
+  int bad = 0;
+  TFM_OMP(parallel for schedule(static) reduction(| : bad))
+  for (index_t c = 0; c < chunks; ++c)
+    bad |= tfm::detail::all_finite(g + c * chunk, std::min(chunk, n - c * chunk)) ? 0 : 1;
+  return bad == 0;
+}
+}  // namespace detail
+
 /// One optimizer class for the three methods (they share state handling and safety checks).
 template <class T>
 class optimizer {
@@ -109,7 +125,7 @@ class optimizer {
       return false;
     }
     for (auto& p : params_)
-      if (p.data->has_grad() && !p.data->grad_finite()) {
+      if (p.data->has_grad() && !detail::grads_finite(p.data->grad_data(), p.data->size())) {
         error_ = "non-finite gradient in parameter '" + p.name + "'";
         return false;
       }

@@ -288,3 +288,28 @@ TEST_CASE_TEMPLATE("step(clip_coefficient(grad_norm)) matches clip_grad_norm the
     TFM_CHECK_BITWISE(raw_values(b), vals);
   }
 }
+
+TEST_CASE("a non-finite gradient in a large parameter (threaded check): step() refuses") {
+  // 600000 values: the check is split into chunks of 65536 across threads; a bad value in the
+  // first, a middle or the last (partial) chunk is found with 1 and 2 threads.
+  auto g = tfm_test::rng(403);
+  const auto init = random_init({600000}, g);
+  for (int threads : {1, 2}) {
+    const tfm::thread_scope scope(threads);
+    for (std::size_t pos : {std::size_t{0}, std::size_t{300001}, std::size_t{599999}}) {
+      CAPTURE(threads);
+      CAPTURE(pos);
+      auto ps = params<float>(init, {true});
+      auto opt = make<float>(2, ps.list);
+      auto gs = random_grads(init, g, 0.1, 1.0);
+      gs[0][pos] = std::numeric_limits<double>::infinity();
+      set_grads(ps, gs);
+      const auto vals = raw_values(ps);
+      CHECK_FALSE(opt.step());
+      TFM_CHECK_BITWISE(raw_values(ps), vals);
+      gs[0][pos] = 0.25;
+      set_grads(ps, gs);
+      CHECK(opt.step());
+    }
+  }
+}
