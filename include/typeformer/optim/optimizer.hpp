@@ -53,17 +53,23 @@ struct adam_options {
 enum class method : std::uint32_t { sgd = 1, adam = 2, adamw = 3 };
 
 namespace detail {
-/// Whether g[0, n) holds no NaN or Inf: detail::all_finite over fixed chunks, split across
-/// threads for large gradients (the check reads every gradient before each step).
+/// Gradient passes (norm, finiteness) work in fixed chunks of this many values, split across
+/// threads when there are at least 8; the norm adds its chunk sums in chunk order, so it does
+/// not depend on the thread count.
+inline constexpr index_t norm_chunk = index_t(1) << 15;
+
+/// Whether g[0, n) holds no NaN or Inf: detail::all_finite over the chunks, in parallel for
+/// large gradients (the check reads every gradient before each step).
 template <class G>
 bool grads_finite(const G* g, index_t n) {
-  constexpr index_t chunk = index_t(1) << 16;
-  const index_t chunks = (n + chunk - 1) / chunk;
+  const index_t chunks = (n + norm_chunk - 1) / norm_chunk;
   if (chunks < 8 || in_parallel()) return tfm::detail::all_finite(g, n);
   int bad = 0;
   TFM_OMP(parallel for schedule(static) reduction(| : bad))
   for (index_t c = 0; c < chunks; ++c)
-    bad |= tfm::detail::all_finite(g + c * chunk, std::min(chunk, n - c * chunk)) ? 0 : 1;
+    bad |= tfm::detail::all_finite(g + c * norm_chunk, std::min(norm_chunk, n - c * norm_chunk))
+               ? 0
+               : 1;
   return bad == 0;
 }
 }  // namespace detail
@@ -328,9 +334,6 @@ optimizer<T> adamw(nn::parameter_list<T> ps, adam_options o) {
 }
 
 namespace detail {
-/// Elements per chunk of the gradient-norm sum: chunk sums are computed in parallel and added in
-/// chunk order, so the norm does not depend on the thread count.
-inline constexpr index_t norm_chunk = index_t(1) << 15;
 
 /// sum g[k]^2 in double over [0, n): eight interleaved accumulators (vectorisable), fixed order.
 template <class G>

@@ -290,7 +290,7 @@ TEST_CASE_TEMPLATE("step(clip_coefficient(grad_norm)) matches clip_grad_norm the
 }
 
 TEST_CASE("a non-finite gradient in a large parameter (threaded check): step() refuses") {
-  // 600000 values: the check is split into chunks of 65536 across threads; a bad value in the
+  // 600000 values: the check is split into chunks of 32768 across threads; a bad value in the
   // first, a middle or the last (partial) chunk is found with 1 and 2 threads.
   auto g = tfm_test::rng(403);
   const auto init = random_init({600000}, g);

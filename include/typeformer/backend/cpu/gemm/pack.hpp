@@ -147,6 +147,40 @@ inline void transpose_avx2_f32_8x8(const float* src, index_t lds, float* dst, in
 }
 #endif
 
+#if defined(TFM_GEMM_TRANSPOSE_16X16) || defined(TFM_GEMM_TRANSPOSE_8X8)
+#define TFM_GEMM_TRANSPOSE 1
+/// Source rows one register transpose handles: 16 on AVX-512, 8 on AVX2.
+#if defined(TFM_GEMM_TRANSPOSE_16X16)
+inline constexpr int transpose_rows = 16;
+#else
+inline constexpr int transpose_rows = 8;
+#endif
+/// dst[c*ldd + r] = src[r*lds + c] for r < Rows <= transpose_rows, c < 16: 16 depth values of a
+/// packed panel, for pack_a (Rows = MR) and pack_b (Rows = transpose_rows per column block).
+template <int Rows>
+inline void transpose_rows_x16(const float* src, index_t lds, float* dst, index_t ldd) {
+#if defined(TFM_GEMM_TRANSPOSE_16X16)
+  transpose_avx512_f32_16x16<Rows>(src, lds, dst, ldd);
+#else
+  transpose_avx2_f32_8x8<Rows>(src, lds, dst, ldd);
+  transpose_avx2_f32_8x8<Rows>(src + 8, lds, dst + 8 * ldd, ldd);
+#endif
+}
+#endif
+
+/// d[k*W + r] = src[r*ld + k] for r < valid and k < kn, zero for valid <= r < W: the scalar
+/// transposed copy of a block into a W-wide panel (pack_a's rows, pack_b's transposed columns).
+template <class T, int W>
+void pack_transposed_block(const T* src, index_t ld, index_t valid, index_t kn, T* d) {
+  for (index_t r = 0; r < W; ++r) {
+    if (r < valid) {
+      for (index_t k = 0; k < kn; ++k) d[k * W + r] = src[r * ld + k];
+    } else {
+      for (index_t k = 0; k < kn; ++k) d[k * W + r] = T(0);
+    }
+  }
+}
+
 template <class T, int MR>
 void gemm_pack_a(bool trans, index_t mc, index_t kc, const T* a, index_t lda, T* dst) {
   if (trans) {
@@ -181,32 +215,15 @@ void gemm_pack_a(bool trans, index_t mc, index_t kc, const T* a, index_t lda, T*
     for (index_t k0 = 0; k0 < kc; k0 += kb) {
       const index_t kn = std::min(kb, kc - k0);
       // Whole panels of 16 k: a register transpose instead of MR x 16 strided scalar copies.
-#if defined(TFM_GEMM_TRANSPOSE_16X16)
-      if constexpr (std::is_same_v<T, float> && MR <= 16) {
+#if defined(TFM_GEMM_TRANSPOSE)
+      if constexpr (std::is_same_v<T, float> && MR <= transpose_rows) {
         if (kn == 16 && rows == MR) {
-          transpose_avx512_f32_16x16<MR>(a + i0 * lda + k0, lda, panel + k0 * MR, MR);
+          transpose_rows_x16<MR>(a + i0 * lda + k0, lda, panel + k0 * MR, MR);
           continue;
         }
       }
 #endif
-#if defined(TFM_GEMM_TRANSPOSE_8X8)
-      if constexpr (std::is_same_v<T, float> && MR <= 8) {
-        if (kn == 16 && rows == MR) {
-          for (index_t kk = 0; kk < 16; kk += 8)
-            transpose_avx2_f32_8x8<MR>(a + i0 * lda + k0 + kk, lda, panel + (k0 + kk) * MR, MR);
-          continue;
-        }
-      }
-#endif
-      for (index_t r = 0; r < MR; ++r) {
-        T* d = panel + k0 * MR + r;
-        if (r < rows) {
-          const T* src = a + (i0 + r) * lda + k0;
-          for (index_t k = 0; k < kn; ++k) d[k * MR] = src[k];
-        } else {
-          for (index_t k = 0; k < kn; ++k) d[k * MR] = T(0);
-        }
-      }
+      pack_transposed_block<T, MR>(a + i0 * lda + k0, lda, rows, kn, panel + k0 * MR);
     }
   }
 }
@@ -237,35 +254,17 @@ void gemm_pack_b(bool trans, index_t kc, index_t nc, const T* b, index_t ldb, T*
       constexpr index_t kb = 16;
       for (index_t k0 = 0; k0 < kc; k0 += kb) {
         const index_t kn = std::min(kb, kc - k0);
-#if defined(TFM_GEMM_TRANSPOSE_16X16)
-        if constexpr (std::is_same_v<T, float> && NR % 16 == 0) {
+#if defined(TFM_GEMM_TRANSPOSE)
+        if constexpr (std::is_same_v<T, float> && NR % transpose_rows == 0) {
           if (kn == 16 && cols == NR) {
-            for (index_t j = 0; j < NR; j += 16)
-              transpose_avx512_f32_16x16(b + (j0 + j) * ldb + k0, ldb, panel + k0 * NR + j, NR);
+            for (index_t j = 0; j < NR; j += transpose_rows)
+              transpose_rows_x16<transpose_rows>(b + (j0 + j) * ldb + k0, ldb, panel + k0 * NR + j,
+                                                 NR);
             continue;
           }
         }
 #endif
-#if defined(TFM_GEMM_TRANSPOSE_8X8)
-        if constexpr (std::is_same_v<T, float> && NR % 8 == 0) {
-          if (kn == 16 && cols == NR) {
-            for (index_t j = 0; j < NR; j += 8)
-              for (index_t kk = 0; kk < 16; kk += 8)
-                transpose_avx2_f32_8x8(b + (j0 + j) * ldb + k0 + kk, ldb,
-                                       panel + (k0 + kk) * NR + j, NR);
-            continue;
-          }
-        }
-#endif
-        for (index_t j = 0; j < NR; ++j) {
-          T* d = panel + k0 * NR + j;
-          if (j < cols) {
-            const T* src = b + (j0 + j) * ldb + k0;
-            for (index_t k = 0; k < kn; ++k) d[k * NR] = src[k];
-          } else {
-            for (index_t k = 0; k < kn; ++k) d[k * NR] = T(0);
-          }
-        }
+        pack_transposed_block<T, NR>(b + j0 * ldb + k0, ldb, cols, kn, panel + k0 * NR);
       }
     }
   }
