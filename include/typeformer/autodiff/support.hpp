@@ -5,7 +5,8 @@
 //   grad_view<R>(d)         its gradient (allocated and zeroed on first use)
 //   result<T>(extents)      a fresh output record
 //   accumulate_grad(d, g)   d.grad += g, where g has the shape of an op's output and d was
-//                           broadcast into it: broadcast axes are summed ("unbroadcast")
+//                           broadcast into it: broadcast axes are summed ("unbroadcast"); the
+//                           first gradient of a same-shaped d is assigned (no zero fill)
 //   extents_of(view)        a view's extents as the std::vector a record stores
 // Ops are written against dynamic-extent views of fixed rank, so they are compiled once per
 // (element type, rank), whatever the static shapes of the vars that call them.
@@ -66,15 +67,19 @@ void accumulate_grad(const var_ptr<T>& d, const GV& g) {
   const auto gs = g.shape();
   const std::size_t Ri = d->extents.size();
   using G = grad_t<T>;
-  G* dst = d->grad_data();
-  // Same extents: one fused pass.
+  // Same extents: one fused pass, an assignment for the first gradient to arrive.
   bool same = Ri == Ro;
   for (std::size_t a = 0; same && a < Ro; ++a) same = d->extents[a] == gs.extent(a);
   if (same) {
-    tensor_view<G, dyn_shape<Ro>> dv(dst, dyn_shape_of<Ro>(d->extents));
-    dv = dv + g;
+    const auto target = d->grad_for_overwrite();
+    tensor_view<G, dyn_shape<Ro>> dv(target.data, dyn_shape_of<Ro>(d->extents));
+    if (target.accumulate)
+      dv = dv + g;
+    else
+      dv = g;
     return;
   }
+  G* dst = d->grad_data();
   if constexpr (Ro == 0) {
     return;  // unreachable: a rank-0 gradient only flows into a rank-0 variable (same extents)
   } else {

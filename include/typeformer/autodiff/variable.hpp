@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -167,6 +168,24 @@ struct var_data final : var_base {
   G* grad_data() {
     if (grad.size() != size()) grad = aligned_buffer<G>(size(), true);
     return grad.data();
+  }
+  /// Where a vjp that writes every element of this gradient puts its contribution. If a
+  /// gradient has arrived already, `accumulate` is true and the vjp adds to `data`. Otherwise
+  /// the buffer is allocated without the zero fill and `accumulate` is false: the vjp must assign
+  /// every element (a GEMM with beta = 0), which spares the fill and the read of the zeros.
+  /// Builds without NDEBUG fill the new buffer with NaN, so an element a vjp fails to write
+  /// shows up in the gradient tests.
+  struct grad_target {
+    G* data;
+    bool accumulate;
+  };
+  grad_target grad_for_overwrite() {
+    if (grad.size() == size()) return {grad.data(), true};
+    grad = aligned_buffer<G>(size(), false);
+#if !defined(NDEBUG)
+    std::fill(grad.data(), grad.data() + grad.size(), std::numeric_limits<G>::quiet_NaN());
+#endif
+    return {grad.data(), false};
   }
   void release_grad() noexcept override { grad = aligned_buffer<G>(); }
   bool has_grad() const noexcept override { return grad.size() == size() && size() > 0; }

@@ -69,24 +69,29 @@ var_ptr<T> ad_linear(const var_ptr<T>& x, const var_ptr<T>& w, const var_ptr<T>&
       t = tensor_view<const T, dyn_shape<1>>(d->value.data(), dyn_shape<1>(n));
       return t;
     };
+    // Each GEMM writes the whole gradient: the first contribution is assigned (beta = 0).
     if (x->requires_grad && in && out_f) {  // dx (rows, in) += g (rows, out) W (out, in)
+      const auto dx = x->grad_for_overwrite();
+      const G beta = dx.accumulate ? G(1) : G(0);
       if constexpr (std::is_same_v<T, G>)
-        gemm_kernel<G>(false, false, rows, in, out_f, G(1), g, out_f, w->value.data(), in, G(1),
-                       x->grad_data(), in, cpu{});
+        gemm_kernel<G>(false, false, rows, in, out_f, G(1), g, out_f, w->value.data(), in, beta,
+                       dx.data, in, cpu{});
       else {
         auto wk = as_k(w, out_f * in);
-        gemm_kernel<G>(false, false, rows, in, out_f, G(1), g, out_f, wk.data(), in, G(1),
-                       x->grad_data(), in, cpu{});
+        gemm_kernel<G>(false, false, rows, in, out_f, G(1), g, out_f, wk.data(), in, beta, dx.data,
+                       in, cpu{});
       }
     }
     if (w->requires_grad && in && out_f) {  // dW (out, in) += g^T (out, rows) x (rows, in)
+      const auto dw = w->grad_for_overwrite();
+      const G beta = dw.accumulate ? G(1) : G(0);
       if constexpr (std::is_same_v<T, G>)
-        gemm_kernel<G>(true, false, out_f, in, rows, G(1), g, out_f, x->value.data(), in, G(1),
-                       w->grad_data(), in, cpu{});
+        gemm_kernel<G>(true, false, out_f, in, rows, G(1), g, out_f, x->value.data(), in, beta,
+                       dw.data, in, cpu{});
       else {
         auto xk = as_k(x, rows * in);
-        gemm_kernel<G>(true, false, out_f, in, rows, G(1), g, out_f, xk.data(), in, G(1),
-                       w->grad_data(), in, cpu{});
+        gemm_kernel<G>(true, false, out_f, in, rows, G(1), g, out_f, xk.data(), in, beta, dw.data,
+                       in, cpu{});
       }
     }
     if (b && b->requires_grad) {  // db += column sums of g, in a fixed order

@@ -86,22 +86,32 @@ std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
 
 /// gx[j] += scale * (exp(x_j - lse) - eps / V) for one row; the target term is added by the caller.
 template <class T, class G>
-void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double eps) {
+void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double eps,
+                      bool accumulate) {
   const double off = eps / static_cast<double>(n);
   if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&std::is_same_v<T, G>) {
     using Bt = simd::batch<T>;
     constexpr index_t w = simd::width<T>;
     const Bt bl(static_cast<T>(lse)), bs(static_cast<T>(scale)), bo(static_cast<T>(off));
     index_t j = 0;
-    for (; j + w <= n; j += w)
-      simd::store(gx + j,
-                  simd::load(gx + j) + bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
-    for (; j < n; ++j)
-      gx[j] += static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
+    if (accumulate) {
+      for (; j + w <= n; j += w)
+        simd::store(gx + j,
+                    simd::load(gx + j) + bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
+    } else {
+      for (; j + w <= n; j += w)
+        simd::store(gx + j, bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
+    }
+    for (; j < n; ++j) {
+      const G d = static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
+      gx[j] = accumulate ? gx[j] + d : d;
+    }
   } else {
-    for (index_t j = 0; j < n; ++j)
-      gx[j] +=
+    for (index_t j = 0; j < n; ++j) {
+      const G d =
           static_cast<G>(scale * (std::exp(static_cast<double>(compute_t<T>(x[j])) - lse) - off));
+      gx[j] = accumulate ? gx[j] + d : d;
+    }
   }
 }
 
@@ -166,17 +176,24 @@ var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy
   record(out, "cross_entropy", {a}, [a, tgt, lse, o = out.get(), V, rows, counted, eps, ignore] {
     using G = grad_t<T>;
     const G* g = o->grad_data();
-    G* gx = a->grad_data();
+    // Every row is written: the first gradient of the logits is assigned, not added to zeros.
+    const auto target = a->grad_for_overwrite();
+    G* gx = target.data;
+    const bool acc = target.accumulate;
     const T* x = a->value.data();
     TFM_OMP(parallel for schedule(static) if (rows * V >= (1 << 16)))
     for (index_t r = 0; r < rows; ++r) {
       std::int64_t t = (*tgt)[static_cast<std::size_t>(r)];
-      if (t == ignore) continue;
+      if (t == ignore) {
+        if (!acc) std::fill(gx + r * V, gx + (r + 1) * V, G(0));
+        continue;
+      }
       double scale = Red == ce_reduction::none ? static_cast<double>(g[r])
                      : Red == ce_reduction::sum
                          ? static_cast<double>(g[0])
                          : static_cast<double>(g[0]) / static_cast<double>(counted);
-      row_softmax_grad(x + r * V, gx + r * V, V, (*lse)[static_cast<std::size_t>(r)], scale, eps);
+      row_softmax_grad(x + r * V, gx + r * V, V, (*lse)[static_cast<std::size_t>(r)], scale, eps,
+                       acc);
       gx[r * V + t] -= static_cast<G>(scale * (1 - eps));
     }
   });

@@ -236,14 +236,19 @@ var_ptr<T> ad_matmul(const var_ptr<T>& ad, const var_ptr<T>& bd, const SC& sc) {
     const index_t M = a.extent(Ra - 2), K = a.extent(Ra - 1), N = b.extent(Rb - 1);
     if constexpr (Rb == 2 && std::is_same_v<T, G>) {
       // B shared across the batch: fold the batch into the rows.
-      const index_t rows = M == 0 ? 0 : a.size() / K;
+      const index_t rows = M == 0 || K == 0 ? 0 : a.size() / K;
       if (rows == 0 || K == 0 || N == 0) return;
-      if (ad->requires_grad)  // dA (rows, K) += g (rows, N) * B^T
-        gemm_kernel<T>(false, true, rows, K, N, T(1), g.data(), N, b.data(), N, T(1),
-                       ad->grad_data(), K, cpu{});
-      if (bd->requires_grad)  // dB (K, N) += A^T (K, rows) * g (rows, N)
-        gemm_kernel<T>(true, false, K, N, rows, T(1), a.data(), K, g.data(), N, T(1),
-                       bd->grad_data(), N, cpu{});
+      // Each GEMM writes the whole gradient: the first contribution is assigned (beta = 0).
+      if (ad->requires_grad) {  // dA (rows, K) += g (rows, N) * B^T
+        const auto da = ad->grad_for_overwrite();
+        gemm_kernel<T>(false, true, rows, K, N, T(1), g.data(), N, b.data(), N,
+                       da.accumulate ? T(1) : T(0), da.data, K, cpu{});
+      }
+      if (bd->requires_grad) {  // dB (K, N) += A^T (K, rows) * g (rows, N)
+        const auto db = bd->grad_for_overwrite();
+        gemm_kernel<T>(true, false, K, N, rows, T(1), a.data(), K, g.data(), N,
+                       db.accumulate ? T(1) : T(0), db.data, N, cpu{});
+      }
     } else {
       auto gt = cast<T>(g);
       if (ad->requires_grad) accumulate_grad(ad, matmul(gt, transpose(b)));

@@ -125,22 +125,41 @@ class optimizer {
   /// read (the gradient buffers are left as they are): clip_coefficient()'s factor, or an
   /// unscaling factor, applied without a pass of its own over the gradients. Returns false (and
   /// changes nothing) when a gradient is not finite or grad_scale is not a finite number.
-  bool step(double grad_scale = 1.0) {
+  bool step(double grad_scale = 1.0) { return apply(grad_scale, true); }
+
+  /// Norm and outcome of step_clipped().
+  struct clipped_step {
+    double grad_norm;  ///< global L2 norm of the gradients before clipping (grad_norm())
+    bool applied;      ///< false: a gradient was not finite and nothing changed (last_error())
+  };
+
+  /// clip_grad_norm(parameters(), max_norm) followed by step(), in two passes over the gradients
+  /// instead of four: the clip factor is applied as the update reads each gradient, and the norm
+  /// pass replaces step()'s finiteness check, since a finite sum of squares in double has no
+  /// NaN or Inf term. Only a non-finite norm (a NaN/Inf gradient, or a double gradient so large
+  /// that its square overflows) falls back to the per-parameter check. Same result as
+  /// `step(clip_coefficient(grad_norm(parameters()), max_norm))`.
+  clipped_step step_clipped(double max_norm);
+
+ private:
+  bool apply(double grad_scale, bool check_grads) {
     if (!std::isfinite(grad_scale)) {
       error_ = "non-finite gradient scale";
       return false;
     }
-    for (auto& p : params_)
-      if (p.data->has_grad() && !detail::grads_finite(p.data->grad_data(), p.data->size())) {
-        error_ = "non-finite gradient in parameter '" + p.name + "'";
-        return false;
-      }
+    if (check_grads)
+      for (auto& p : params_)
+        if (p.data->has_grad() && !detail::grads_finite(p.data->grad_data(), p.data->size())) {
+          error_ = "non-finite gradient in parameter '" + p.name + "'";
+          return false;
+        }
     error_.clear();
     ++t_;
     for (std::size_t i = 0; i < params_.size(); ++i) update(i, grad_scale);
     return true;
   }
 
+ public:
   /// Writes the optimizer state (not the parameters).
   void save(std::ostream& os) const {
     auto w64 = [&](std::uint64_t x) { os.write(reinterpret_cast<const char*>(&x), 8); };
@@ -388,6 +407,15 @@ double grad_norm(const nn::parameter_list<T>& ps) {
 /// clips inside the update instead of in a pass of its own.
 inline double clip_coefficient(double norm, double max_norm) {
   return std::isfinite(norm) && norm > max_norm && norm > 0 ? max_norm / (norm + 1e-6) : 1.0;
+}
+
+template <class T>
+typename optimizer<T>::clipped_step optimizer<T>::step_clipped(double max_norm) {
+  if (!(max_norm > 0))
+    fail(errc::value, "tfm::optim: step_clipped needs a max_norm > 0, got ", max_norm, ".");
+  const double norm = grad_norm(params_);
+  const bool proven = std::isfinite(norm);
+  return {norm, apply(clip_coefficient(norm, max_norm), !proven)};
 }
 
 /// Scales gradients so that their global L2 norm is at most max_norm; returns the norm before

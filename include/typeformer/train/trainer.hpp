@@ -426,10 +426,15 @@ step_result train_step(Model& model, optim::optimizer<T>& opt, const token_datas
   }
   st.dropout_offset = model.dropout_offset();
   res.loss = sum * inv_k;
-  // Clipping is applied inside the update (step's gradient scale), not in a pass of its own.
-  res.grad_norm =
-      o.clip > 0 ? optim::grad_norm(opt.parameters()) : std::numeric_limits<double>::quiet_NaN();
-  res.applied = opt.step(o.clip > 0 ? optim::clip_coefficient(res.grad_norm, o.clip) : 1.0);
+  // Clipping is applied inside the update, and the norm pass doubles as the finiteness check.
+  if (o.clip > 0) {
+    const auto r = opt.step_clipped(o.clip);
+    res.grad_norm = r.grad_norm;
+    res.applied = r.applied;
+  } else {
+    res.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    res.applied = opt.step();
+  }
   ++st.step;
   curve_point cp;
   cp.step = st.step;

@@ -142,6 +142,63 @@ TEST_CASE("backward accumulates across calls; zero_grad resets") {
   for (index_t i = 0; i < 3; ++i) CHECK(x.grad().data()[i] == 2 * t.data()[i] + 1);
 }
 
+// linear, matmul, cross_entropy and same-shape accumulate_grad assign the first gradient that
+// reaches an input (no zero fill) and add later ones. Whichever path runs first, the gradient of
+// a var feeding two ops must be the sum of the two, a second backward must add the same gradient
+// again, and rows of the logits whose target is ignored must be exactly zero.
+TEST_CASE("the first gradient is assigned, later ones add: linear, matmul, cross_entropy") {
+  auto g = tfm_test::rng(12);
+  const auto xv = frnd(S2(5, 7), g), wv = frnd(S2(3, 7), g), bv = frnd(S2(7, 4), g);
+  const auto cv = frnd(S2(5, 7), g);  // d sum(x * c)/dx = c: the other path into x
+  tensor<std::int32_t, S1> tgt{S1(5), {2, -100, 0, 1, -100}};
+  auto grads = [](const var<float, S2>& v) {
+    std::vector<float> out(v.grad().data(), v.grad().data() + v.size());
+    return out;
+  };
+  using loss_fn = var<float, shape<>> (*)(const var<float, S2>&, const var<float, S2>&,
+                                          const var<float, S2>&, const tensor<std::int32_t, S1>&);
+  const std::pair<const char*, loss_fn> cases[] = {
+      {"linear",
+       [](const auto& x, const auto& w, const auto&, const auto&) {
+         auto y = linear(x, w, none);  // one linear node: one contribution to x
+         return sum(y * y);
+       }},
+      {"matmul", [](const auto& x, const auto&, const auto& b,
+                    const auto&) { return sum(exp(matmul(x, b) * 0.1f)); }},
+      {"cross_entropy", [](const auto& x, const auto&, const auto&,
+                           const auto& t) { return cross_entropy<ce_reduction::sum>(x, t); }},
+  };
+  for (const auto& [name, loss] : cases) {
+    CAPTURE(name);
+    auto x = parameter(xv), w = parameter(wv), b = parameter(bv);
+    const auto c = constant(cv);
+    loss(x, w, b, tgt).backward();
+    const auto gx = grads(x), gw = grads(w), gb = grads(b);
+    for (float v : gx) REQUIRE(std::isfinite(v));
+    if (std::string(name) == "cross_entropy")
+      for (index_t j = 0; j < 7; ++j) {  // ignored targets (rows 1 and 4): exactly zero
+        CHECK(gx[static_cast<std::size_t>(7 + j)] == 0.0f);
+        CHECK(gx[static_cast<std::size_t>(28 + j)] == 0.0f);
+      }
+    // A second backward adds the same gradient: exactly twice the first.
+    loss(x, w, b, tgt).backward();
+    for (std::size_t i = 0; i < gx.size(); ++i) CHECK(grads(x)[i] == 2 * gx[i]);
+    for (std::size_t i = 0; i < gw.size(); ++i) CHECK(grads(w)[i] == 2 * gw[i]);
+    for (std::size_t i = 0; i < gb.size(); ++i) CHECK(grads(b)[i] == 2 * gb[i]);
+    // x feeding a second op: the op's vjp runs first or second depending on the order of the
+    // terms; both orders give gx + c (rounded once) in every element.
+    for (int order = 0; order < 2; ++order) {
+      CAPTURE(order);
+      x.zero_grad();
+      auto other = sum(x * c);
+      auto l = order == 0 ? loss(x, w, b, tgt) + other : other + loss(x, w, b, tgt);
+      l.backward();
+      const auto got = grads(x);
+      for (std::size_t i = 0; i < gx.size(); ++i) CHECK(got[i] == gx[i] + cv.data()[i]);
+    }
+  }
+}
+
 TEST_CASE("retain_graph keeps the graph for a second backward") {
   tensor<double, S2> t(S2(1, 3), {0.5, -1.0, 2.0});
   auto x = parameter(t);

@@ -313,3 +313,70 @@ TEST_CASE("a non-finite gradient in a large parameter (threaded check): step() r
     }
   }
 }
+
+TEST_CASE_TEMPLATE("step_clipped: the fused clip + step, and its norm pass as the finite check", T,
+                   float, double, bf16) {
+  // step_clipped(max) must equal step(clip_coefficient(grad_norm, max)) bit for bit (same
+  // arithmetic), return that norm, and refuse a NaN/Inf gradient without its own check pass.
+  auto g = tfm_test::rng(404);
+  const auto init = random_init({300, 37, 5}, g);
+  const double bad_values[] = {std::numeric_limits<double>::quiet_NaN(),
+                               std::numeric_limits<double>::infinity(),
+                               -std::numeric_limits<double>::infinity()};
+  for (int m = 0; m < 3; ++m) {
+    CAPTURE(method_name(m));
+    auto a = params<T>(init, {true, false, true});
+    auto b = params<T>(init, {true, false, true});
+    auto opt_a = make<T>(m, a.list), opt_b = make<T>(m, b.list);
+    for (int s = 0; s < 4; ++s) {
+      CAPTURE(s);
+      // Steps 0 and 2 are clipped (norm ~40), 1 and 3 are not (norm ~0.4).
+      const auto gs = random_grads(init, g, s % 2 ? 0.005 : 0.5, s % 2 ? 0.04 : 4.0);
+      set_grads(a, gs);
+      set_grads(b, gs);
+      const auto raw = raw_grads(a);
+      const double want_norm = optim::grad_norm(b.list);
+      REQUIRE(opt_b.step(optim::clip_coefficient(want_norm, 1.0)));
+      const auto r = opt_a.step_clipped(1.0);
+      CHECK(r.applied);
+      CHECK(r.grad_norm == want_norm);
+      CHECK((s % 2 ? want_norm < 1.0 : want_norm > 1.0));
+      TFM_CHECK_BITWISE(raw_values(a), raw_values(b));
+      TFM_CHECK_BITWISE(raw_grads(a), raw);
+      CHECK(save_bytes(opt_a) == save_bytes(opt_b));
+    }
+    for (double bad : bad_values) {
+      CAPTURE(bad);
+      auto gs = random_grads(init, g, 0.5, 4.0);
+      gs[2][3] = bad;  // one element of p2
+      set_grads(a, gs);
+      const auto vals = raw_values(a);
+      const auto state = save_bytes(opt_a);
+      const auto r = opt_a.step_clipped(1.0);
+      CHECK_FALSE(r.applied);
+      CHECK_FALSE(std::isfinite(r.grad_norm));
+      TFM_CHECK_BITWISE(raw_values(a), vals);
+      CHECK(save_bytes(opt_a) == state);
+      CHECK(opt_a.steps() == 4);
+      CHECK_MESSAGE(opt_a.last_error().find("'p2'") != std::string::npos, opt_a.last_error());
+    }
+    CHECK_THROWS_AS(opt_a.step_clipped(0.0), tfm::value_error);
+    CHECK_THROWS_AS(opt_a.step_clipped(std::numeric_limits<double>::quiet_NaN()), tfm::value_error);
+  }
+  if constexpr (std::is_same_v<T, double>) {
+    // A finite double gradient whose square overflows: the norm is Inf, the fallback check
+    // finds every gradient finite, and the update goes through unclipped (clip_coefficient(Inf)).
+    auto a = params<double>(init, {true, false, true});
+    auto b = params<double>(init, {true, false, true});
+    auto opt_a = make<double>(0, a.list), opt_b = make<double>(0, b.list);
+    auto gs = random_grads(init, g, 0.5, 4.0);
+    gs[0][7] = 1e200;
+    set_grads(a, gs);
+    set_grads(b, gs);
+    const auto r = opt_a.step_clipped(1.0);
+    CHECK(r.applied);
+    CHECK(std::isinf(r.grad_norm));
+    REQUIRE(opt_b.step());
+    TFM_CHECK_BITWISE(raw_values(a), raw_values(b));
+  }
+}

@@ -193,7 +193,9 @@ void gemm_pack_a(bool trans, index_t mc, index_t kc, const T* a, index_t lda, T*
       const index_t g1 = std::min(full, g0 + group);
       for (index_t k = 0; k < kc; ++k) {
         const T* src = a + k * lda;
-        for (index_t i0 = g0; i0 < g1; i0 += MR) std::copy_n(src + i0, MR, dst + i0 * kc + k * MR);
+        // A fixed-size copy the compiler inlines (std::copy_n became a memmove call per panel).
+        for (index_t i0 = g0; i0 < g1; i0 += MR)
+          __builtin_memcpy(dst + i0 * kc + k * MR, src + i0, MR * sizeof(T));
       }
     }
     if (full < mc) {  // the last, partial panel: zero rows past mc
