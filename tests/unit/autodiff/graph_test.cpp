@@ -168,7 +168,9 @@ TEST_CASE("the first gradient is assigned, later ones add: linear, matmul, cross
       {"cross_entropy", [](const auto& x, const auto&, const auto&,
                            const auto& t) { return cross_entropy<ce_reduction::sum>(x, t); }},
   };
-  for (const auto& [name, loss] : cases) {
+  for (const auto& named : cases) {
+    const char* name = named.first;  // not a structured binding: Clang 14 cannot capture those
+    const loss_fn loss = named.second;
     CAPTURE(name);
     auto x = parameter(xv), w = parameter(wv), b = parameter(bv);
     const auto c = constant(cv);
