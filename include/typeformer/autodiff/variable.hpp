@@ -178,6 +178,8 @@ struct var_data final : var_base {
   struct grad_target {
     G* data;
     bool accumulate;
+    /// The GEMM beta that adds to or overwrites `data` accordingly.
+    G beta() const noexcept { return accumulate ? G(1) : G(0); }
   };
   grad_target grad_for_overwrite() {
     if (grad.size() == size()) return {grad.data(), true};

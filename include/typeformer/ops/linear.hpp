@@ -72,7 +72,7 @@ var_ptr<T> ad_linear(const var_ptr<T>& x, const var_ptr<T>& w, const var_ptr<T>&
     // Each GEMM writes the whole gradient: the first contribution is assigned (beta = 0).
     if (x->requires_grad && in && out_f) {  // dx (rows, in) += g (rows, out) W (out, in)
       const auto dx = x->grad_for_overwrite();
-      const G beta = dx.accumulate ? G(1) : G(0);
+      const G beta = dx.beta();
       if constexpr (std::is_same_v<T, G>)
         gemm_kernel<G>(false, false, rows, in, out_f, G(1), g, out_f, w->value.data(), in, beta,
                        dx.data, in, cpu{});
@@ -84,7 +84,7 @@ var_ptr<T> ad_linear(const var_ptr<T>& x, const var_ptr<T>& w, const var_ptr<T>&
     }
     if (w->requires_grad && in && out_f) {  // dW (out, in) += g^T (out, rows) x (rows, in)
       const auto dw = w->grad_for_overwrite();
-      const G beta = dw.accumulate ? G(1) : G(0);
+      const G beta = dw.beta();
       if constexpr (std::is_same_v<T, G>)
         gemm_kernel<G>(true, false, out_f, in, rows, G(1), g, out_f, x->value.data(), in, beta,
                        dw.data, in, cpu{});

@@ -84,7 +84,8 @@ std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
   }
 }
 
-/// gx[j] += scale * (exp(x_j - lse) - eps / V) for one row; the target term is added by the caller.
+/// gx[j] += scale * (exp(x_j - lse) - eps / V) for one row (gx[j] = ... when !accumulate); the
+/// target term is added by the caller.
 template <class T, class G>
 void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double eps,
                       bool accumulate) {

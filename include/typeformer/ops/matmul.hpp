@@ -241,13 +241,13 @@ var_ptr<T> ad_matmul(const var_ptr<T>& ad, const var_ptr<T>& bd, const SC& sc) {
       // Each GEMM writes the whole gradient: the first contribution is assigned (beta = 0).
       if (ad->requires_grad) {  // dA (rows, K) += g (rows, N) * B^T
         const auto da = ad->grad_for_overwrite();
-        gemm_kernel<T>(false, true, rows, K, N, T(1), g.data(), N, b.data(), N,
-                       da.accumulate ? T(1) : T(0), da.data, K, cpu{});
+        gemm_kernel<T>(false, true, rows, K, N, T(1), g.data(), N, b.data(), N, da.beta(), da.data,
+                       K, cpu{});
       }
       if (bd->requires_grad) {  // dB (K, N) += A^T (K, rows) * g (rows, N)
         const auto db = bd->grad_for_overwrite();
-        gemm_kernel<T>(true, false, K, N, rows, T(1), a.data(), K, g.data(), N,
-                       db.accumulate ? T(1) : T(0), db.data, N, cpu{});
+        gemm_kernel<T>(true, false, K, N, rows, T(1), a.data(), K, g.data(), N, db.beta(), db.data,
+                       N, cpu{});
       }
     } else {
       auto gt = cast<T>(g);
