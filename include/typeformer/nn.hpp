@@ -14,6 +14,7 @@
 #include "typeformer/ops/elementwise.hpp"
 #include "typeformer/ops/gather.hpp"
 #include "typeformer/ops/linear.hpp"
+#include "typeformer/ops/linear_loss.hpp"
 #include "typeformer/ops/loss.hpp"
 #include "typeformer/ops/matmul.hpp"
 #include "typeformer/ops/normalize.hpp"

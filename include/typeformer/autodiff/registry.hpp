@@ -31,8 +31,8 @@ TFM_BEGIN_NAMESPACE
   X(embedding) X(index_select) X(gather)                                                           \
   /* ops/normalize.hpp */                                                                          \
   X(softmax) X(log_softmax) X(layer_norm) X(rms_norm)                                              \
-  /* ops/loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */                                     \
-  X(cross_entropy) X(dropout) X(checkpoint)                                                        \
+  /* ops/loss.hpp, ops/linear_loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */               \
+  X(cross_entropy) X(linear_cross_entropy) X(dropout) X(checkpoint)                                \
   /* ops/linear.hpp, ops/rope.hpp */                                                               \
   X(linear) X(rope)                                                                                \
   /* ops/attention.hpp (the fused kernel; attention_composed records its parts) */                 \

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -19,6 +20,11 @@
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 TFM_BEGIN_NAMESPACE
 
@@ -57,6 +63,58 @@ inline void note_free(std::size_t bytes) noexcept {
   alloc_stats().current.fetch_sub(bytes, std::memory_order_relaxed);
 }
 
+#if defined(__linux__) && TFM_HUGE_PAGE_BYTES > 0
+inline constexpr std::size_t huge_page_size = std::size_t(2) << 20;
+/// Blocks of at least TFM_HUGE_PAGE_BYTES are mapped whole, on a 2 MiB boundary and advised
+/// for transparent huge pages (config.hpp); the choice depends on the size only, so
+/// system_free finds the same path.
+inline constexpr bool is_huge_block(std::size_t bytes) noexcept {
+  return bytes >= static_cast<std::size_t>(TFM_HUGE_PAGE_BYTES);
+}
+inline void* huge_block_map(std::size_t bytes) {
+  // Over-map by one huge page, then unmap the unaligned head and everything past the block's
+  // last small page: the aligned 2 MiB stretches get huge pages, the tail keeps small ones, so
+  // the block holds at most one small page more than it asks for.
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t len = (bytes + page - 1) / page * page;
+  void* raw = ::mmap(nullptr, len + huge_page_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+#if TFM_NO_EXCEPTIONS
+    fail(errc::value, "tfm: out of memory mapping a tensor buffer of ", bytes, " bytes.");
+#else
+    throw std::bad_alloc();  // as operator new does for the smaller blocks
+#endif
+  }
+  const auto base = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t aligned = (base + huge_page_size - 1) & ~(huge_page_size - 1);
+  if (aligned > base) ::munmap(raw, aligned - base);
+  const std::uintptr_t end = base + len + huge_page_size;
+  if (end > aligned + len) ::munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
+  void* p = reinterpret_cast<void*>(aligned);
+  ::madvise(p, len, MADV_HUGEPAGE);  // advice only: without THP the pages stay small
+  return p;
+}
+#else
+inline constexpr bool is_huge_block(std::size_t) noexcept { return false; }
+inline void* huge_block_map(std::size_t) { return nullptr; }
+#endif
+
+/// The allocator behind the cache: operator new, or a huge-page mapping for large blocks.
+inline void* system_alloc(std::size_t bytes) {
+  if (is_huge_block(bytes)) return huge_block_map(bytes);
+  return ::operator new (bytes, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+}
+inline void system_free(void* p, std::size_t bytes) noexcept {
+#if defined(__linux__) && TFM_HUGE_PAGE_BYTES > 0
+  if (is_huge_block(bytes)) {
+    ::munmap(p, bytes);  // the kernel rounds the length up to whole pages
+    return;
+  }
+#endif
+  ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+}
+
 /// Cache of freed blocks by exact size (all blocks have TFM_DEFAULT_ALIGNMENT). It is never
 /// destroyed, so buffers of static tensors freed at exit still find it. It holds at most
 /// max(TFM_STORAGE_CACHE_BYTES, the most tensor bytes ever live at once): a training step frees
@@ -84,7 +142,7 @@ inline void* block_alloc(std::size_t bytes) {
       return p;
     }
   }
-  return ::operator new (bytes, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  return system_alloc(bytes);
 }
 inline void block_free(void* p, std::size_t bytes) noexcept {
   if constexpr (TFM_STORAGE_CACHE_BYTES > 0) {
@@ -107,7 +165,7 @@ inline void block_free(void* p, std::size_t bytes) noexcept {
 #endif
     }
   }
-  ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  system_free(p, bytes);
 }
 }  // namespace detail
 
@@ -115,7 +173,7 @@ inline void block_free(void* p, std::size_t bytes) noexcept {
 inline void release_cached_storage() noexcept {
   auto& c = detail::storage_cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& [bytes, p] : c.blocks) ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
+  for (auto& [bytes, p] : c.blocks) detail::system_free(p, bytes);
   c.blocks.clear();
   c.cached = 0;
 }

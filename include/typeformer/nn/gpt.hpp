@@ -24,6 +24,7 @@
 #include "typeformer/nn/module.hpp"
 #include "typeformer/ops/attention.hpp"
 #include "typeformer/ops/dropout.hpp"
+#include "typeformer/ops/linear_loss.hpp"
 #include "typeformer/ops/loss.hpp"
 #include "typeformer/ops/rope.hpp"
 #include "typeformer/ops/view.hpp"
@@ -179,6 +180,13 @@ class gpt {
   template <class Cache = no_cache>
   logits_type forward(const ids_type& ids, bool training = false, index_t pos0 = 0,
                       Cache* cache = nullptr) const {
+    return logits_type(tfm::linear(hidden(ids, training, pos0, cache), head_weight()).data());
+  }
+
+  /// The final hidden states (B, T, C) after ln_f, which the head maps to logits.
+  template <class Cache = no_cache>
+  var<T, shape<dyn, dyn, C>> hidden(const ids_type& ids, bool training = false, index_t pos0 = 0,
+                                    Cache* cache = nullptr) const {
     const index_t B = ids.extent(0), Tn = ids.extent(1);
     if (pos0 < 0 || pos0 + Tn > cfg_.block_size)
       fail(errc::shape, "tfm::nn::gpt: positions ", pos0, " .. ", pos0 + Tn - 1,
@@ -201,14 +209,19 @@ class gpt {
       x = h[l](x, pos0, cache, static_cast<index_t>(l), training, seed_ ^ 0x9e3779b97f4a7c15ull,
                offset);
     if (training) dropout_offset_ = offset;
-    x = ln_f(x);
-    if (cfg_.tie_embeddings) return logits_type(tfm::linear(x, wte.weight).data());
-    return logits_type(lm_head(x).data());
+    return ln_f(x);
   }
 
-  /// Mean cross-entropy of next-token prediction: logits(ids) against targets (B, T).
+  /// The head's weight (V, C): wte's with tied embeddings, else lm_head's (it has no bias).
+  const var<T, shape<V, C>>& head_weight() const {
+    return cfg_.tie_embeddings ? wte.weight : lm_head.weight;
+  }
+
+  /// Mean cross-entropy of next-token prediction: logits(ids) against targets (B, T). The head
+  /// and the loss run as one op (ops/linear_loss.hpp), whose backward never stores the logits'
+  /// gradient.
   var<T, shape<>> loss(const ids_type& ids, const ids_type& targets, bool training = true) const {
-    return cross_entropy(forward(ids, training), targets);
+    return linear_cross_entropy(hidden(ids, training), head_weight(), targets);
   }
 
   /// Parameters with stable names, in declaration order.

@@ -84,12 +84,11 @@ std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
   }
 }
 
-/// gx[j] += scale * (exp(x_j - lse) - eps / V) for one row (gx[j] = ... when !accumulate); the
-/// target term is added by the caller.
+/// gx[j] += scale * (exp(x_j - lse) - off) for one row or a stretch of one (gx[j] = ... when
+/// !accumulate); off is eps / V; the target term is added by the caller.
 template <class T, class G>
-void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double eps,
+void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double off,
                       bool accumulate) {
-  const double off = eps / static_cast<double>(n);
   if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&std::is_same_v<T, G>) {
     using Bt = simd::batch<T>;
     constexpr index_t w = simd::width<T>;
@@ -116,50 +115,63 @@ void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, do
   }
 }
 
-template <ce_reduction Red, class T, std::size_t R, class I>
-var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy_options opt) {
-  const index_t V = a->extents[R - 1];
-  const index_t rows = V ? a->size() / V : 0;
-  if (opt.label_smoothing < 0 || opt.label_smoothing > 1)
-    fail(errc::value, "tfm::cross_entropy: label_smoothing must be in [0, 1], got ",
-         opt.label_smoothing, ".");
-  auto tv = eval(targets);
-  if (tv.size() != rows)
-    fail(errc::shape, "tfm::cross_entropy: ", rows, " rows of logits but ", tv.size(), " targets.");
-  for (std::size_t k = 0; k + 1 < R; ++k)
-    if (tv.extent(k) != a->extents[k])
-      fail(errc::shape, "tfm::cross_entropy: the targets' axis ", k, " has extent ", tv.extent(k),
-           " but the logits' has ", a->extents[k], ".");
-  auto tgt = std::make_shared<std::vector<std::int64_t>>(static_cast<std::size_t>(rows));
+/// The checked targets of a cross-entropy over `rows` rows of V classes: as int64, with the
+/// number of rows that count (target != ignore_index).
+struct ce_targets {
+  std::shared_ptr<std::vector<std::int64_t>> t;
   index_t counted = 0;
+};
+
+/// Checks the options and the targets against the leading extents `lead` (the logits' extents
+/// without the class axis); `who` names the op in the errors.
+template <class I>
+ce_targets ce_check(const char* who, const I& tv, const std::vector<index_t>& lead, index_t rows,
+                    index_t V, const cross_entropy_options& opt) {
+  if (opt.label_smoothing < 0 || opt.label_smoothing > 1)
+    fail(errc::value, who, ": label_smoothing must be in [0, 1], got ", opt.label_smoothing, ".");
+  if (tv.size() != rows)
+    fail(errc::shape, who, ": ", rows, " rows of logits but ", tv.size(), " targets.");
+  for (std::size_t k = 0; k < lead.size(); ++k)
+    if (tv.extent(k) != lead[k])
+      fail(errc::shape, who, ": the targets' axis ", k, " has extent ", tv.extent(k),
+           " but the logits' has ", lead[k], ".");
+  ce_targets out;
+  out.t = std::make_shared<std::vector<std::int64_t>>(static_cast<std::size_t>(rows));
   for (index_t r = 0; r < rows; ++r) {
     std::int64_t t = static_cast<std::int64_t>(tv.data()[r]);
     if (t != opt.ignore_index) {
       if (t < 0 || t >= V)
-        fail(errc::index, "tfm::cross_entropy: target ", t, " at row ", r, " is out of range for ",
-             V, " classes.");
-      ++counted;
+        fail(errc::index, who, ": target ", t, " at row ", r, " is out of range for ", V,
+             " classes.");
+      ++out.counted;
     }
-    (*tgt)[static_cast<std::size_t>(r)] = t;
+    (*out.t)[static_cast<std::size_t>(r)] = t;
   }
-  auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(rows));
+  return out;
+}
+
+/// Forward of the loss over logits x (rows, V): fills lse per counted row and returns the output
+/// record (extents `lead` for ce_reduction::none, a scalar otherwise).
+template <ce_reduction Red, class T>
+var_ptr<T> ce_forward(const T* x, index_t rows, index_t V, const ce_targets& tg,
+                      std::vector<double>& lse, const std::vector<index_t>& lead,
+                      const cross_entropy_options& opt) {
   std::vector<double> losses(static_cast<std::size_t>(rows));
   const double eps = opt.label_smoothing;
-  const T* x = a->value.data();
   TFM_OMP(parallel for schedule(static) if (rows * V >= (1 << 16)))
   for (index_t r = 0; r < rows; ++r) {
-    std::int64_t t = (*tgt)[static_cast<std::size_t>(r)];
+    std::int64_t t = (*tg.t)[static_cast<std::size_t>(r)];
     if (t == opt.ignore_index) {
       losses[static_cast<std::size_t>(r)] = 0;
       continue;
     }
     auto [l, s] = row_lse_and_sum(x + r * V, V);
-    (*lse)[static_cast<std::size_t>(r)] = l;
+    lse[static_cast<std::size_t>(r)] = l;
     double xt = static_cast<double>(compute_t<T>(x[r * V + t]));
     losses[static_cast<std::size_t>(r)] = l - (1 - eps) * xt - eps * s / static_cast<double>(V);
   }
   std::vector<index_t> oe;
-  if constexpr (Red == ce_reduction::none) oe.assign(a->extents.begin(), a->extents.end() - 1);
+  if constexpr (Red == ce_reduction::none) oe = lead;
   auto out = result<T>(oe);
   if constexpr (Red == ce_reduction::none) {
     for (index_t r = 0; r < rows; ++r)
@@ -169,34 +181,53 @@ var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy
     double total = 0;
     for (double l : losses) total += l;  // fixed order
     if (Red == ce_reduction::mean)
-      total =
-          counted ? total / static_cast<double>(counted) : std::numeric_limits<double>::quiet_NaN();
+      total = tg.counted ? total / static_cast<double>(tg.counted)
+                         : std::numeric_limits<double>::quiet_NaN();
     out->value.data()[0] = to_storage<T>(static_cast<compute_t<T>>(total));
   }
-  const std::int64_t ignore = opt.ignore_index;
-  record(out, "cross_entropy", {a}, [a, tgt, lse, o = out.get(), V, rows, counted, eps, ignore] {
+  return out;
+}
+
+/// The factor of row r's softmax gradient: d loss / d loss_r times the output gradient g.
+template <ce_reduction Red, class G>
+double ce_row_scale(const G* g, index_t r, index_t counted) {
+  if constexpr (Red == ce_reduction::none) return static_cast<double>(g[r]);
+  if constexpr (Red == ce_reduction::sum) return static_cast<double>(g[0]);
+  return static_cast<double>(g[0]) / static_cast<double>(counted);
+}
+
+/// Gradient of the loss with respect to the logit columns [v0, v0 + n) of row r (x points at
+/// column v0 of the row), written (or added, with accumulate) to gx[0 .. n).
+template <class T, class G>
+void ce_row_grad(const T* x, G* gx, index_t v0, index_t n, index_t V, std::int64_t t,
+                 std::int64_t ignore, double lse, double scale, double eps, bool accumulate) {
+  if (t == ignore) {
+    if (!accumulate) std::fill(gx, gx + n, G(0));
+    return;
+  }
+  row_softmax_grad(x, gx, n, lse, scale, eps / static_cast<double>(V), accumulate);
+  if (t >= v0 && t < v0 + n) gx[t - v0] -= static_cast<G>(scale * (1 - eps));
+}
+
+template <ce_reduction Red, class T, std::size_t R, class I>
+var_ptr<T> ad_cross_entropy(const var_ptr<T>& a, const I& targets, cross_entropy_options opt) {
+  const index_t V = a->extents[R - 1];
+  const index_t rows = V ? a->size() / V : 0;
+  const std::vector<index_t> lead(a->extents.begin(), a->extents.end() - 1);
+  const ce_targets tg = ce_check("tfm::cross_entropy", eval(targets), lead, rows, V, opt);
+  auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(rows));
+  auto out = ce_forward<Red>(a->value.data(), rows, V, tg, *lse, lead, opt);
+  record(out, "cross_entropy", {a}, [a, tg, lse, o = out.get(), V, rows, opt] {
     using G = grad_t<T>;
     const G* g = o->grad_data();
     // Every row is written: the first gradient of the logits is assigned, not added to zeros.
     const auto target = a->grad_for_overwrite();
-    G* gx = target.data;
-    const bool acc = target.accumulate;
     const T* x = a->value.data();
     TFM_OMP(parallel for schedule(static) if (rows * V >= (1 << 16)))
-    for (index_t r = 0; r < rows; ++r) {
-      std::int64_t t = (*tgt)[static_cast<std::size_t>(r)];
-      if (t == ignore) {
-        if (!acc) std::fill(gx + r * V, gx + (r + 1) * V, G(0));
-        continue;
-      }
-      double scale = Red == ce_reduction::none ? static_cast<double>(g[r])
-                     : Red == ce_reduction::sum
-                         ? static_cast<double>(g[0])
-                         : static_cast<double>(g[0]) / static_cast<double>(counted);
-      row_softmax_grad(x + r * V, gx + r * V, V, (*lse)[static_cast<std::size_t>(r)], scale, eps,
-                       acc);
-      gx[r * V + t] -= static_cast<G>(scale * (1 - eps));
-    }
+    for (index_t r = 0; r < rows; ++r)
+      ce_row_grad(x + r * V, target.data + r * V, 0, V, V, (*tg.t)[static_cast<std::size_t>(r)],
+                  opt.ignore_index, (*lse)[static_cast<std::size_t>(r)],
+                  ce_row_scale<Red>(g, r, tg.counted), opt.label_smoothing, target.accumulate);
   });
   return out;
 }

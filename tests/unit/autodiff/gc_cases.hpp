@@ -54,6 +54,7 @@ void gc_layer_norm();
 void gc_rms_norm();
 // gc_misc.cpp
 void gc_cross_entropy();
+void gc_linear_cross_entropy();
 void gc_dropout();
 void gc_checkpoint();
 void gc_rope();

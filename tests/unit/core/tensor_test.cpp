@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -172,6 +174,57 @@ TEST_CASE("storage: freed buffers are cached for reuse, up to max(cap, the most 
   MESSAGE("the storage cache is disabled in this build (TFM_STORAGE_CACHE_BYTES == 0)");
   { tensor<float, shape<dyn>> a(1024); }
   CHECK(tfm::cached_storage_bytes() == 0);
+#endif
+}
+
+TEST_CASE("storage: large buffers are mapped on 2 MiB boundaries and advised for huge pages") {
+#if defined(__linux__) && TFM_HUGE_PAGE_BYTES > 0
+  tfm::release_cached_storage();
+  const index_t n = static_cast<index_t>(TFM_HUGE_PAGE_BYTES / sizeof(float)) + 1000;  // a tail
+  std::uintptr_t addr = 0;
+  {
+    tensor<float, shape<dyn>> big(n);  // zero-initialised, every element usable
+    addr = reinterpret_cast<std::uintptr_t>(big.data());
+    CHECK(addr % (std::uintptr_t(2) << 20) == 0);
+    CHECK(big(0) == 0.0f);
+    CHECK(big(n - 1) == 0.0f);
+    big(n - 1) = 3.0f;  // the last element lies in the mapped tail
+    CHECK(big(n - 1) == 3.0f);
+    // The kernel lists the mapping with the "hg" flag (MADV_HUGEPAGE) in /proc/self/smaps.
+    if (std::FILE* f = std::fopen("/proc/self/smaps", "r")) {
+      char line[512];
+      bool inside = false, advised = false, found = false;
+      while (std::fgets(line, sizeof line, f)) {
+        unsigned long lo = 0, hi = 0;
+        if (std::sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {  // a mapping's header line
+          inside = addr >= lo && addr < hi;
+          if (inside) {
+            found = true;
+            // The mapping ends at the block's last small page, not at a 2 MiB boundary.
+            CHECK(hi - addr < std::size_t(n) * sizeof(float) + std::size_t(64) * 1024);
+          }
+        } else if (inside && std::strncmp(line, "VmFlags:", 8) == 0) {
+          advised = std::strstr(line, " hg") != nullptr;
+        }
+      }
+      std::fclose(f);
+      CHECK(found);
+      CHECK(advised);
+    } else {
+      MESSAGE("/proc/self/smaps is not readable: the huge-page advice is not checked");
+    }
+  }
+  // A freed block is cached and comes back; releasing the cache unmaps it.
+  {
+    tensor<float, shape<dyn>> again(n);
+    CHECK(reinterpret_cast<std::uintptr_t>(again.data()) == addr);
+  }
+  tfm::release_cached_storage();
+  CHECK(tfm::cached_storage_bytes() == 0);
+#else
+  MESSAGE("huge-page mapping is off in this build (not Linux, or TFM_HUGE_PAGE_BYTES == 0)");
+  tensor<float, shape<dyn>> big(index_t(1) << 20);
+  CHECK(reinterpret_cast<std::uintptr_t>(big.data()) % TFM_DEFAULT_ALIGNMENT == 0);
 #endif
 }
 
