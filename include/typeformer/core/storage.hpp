@@ -111,6 +111,8 @@ inline void system_free(void* p, std::size_t bytes) noexcept {
     ::munmap(p, bytes);  // the kernel rounds the length up to whole pages
     return;
   }
+#else
+  (void)bytes;
 #endif
   ::operator delete (p, std::align_val_t{TFM_DEFAULT_ALIGNMENT});
 }
