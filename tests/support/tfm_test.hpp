@@ -10,6 +10,7 @@
 //   random_vector<T>(...)  uniform values in [lo, hi] (integers: uniform ints), stored as T.
 //   to_vector(x)           the elements of a tensor or view in row-major order.
 //   from_vector(x, v)      writes v (row-major) into a tensor or view through its strides.
+//   make_tensor<Tensor>(shape, v), random_tensor<Tensor>(shape, rng, lo, hi)   new tensors.
 //   to_double / from_double  element <-> double (bf16/f16 through float, exactly).
 //   nmse(got, want)        sum (got-want)^2 / sum want^2 over finite pairs (TESTING.md metric).
 //   compare(got, want)     NaN/Inf agreement + NMSE + max abs/rel error, as a report.
@@ -156,6 +157,15 @@ template <class Tensor, class T>
 Tensor make_tensor(const typename Tensor::shape_type& s, const std::vector<T>& v) {
   Tensor t(s);
   from_vector(t, v);
+  return t;
+}
+
+/// A tensor of the given shape with random_vector's uniform values in [lo, hi].
+template <class Tensor>
+Tensor random_tensor(const typename Tensor::shape_type& s, std::mt19937& g, double lo, double hi) {
+  Tensor t(s);
+  from_vector(
+      t, random_vector<typename Tensor::value_type>(static_cast<std::size_t>(t.size()), g, lo, hi));
   return t;
 }
 

@@ -28,10 +28,7 @@ using S3 = dyn_shape<3>;
 
 template <class T, class S>
 tensor<T, S> urnd(const S& s, std::mt19937& g, double lo, double hi) {
-  tensor<T, S> t(s);
-  tfm_test::from_vector(t,
-                        tfm_test::random_vector<T>(static_cast<std::size_t>(t.size()), g, lo, hi));
-  return t;
+  return tfm_test::random_tensor<tensor<T, S>>(s, g, lo, hi);
 }
 
 template <class V>

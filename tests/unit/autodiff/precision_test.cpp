@@ -26,10 +26,7 @@ using S2 = dyn_shape<2>;
 /// Uniform values rounded to T (bf16 values are exactly representable in float).
 template <class T>
 tensor<T, S2> trnd(const S2& s, std::mt19937& g, double lo, double hi) {
-  tensor<T, S2> t(s);
-  tfm_test::from_vector(t,
-                        tfm_test::random_vector<T>(static_cast<std::size_t>(t.size()), g, lo, hi));
-  return t;
+  return tfm_test::random_tensor<tensor<T, S2>>(s, g, lo, hi);
 }
 
 /// Transformer-ish graph: linear + layer_norm + gelu + self-attention scores with softmax +
