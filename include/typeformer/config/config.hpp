@@ -23,9 +23,9 @@
 //                           2 MiB boundaries and advised for transparent huge pages
 //                           (madvise MADV_HUGEPAGE; effective when the system's THP mode is
 //                           "madvise" or "always"). Fewer TLB misses in the strided reads of
-//                           GEMM packing and the optimizer's streams: +3-7% training tokens/s.
-//                           Each such buffer may hold up to 2 MiB more resident memory than it
-//                           asks for. Default 2 MiB; 0 disables; disabled by default under
+//                           GEMM packing: +2-5% training tokens/s. The tail of a block past
+//                           its last whole 2 MiB keeps small pages, so resident memory does not
+//                           grow. Default 2 MiB; 0 disables; disabled by default under
 //                           AddressSanitizer (mapped blocks have no redzones).
 //   TFM_STREAM_STORE_BYTES  row kernels (softmax, log_softmax, layer_norm, rms_norm) whose
 //                           output is at least this many bytes write it with non-temporal

@@ -41,19 +41,6 @@ TFM_BEGIN_NAMESPACE
 
 namespace detail {
 
-/// Asks for the cache lines of p[0 .. n) to be loaded (a hint; no effect on the values).
-template <class T>
-TFM_ALWAYS_INLINE void prefetch_span(const T* p, index_t n) {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* b = reinterpret_cast<const char*>(p);
-  const char* e = reinterpret_cast<const char*>(p + n);
-  for (; b < e; b += 64) __builtin_prefetch(b, 0, 3);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
-
 /// Vocabulary columns per backward chunk for `rows` rows: whole GEMM depth blocks (kc), as many
 /// as keep the chunk's gradient within about 1 MiB (at least one block, at most eight).
 template <class T>
@@ -61,6 +48,43 @@ index_t lce_chunk_columns(index_t rows) {
   constexpr index_t kc = cpu_kernels::gemm_config_t<T>::kc;
   const index_t block_bytes = std::max<index_t>(rows, 1) * kc * static_cast<index_t>(sizeof(T));
   return kc * std::clamp<index_t>((index_t(1) << 20) / block_bytes, 1, 8);
+}
+
+/// The vjp: dx (rows, C) and dW (V, C) from the saved logits (rows, V) and row statistics, one
+/// vocabulary chunk at a time (file comment). g is the output's gradient.
+template <ce_reduction Red, class T>
+void lce_backward(var_data<T>& x, var_data<T>& w, const T* logits, const ce_targets& tg,
+                  const std::vector<double>& lse, const T* g, index_t rows, index_t V, index_t C,
+                  const cross_entropy_options& opt) {
+  if (rows == 0 || V == 0 || C == 0) {
+    // No products: the gradients are zero (written when they arrive first).
+    for (var_data<T>* d : {&x, &w}) {
+      if (!d->requires_grad) continue;
+      const auto t = d->grad_for_overwrite();
+      if (!t.accumulate) std::fill(t.data, t.data + d->size(), T(0));
+    }
+    return;
+  }
+  const index_t vc = std::min(V, lce_chunk_columns<T>(rows));
+  aligned_buffer<T> gc(rows * vc, false);  // G_c, rows x vc (leading dimension vc)
+  using target = typename var_data<T>::grad_target;
+  const target dx = x.requires_grad ? x.grad_for_overwrite() : target{};
+  const target dw = w.requires_grad ? w.grad_for_overwrite() : target{};
+  T* gp = gc.data();
+  for (index_t v0 = 0; v0 < V; v0 += vc) {
+    const index_t n = std::min(vc, V - v0);
+    TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 16)))
+    for (index_t r = 0; r < rows; ++r)
+      ce_row_grad(logits + r * V + v0, gp + r * n, v0, n, V, (*tg.t)[static_cast<std::size_t>(r)],
+                  opt.ignore_index, lse[static_cast<std::size_t>(r)],
+                  ce_row_scale<Red>(g, r, tg.counted), opt.label_smoothing, false);
+    if (x.requires_grad)  // dx (rows, C) (+)= G_c (rows, n) W_c (n, C)
+      cpu_kernels::gemm<T>(false, false, rows, C, n, T(1), gp, n, w.value.data() + v0 * C, C,
+                           v0 == 0 ? dx.beta() : T(1), dx.data, C);
+    if (w.requires_grad)  // dW_c (n, C) (+)= G_c^T (n, rows) x (rows, C)
+      cpu_kernels::gemm<T>(true, false, n, C, rows, T(1), gp, n, x.value.data(), C, dw.beta(),
+                           dw.data + v0 * C, C);
+  }
 }
 
 template <ce_reduction Red, class T, std::size_t R, class I>
@@ -89,41 +113,7 @@ var_ptr<T> ad_linear_cross_entropy(const var_ptr<T>& x, const var_ptr<T>& w, con
   auto out = ce_forward<Red>(logits->data(), rows, V, tg, *lse, lead, opt);
   record(out, "linear_cross_entropy", {x, w},
          [x, w, logits, tg, lse, o = out.get(), V, C, rows, opt] {
-           const T* g = o->grad_data();
-           if (rows == 0 || V == 0 || C == 0) {
-             // No products: the gradients are zero (written when they arrive first).
-             for (auto* d : {x.get(), w.get()}) {
-               if (!d->requires_grad) continue;
-               const auto t = d->grad_for_overwrite();
-               if (!t.accumulate) std::fill(t.data, t.data + d->size(), T(0));
-             }
-             return;
-           }
-           const index_t vc = std::min(V, lce_chunk_columns<T>(rows));
-           aligned_buffer<T> gc(rows * vc, false);  // G_c, rows x vc (leading dimension vc)
-           const bool want_x = x->requires_grad, want_w = w->requires_grad;
-           const auto dx = want_x ? x->grad_for_overwrite() : decltype(x->grad_for_overwrite()){};
-           const auto dw = want_w ? w->grad_for_overwrite() : decltype(w->grad_for_overwrite()){};
-           for (index_t v0 = 0; v0 < V; v0 += vc) {
-             const index_t n = std::min(vc, V - v0);
-             const T* lg = logits->data();
-             T* gp = gc.data();
-      TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 16)))
-      for (index_t r = 0; r < rows; ++r) {
-        // The next row's stretch lies V elements on: too short a stream for the hardware
-        // prefetcher to pick up on its own, so it is requested while this row is computed.
-        if (r + 1 < rows) prefetch_span(lg + (r + 1) * V + v0, n);
-        ce_row_grad(lg + r * V + v0, gp + r * n, v0, n, V, (*tg.t)[static_cast<std::size_t>(r)],
-                    opt.ignore_index, (*lse)[static_cast<std::size_t>(r)],
-                    ce_row_scale<Red>(g, r, tg.counted), opt.label_smoothing, false);
-      }
-      if (want_x)  // dx (rows, C) (+)= G_c (rows, n) W_c (n, C)
-        cpu_kernels::gemm<T>(false, false, rows, C, n, T(1), gp, n, w->value.data() + v0 * C, C,
-                             v0 == 0 ? dx.beta() : T(1), dx.data, C);
-      if (want_w)  // dW_c (n, C) (+)= G_c^T (n, rows) x (rows, C)
-        cpu_kernels::gemm<T>(true, false, n, C, rows, T(1), gp, n, x->value.data(), C, dw.beta(),
-                             dw.data + v0 * C, C);
-           }
+           lce_backward<Red>(*x, *w, logits->data(), tg, *lse, o->grad_data(), rows, V, C, opt);
          });
   return out;
 }
