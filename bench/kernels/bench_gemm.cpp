@@ -95,12 +95,17 @@ std::string blis_info(void* h) {
 }
 
 // ---- timing ----------------------------------------------------------------------------------
-/// Calls of f that take >= 20 ms (f is run twice: warm-up and a timed call).
+/// Calls of f that take >= 20 ms: a warm-up call, then the fastest of three timed calls (one
+/// call can be slowed by a scheduler tick, e.g. a worker thread woken onto a busy CPU, and a
+/// count calibrated on it would leave every sample a handful of calls long).
 int calibrate(const std::function<void()>& f) {
   f();
-  const auto t0 = clock_type::now();
-  f();
-  const double once = std::chrono::duration<double>(clock_type::now() - t0).count();
+  double once = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = clock_type::now();
+    f();
+    once = std::min(once, std::chrono::duration<double>(clock_type::now() - t0).count());
+  }
   return std::max(1, static_cast<int>(0.02 / std::max(once, 1e-9)));
 }
 
@@ -139,8 +144,9 @@ struct contender {
 };
 
 /// Median seconds per call of every contender. Rounds of one sample per contender, so that load
-/// from other processes hits every contender alike; a 30 ms pause before each sample lets the
-/// previous library's spinning worker threads go to sleep.
+/// from other processes hits every contender alike, starting with a different contender each
+/// round; a 30 ms pause before each sample lets the previous library's spinning worker threads
+/// go to sleep.
 std::vector<double> race(std::vector<contender>& cs, int threads, int rounds) {
   std::vector<std::vector<double>> all(cs.size());
   std::vector<int> reps;
@@ -149,7 +155,8 @@ std::vector<double> race(std::vector<contender>& cs, int threads, int rounds) {
     reps.push_back(calibrate(c.run));
   }
   for (int round = 0; round < rounds; ++round)
-    for (std::size_t i = 0; i < cs.size(); ++i) {
+    for (std::size_t j = 0; j < cs.size(); ++j) {
+      const std::size_t i = (j + std::size_t(round)) % cs.size();  // each goes first in turn
       cs[i].set_threads(threads);
       std::this_thread::sleep_for(std::chrono::milliseconds(30));
       all[i].push_back(time_per_call(cs[i].run, reps[i], g_cpu_time && threads == 1));

@@ -8,10 +8,12 @@ TEST_CASE_TEMPLATE("gemv shapes (M == 1 or N == 1) match the reference", T, floa
   const std::uint64_t seed = gemm_test::seed_or(31);
   MESSAGE("seed " << seed);
   std::mt19937_64 rng(seed);
-  // (M, N, K): decode shapes, odd sizes around the SIMD width, and one-element products
+  // (M, N, K): decode shapes, odd sizes around the SIMD width, one-element products, and a row
+  // wider than gemv_axpy's 16 KiB accumulator block (two blocks in float, three in double)
   const index_t shapes[][3] = {{1, 3072, 768}, {1, 768, 3072}, {1, 1, 1},      {1, 1, 77},
                                {1, 129, 1},    {1, 17, 33},    {1, 63, 15},    {3072, 1, 768},
-                               {129, 1, 31},   {7, 1, 1},      {1, 1000, 129}, {515, 1, 2049}};
+                               {129, 1, 31},   {7, 1, 1},      {1, 1000, 129}, {515, 1, 2049},
+                               {1, 4099, 37}};
   int n = 0;
   for (auto& s : shapes)
     for (int t = 0; t < 4; ++t) {

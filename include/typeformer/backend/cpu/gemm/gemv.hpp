@@ -40,14 +40,25 @@ TFM_ALWAYS_INLINE void gemv_dot_rows(index_t K, const T* TFM_RESTRICT w, index_t
   V acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r) acc0[r] = acc1[r] = V(T(0));
+  // One pointer per row, each advanced on its own: the loads then address base + constant and
+  // fuse with their FMA, where a shared index register (base + k*4) splits each load-FMA into
+  // two micro-ops on Intel cores (measured +1.5-2% on this L3-bound stream, 0.975 -> 0.995 of
+  // BLIS in an interleaved A/B).
+  const T* p[ROWS];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) p[r] = w + r * ldw;
   index_t k = 0;
   for (; k + 2 * W <= K; k += 2 * W) {
     const V x0 = simd::load(x + k);
     const V x1 = simd::load(x + k + W);
 #pragma GCC unroll 8
     for (int r = 0; r < ROWS; ++r) {
-      acc0[r] = simd::fma(simd::load(w + r * ldw + k), x0, acc0[r]);
-      acc1[r] = simd::fma(simd::load(w + r * ldw + k + W), x1, acc1[r]);
+      acc0[r] = simd::fma(simd::load(p[r]), x0, acc0[r]);
+      acc1[r] = simd::fma(simd::load(p[r] + W), x1, acc1[r]);
+      p[r] += 2 * W;
+#if defined(__GNUC__)
+      asm("" : "+r"(p[r]));  // opaque, so GCC does not fold the pointers back into one index
+#endif
     }
   }
   if (k + W <= K) {
@@ -82,13 +93,16 @@ void gemv_dot_range(index_t n0, index_t n1, index_t K, T alpha, const T* w, inde
 
 /// Columns [n0, n1) of sum_k x[k] * w[k*ldw + n]: rows of w are streamed in order and added
 /// into an L1-resident block of accumulators (one FMA chain over k per element, four rows per
-/// pass over the block).
+/// pass over the block). The block is 16 KiB: a row of up to 4096 floats is then one contiguous
+/// stream, where 4 KiB blocks read each row of a 3072-wide W in page-sized pieces 12 KiB apart,
+/// and the hardware prefetcher restarted on every piece (1x3072x768: 11.4 -> 13.2 GF/s, 0.86 ->
+/// 1.00 of BLIS).
 template <class T>
 void gemv_axpy_range(index_t n0, index_t n1, index_t K, T alpha, const T* w, index_t ldw,
                      const T* x, T beta, T* y, index_t incy) {
   using V = simd::batch<T>;
   constexpr int W = simd::width<T>;
-  constexpr index_t block = 4096 / sizeof(T);
+  constexpr index_t block = 16384 / sizeof(T);
   alignas(64) T acc[block];
   for (index_t b0 = n0; b0 < n1; b0 += block) {
     const index_t nb = std::min(block, n1 - b0);
