@@ -7,7 +7,9 @@
 # with each compiler found (default g++-12 and clang++-14), at -std=c++20 -O2 -march=native
 # -fopenmp, and prints a markdown table: median of REPEATS runs of wall time and of CPU time
 # (user + sys, less sensitive to other work on the machine), the spread (min-max) of the wall
-# time, and peak memory of the compiler.
+# time, and peak memory of the compiler. Clang also gets -mllvm -openmp-opt-disable, as the
+# typeformer CMake target adds for Clang >= 13 (option TFM_CLANG_OPENMP_OPT, default OFF), and
+# expr_kinds.cpp is timed a second time without it.
 #
 #   bench/compile_time/run.sh [REPEATS] [COMPILER...]
 #   e.g. bench/compile_time/run.sh 3 g++-12 clang++-14
@@ -42,13 +44,26 @@ for cxx in "${compilers[@]}"; do
     echo "| $cxx | (not installed) | - | - | - | - |"
     continue
   fi
-  ver=$("$cxx" --version | head -1 | sed 's/ *$//')
-  for f in "${files[@]}"; do
+  base=$("$cxx" --version | head -1 | sed 's/ *$//')
+  runs=()
+  for f in "${files[@]}"; do runs+=("$f|"); done
+  if "$cxx" --version | grep -qi clang; then
+    runs=()
+    for f in "${files[@]}"; do runs+=("$f|-mllvm -openmp-opt-disable"); done
+    runs+=("expr_kinds|")
+  fi
+  for run in "${runs[@]}"; do
+    f=${run%%|*}
+    read -r -a extra <<<"${run#*|}"
+    ver="$base${extra[*]:+ (${extra[*]})}"
+    if [ "${#extra[@]}" -eq 0 ] && [ "${#runs[@]}" -gt "${#files[@]}" ]; then
+      ver="$base (OpenMPOpt on)"
+    fi
     : >"$tmp/wall"; : >"$tmp/cpu"; : >"$tmp/mem"
     ok=1
     for ((i = 0; i < reps; ++i)); do
       if ! /usr/bin/time -f "%e %U %S %M" -o "$tmp/t" \
-           "$cxx" "${flags[@]}" -c "$here/$f.cpp" -o "$tmp/$f.o" 2>"$tmp/err"; then
+           "$cxx" "${flags[@]}" "${extra[@]}" -c "$here/$f.cpp" -o "$tmp/$f.o" 2>"$tmp/err"; then
         ok=0
         break
       fi
