@@ -36,9 +36,11 @@
 #include "typeformer/core/view.hpp"
 #include "typeformer/expr/evaluate.hpp"
 
+#include <algorithm>
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 TFM_BEGIN_NAMESPACE
 
@@ -246,6 +248,69 @@ var<T, S> log_softmax(const var<T, S>& v) {
 }
 
 namespace detail {
+/// Rows per block of the norm backward: dx is per row; dgamma/dbeta are summed in double within
+/// each block and the block sums added in block order, so the result does not depend on the
+/// thread count.
+inline constexpr index_t norm_backward_rows = 32;
+
+/// The vjp of layer norm (Rms = false) or RMS norm over rows of n: g is the output gradient,
+/// mean/rstd the forward's row statistics. dx is assigned when it is the first gradient of a
+/// (no zero fill), else added; dgamma/dbeta are added.
+template <bool Rms, class T, class KT>
+void norm_backward(var_data<T>& a, var_data<T>* w, var_data<T>* bias, const grad_t<T>* g,
+                   const KT* mean, const KT* rstd, index_t n, index_t rows) {
+  using G = grad_t<T>;
+  const T* xv = a.value.data();
+  const T* wv = w ? w->value.data() : nullptr;
+  typename var_data<T>::grad_target tx{nullptr, false};
+  if (a.requires_grad) tx = a.grad_for_overwrite();
+  const bool want_w = w && w->requires_grad, want_b = bias && bias->requires_grad;
+  const index_t blocks = (rows + norm_backward_rows - 1) / norm_backward_rows;
+  std::vector<double> pw(want_w ? static_cast<std::size_t>(blocks * n) : 0),
+      pb(want_b ? static_cast<std::size_t>(blocks * n) : 0);
+  TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 15) && !in_parallel()))
+  for (index_t blk = 0; blk < blocks; ++blk) {
+    double* bw = want_w ? pw.data() + blk * n : nullptr;
+    double* bb = want_b ? pb.data() + blk * n : nullptr;
+    const index_t r1 = std::min(rows, (blk + 1) * norm_backward_rows);
+    for (index_t r = blk * norm_backward_rows; r < r1; ++r) {
+      const G* gr = g + r * n;
+      const T* xr = xv + r * n;
+      const double mu = Rms ? 0.0 : static_cast<double>(mean[r]);
+      const double rs = static_cast<double>(rstd[r]);
+      double s1 = 0, s2 = 0;  // sums of gw and gw * xh
+      for (index_t j = 0; j < n; ++j) {
+        const double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
+        const double gj = static_cast<double>(gr[j]);
+        const double gwj = gj * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
+        s1 += gwj;
+        s2 += gwj * xh;
+        if (bw) bw[j] += gj * xh;
+        if (bb) bb[j] += gj;
+      }
+      if (!tx.data) continue;
+      const double m1 = s1 / static_cast<double>(n), m2 = s2 / static_cast<double>(n);
+      G* gx = tx.data + r * n;
+      for (index_t j = 0; j < n; ++j) {
+        const double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
+        const double gwj =
+            static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
+        const double d = Rms ? rs * (gwj - xh * m2) : rs * (gwj - m1 - xh * m2);
+        gx[j] = tx.accumulate ? gx[j] + static_cast<G>(d) : static_cast<G>(d);
+      }
+    }
+  }
+  auto add_blocks = [&](const std::vector<double>& part, G* dst) {
+    for (index_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (index_t blk = 0; blk < blocks; ++blk) s += part[static_cast<std::size_t>(blk * n + j)];
+      dst[j] = static_cast<G>(static_cast<double>(dst[j]) + s);
+    }
+  };
+  if (want_w) add_blocks(pw, w->grad_data());
+  if (want_b) add_blocks(pb, bias->grad_data());
+}
+
 /// Layer norm (Rms = false) or RMS norm over the last axis of a rank-R record, with optional
 /// scale (gamma/weight) and shift (beta, layer norm only) vars of rank 1.
 template <bool Rms, class T, std::size_t R>
@@ -281,43 +346,11 @@ var_ptr<T> ad_norm(const var_ptr<T>& a, const var_ptr<T>& w, const var_ptr<T>& b
   std::vector<std::shared_ptr<var_base>> ins{a};
   if (w) ins.push_back(w);
   if (bias) ins.push_back(bias);
-  record(
-      out, Rms ? "rms_norm" : "layer_norm", std::move(ins),
-      [a, w, bias, o = out.get(), mean_s, rstd_s, n, rows] {
-        using G = grad_t<T>;
-        const G* g = o->grad_data();
-        const T* xv = a->value.data();
-        G* gx = a->requires_grad ? a->grad_data() : nullptr;
-        G* gw = (w && w->requires_grad) ? w->grad_data() : nullptr;
-        G* gb = (bias && bias->requires_grad) ? bias->grad_data() : nullptr;
-        const T* wv = w ? w->value.data() : nullptr;
-        // Rows are independent for dx; dgamma/dbeta accumulate over rows in order.
-        for (index_t r = 0; r < rows; ++r) {
-          const G* gr = g + r * n;
-          const T* xr = xv + r * n;
-          const double mu = Rms ? 0.0 : static_cast<double>((*mean_s)[static_cast<std::size_t>(r)]);
-          const double rs = static_cast<double>((*rstd_s)[static_cast<std::size_t>(r)]);
-          double s1 = 0, s2 = 0;  // sums of gw and gw * xh
-          for (index_t j = 0; j < n; ++j) {
-            double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
-            double gwj =
-                static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
-            s1 += gwj;
-            s2 += gwj * xh;
-            if (gw) gw[j] += static_cast<G>(static_cast<double>(gr[j]) * xh);
-            if (gb) gb[j] += gr[j];
-          }
-          if (!gx) continue;
-          const double m1 = s1 / static_cast<double>(n), m2 = s2 / static_cast<double>(n);
-          for (index_t j = 0; j < n; ++j) {
-            double xh = (static_cast<double>(compute_t<T>(xr[j])) - mu) * rs;
-            double gwj =
-                static_cast<double>(gr[j]) * (wv ? static_cast<double>(compute_t<T>(wv[j])) : 1.0);
-            double d = Rms ? rs * (gwj - xh * m2) : rs * (gwj - m1 - xh * m2);
-            gx[r * n + j] += static_cast<G>(d);
-          }
-        }
-      });
+  record(out, Rms ? "rms_norm" : "layer_norm", std::move(ins),
+         [a, w, bias, o = out.get(), mean_s, rstd_s, n, rows] {
+           norm_backward<Rms>(*a, w.get(), bias.get(), o->grad_data(), mean_s->data(),
+                              rstd_s->data(), n, rows);
+         });
   return out;
 }
 }  // namespace detail

@@ -12,6 +12,7 @@
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/view.hpp"
 #include "typeformer/expr/evaluate.hpp"
@@ -34,11 +35,18 @@ var<T, S2> reshape(const var<T, S>& v, const S2& s2) {
     std::memcpy(static_cast<void*>(out->value.data()), a->value.data(),
                 sizeof(T) * static_cast<std::size_t>(v.size()));
   detail::record(out, "reshape", {a}, [a, o = out.get()] {
+    if (!a->requires_grad) return;
     using G = grad_t<T>;
+    using flat = tensor_view<const G, dyn_shape<1>>;
     const index_t n = a->size();
-    G* gi = a->grad_data();
-    const G* g = o->grad_data();
-    for (index_t i = 0; i < n; ++i) gi[i] += g[i];
+    const dyn_shape<1> s1(n);
+    const flat g(o->grad_data(), s1);
+    // The first gradient to arrive is copied, later ones added (no zero fill, no serial loop).
+    const auto t = a->grad_for_overwrite();
+    if (t.accumulate)
+      evaluate_contiguous(t.data, n, flat(t.data, s1) + g);
+    else
+      evaluate_contiguous(t.data, n, g);
   });
   return var<T, S2>(out);
 }
@@ -57,11 +65,16 @@ auto permute(const var<T, S>& v) {
   auto out = detail::result<T>(detail::extents_of(px));
   detail::value_view<R>(out) = px;
   detail::record(out, "permute", {a}, [a, o = out.get()] {
-    auto gi = detail::grad_view<R>(a);
+    if (!a->requires_grad) return;
+    const auto t = a->grad_for_overwrite();
+    tensor_view<grad_t<T>, dyn_shape<R>> gi(t.data, detail::dyn_shape_of<R>(a->extents));
     tensor_view<const grad_t<T>, dyn_shape<R>> g(o->grad_data(),
                                                  detail::dyn_shape_of<R>(o->extents));
     auto pg = permute<P...>(gi);  // gi viewed in the output's axis order
-    pg = pg + g;
+    if (t.accumulate)
+      pg = pg + g;
+    else
+      pg = g;
   });
   return var<T, S2>(out);
 }

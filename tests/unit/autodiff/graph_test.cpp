@@ -142,11 +142,12 @@ TEST_CASE("backward accumulates across calls; zero_grad resets") {
   for (index_t i = 0; i < 3; ++i) CHECK(x.grad().data()[i] == 2 * t.data()[i] + 1);
 }
 
-// linear, matmul, cross_entropy and same-shape accumulate_grad assign the first gradient that
-// reaches an input (no zero fill) and add later ones. Whichever path runs first, the gradient of
+// linear, matmul, cross_entropy, reshape, permute, the unary ops, layer_norm and same-shape
+// accumulate_grad assign the first gradient that reaches an input (no zero fill) and add later
+// ones. Whichever path runs first, the gradient of
 // a var feeding two ops must be the sum of the two, a second backward must add the same gradient
 // again, and rows of the logits whose target is ignored must be exactly zero.
-TEST_CASE("the first gradient is assigned, later ones add: linear, matmul, cross_entropy") {
+TEST_CASE("the first gradient is assigned, later ones add: linear, matmul, cross_entropy, ...") {
   auto g = tfm_test::rng(12);
   const auto xv = frnd(S2(5, 7), g), wv = frnd(S2(3, 7), g), bv = frnd(S2(7, 4), g);
   const auto cv = frnd(S2(5, 7), g);  // d sum(x * c)/dx = c: the other path into x
@@ -167,6 +168,14 @@ TEST_CASE("the first gradient is assigned, later ones add: linear, matmul, cross
                     const auto&) { return sum(exp(matmul(x, b) * 0.1f)); }},
       {"cross_entropy", [](const auto& x, const auto&, const auto&,
                            const auto& t) { return cross_entropy<ce_reduction::sum>(x, t); }},
+      {"reshape", [](const auto& x, const auto&, const auto&,
+                     const auto&) { return sum(exp(reshape(x, S2(7, 5)) * 0.1f)); }},
+      {"permute", [](const auto& x, const auto&, const auto&,
+                     const auto&) { return sum(exp(permute<1, 0>(x) * 0.1f)); }},
+      {"gelu", [](const auto& x, const auto&, const auto&,
+                  const auto&) { return sum(exp(gelu(x) * 0.1f)); }},
+      {"layer_norm", [](const auto& x, const auto&, const auto&,
+                        const auto&) { return sum(exp(layer_norm(x, none, none) * 0.1f)); }},
   };
   for (const auto& named : cases) {
     const char* name = named.first;  // not a structured binding: Clang 14 cannot capture those

@@ -13,6 +13,7 @@
 #include <typeformer/ops/reduce.hpp>
 #include <typeformer/ops/view.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -101,8 +102,9 @@ TEST_CASE("bf16 vars: f32 gradients, close to an f32 run on the same values") {
 
 TEST_CASE("1 and 2 threads give bitwise identical gradients (f32 transformer-ish graph)") {
   auto g = tfm_test::rng(32);
-  // Sizes past the kernels' parallel thresholds (cross entropy: rows x V >= 2^16).
-  const auto proto = make_block<float>(g, 64, 128, 256, 1024);
+  // Sizes past the kernels' parallel thresholds (cross entropy: rows x V >= 2^16; the norm
+  // backward: rows x n >= 2^15, here 160 x 256 in 5 row blocks).
+  const auto proto = make_block<float>(g, 160, 128, 256, 1024);
   auto run = [&](int threads) {
     thread_scope ts(threads);
     auto b = convert<float>(proto);
@@ -116,4 +118,72 @@ TEST_CASE("1 and 2 threads give bitwise identical gradients (f32 transformer-ish
   const auto two = run(2);
   MESSAGE("threads available: ", num_threads(), "; ", one.size(), " gradient elements compared");
   TFM_CHECK_BITWISE(two, one);
+}
+
+// The norm backward splits rows into blocks of 32 (detail::norm_backward_rows), sums dgamma and
+// dbeta per block in double and adds the blocks in order. Several blocks and a partial last one,
+// on 1 and 2 threads, against the vjp written out in double from its formula.
+TEST_CASE("layer_norm and rms_norm backward over several row blocks match a float64 formula") {
+  auto g = tfm_test::rng(33);
+  const index_t rows = 300, n = 130;  // 10 blocks, the last of 12 rows; rows x n >= 2^15
+  const auto xv = trnd<float>(S2(rows, n), g, -2, 2), cv = trnd<float>(S2(rows, n), g, -1, 1);
+  const auto gv = tfm_test::random_tensor<tensor<float, S1>>(S1(n), g, 0.5, 1.5);
+  const auto bv = tfm_test::random_tensor<tensor<float, S1>>(S1(n), g, -0.5, 0.5);
+  for (const bool rms : {false, true}) {
+    CAPTURE(rms);
+    const double eps = 1e-5;
+    // Reference in double: xh = (x - mu) rstd, gw = c gamma,
+    // dx = rstd (gw - mean(gw) - xh mean(gw xh)) (RMS: no mu, no mean(gw) term),
+    // dgamma = sum_r c xh, dbeta = sum_r c.
+    std::vector<double> rdx(static_cast<std::size_t>(rows * n)), rdg(n, 0.0), rdb(n, 0.0);
+    for (index_t r = 0; r < rows; ++r) {
+      const float* x = xv.data() + r * n;
+      const float* c = cv.data() + r * n;
+      double mu = 0, var = 0;
+      for (index_t j = 0; j < n; ++j) mu += x[j];
+      mu = rms ? 0.0 : mu / static_cast<double>(n);
+      for (index_t j = 0; j < n; ++j) var += (x[j] - mu) * (x[j] - mu);
+      const double rstd = 1.0 / std::sqrt(var / static_cast<double>(n) + eps);
+      double m1 = 0, m2 = 0;
+      for (index_t j = 0; j < n; ++j) {
+        const double xh = (x[j] - mu) * rstd, gw = double(c[j]) * gv.data()[j];
+        m1 += gw / static_cast<double>(n);
+        m2 += gw * xh / static_cast<double>(n);
+        rdg[static_cast<std::size_t>(j)] += double(c[j]) * xh;
+        rdb[static_cast<std::size_t>(j)] += c[j];
+      }
+      for (index_t j = 0; j < n; ++j) {
+        const double xh = (x[j] - mu) * rstd, gw = double(c[j]) * gv.data()[j];
+        rdx[static_cast<std::size_t>(r * n + j)] = rstd * (gw - (rms ? 0.0 : m1) - xh * m2);
+      }
+    }
+    std::vector<std::vector<float>> per_threads;
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      thread_scope ts(threads);
+      auto x = parameter(xv);
+      auto gamma = parameter(gv), beta = parameter(bv);
+      const auto c = constant(cv);
+      auto y = rms ? rms_norm(x, gamma, eps) : layer_norm(x, gamma, beta, eps);
+      sum(y * c).backward();
+      auto dx = tfm_test::to_vector(x.grad()), dg = tfm_test::to_vector(gamma.grad());
+      auto rep = tfm_test::compare(dx, rdx, 1e-11);
+      MESSAGE("dx: ", rep.str());
+      TFM_CHECK_REPORT(rep);
+      rep = tfm_test::compare(dg, rdg, 1e-11);
+      MESSAGE("dgamma: ", rep.str());
+      TFM_CHECK_REPORT(rep);
+      std::vector<float> all = dx;
+      all.insert(all.end(), dg.begin(), dg.end());
+      if (!rms) {
+        auto db = tfm_test::to_vector(beta.grad());
+        rep = tfm_test::compare(db, rdb, 1e-11);
+        MESSAGE("dbeta: ", rep.str());
+        TFM_CHECK_REPORT(rep);
+        all.insert(all.end(), db.begin(), db.end());
+      }
+      per_threads.push_back(all);
+    }
+    TFM_CHECK_BITWISE(per_threads[1], per_threads[0]);
+  }
 }
