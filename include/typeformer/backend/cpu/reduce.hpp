@@ -130,6 +130,41 @@ C combine_partials(const partial<C>* ps, index_t nb, index_t n) {
   }
 }
 
+/// NV vectors of columns of a column reduction (sum, mean, max, min) over n rows of stride
+/// `inner`, written to out[0 .. NV*width). Each column is reduced over the rows in order; NV > 1
+/// only runs NV independent chains side by side (the latency of one add per row otherwise bounds
+/// a single chain), so every NV gives the same result.
+template <reduce_op K, class C, int NV, class T, class U>
+TFM_ALWAYS_INLINE void column_block(const T* base, index_t n, index_t inner, U* out) {
+  using Bt = simd::batch<C>;
+  constexpr index_t w = static_cast<index_t>(Bt::size);
+  Bt acc[NV];
+  typename Bt::batch_bool_type nanm[NV];
+  for (int v = 0; v < NV; ++v) {
+    acc[v] = load_as<C>(base + v * w);
+    nanm[v] = xsimd::isnan(acc[v]);
+  }
+  for (index_t r = 1; r < n; ++r)
+    for (int v = 0; v < NV; ++v) {
+      const Bt x = load_as<C>(base + r * inner + v * w);
+      if constexpr (K == reduce_op::sum || K == reduce_op::mean) {
+        acc[v] += x;
+      } else {
+        nanm[v] = nanm[v] || xsimd::isnan(x);
+        acc[v] = K == reduce_op::max ? xsimd::max(acc[v], x) : xsimd::min(acc[v], x);
+      }
+    }
+  for (int v = 0; v < NV; ++v) {
+    Bt a = acc[v];
+    if constexpr (K == reduce_op::mean) a = a / Bt(static_cast<C>(n));
+    if constexpr (K == reduce_op::max || K == reduce_op::min)
+      a = xsimd::select(nanm[v], Bt(std::numeric_limits<C>::quiet_NaN()), a);
+    alignas(64) C lanes[Bt::size];
+    a.store_aligned(lanes);
+    for (index_t k = 0; k < w; ++k) out[v * w + k] = static_cast<U>(lanes[k]);
+  }
+}
+
 template <reduce_op K>
 inline constexpr bool cpu_row_reduction =
     K == reduce_op::sum || K == reduce_op::mean || K == reduce_op::max || K == reduce_op::min ||
@@ -163,7 +198,10 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
     // Column reductions: out[o, i] over r, SIMD across i.
     using Bt = simd::batch<C>;
     constexpr index_t w = static_cast<index_t>(Bt::size);
-    constexpr index_t chunk = 1024;  // multiple of every SIMD width
+    // Columns per work item: 4 AVX-512 float vectors (a multiple of 4 vectors of every SIMD
+    // width up to it), narrow enough that a bias gradient of a few hundred columns splits evenly
+    // across threads.
+    constexpr index_t chunk = 64;
     const index_t nc = (inner + chunk - 1) / chunk;
     const bool par =
         outer * nc > 1 && outer * n * inner >= (1 << 15) && num_threads() > 1 && !in_parallel();
@@ -178,25 +216,10 @@ void reduce_kernel(const T* src, index_t outer, index_t n, index_t inner, U* out
         continue;
       }
       index_t i = i0;
-      for (; i + w <= i1; i += w) {
-        Bt acc = detail::load_as<C>(base + i);
-        auto nanm = xsimd::isnan(acc);
-        for (index_t r = 1; r < n; ++r) {
-          Bt v = detail::load_as<C>(base + r * inner + i);
-          if constexpr (K == reduce_op::sum || K == reduce_op::mean)
-            acc += v;
-          else {
-            nanm = nanm || xsimd::isnan(v);
-            acc = K == reduce_op::max ? xsimd::max(acc, v) : xsimd::min(acc, v);
-          }
-        }
-        if constexpr (K == reduce_op::mean) acc = acc / Bt(static_cast<C>(n));
-        if constexpr (K == reduce_op::max || K == reduce_op::min)
-          acc = xsimd::select(nanm, Bt(std::numeric_limits<C>::quiet_NaN()), acc);
-        alignas(64) C lanes[Bt::size];
-        acc.store_aligned(lanes);
-        for (index_t k = 0; k < w; ++k) out[o * inner + i + k] = static_cast<U>(lanes[k]);
-      }
+      for (; i + 4 * w <= i1; i += 4 * w)
+        detail::column_block<K, C, 4>(base + i, n, inner, out + o * inner + i);
+      for (; i + w <= i1; i += w)
+        detail::column_block<K, C, 1>(base + i, n, inner, out + o * inner + i);
       for (; i < i1; ++i) {  // tail columns
         C acc = static_cast<C>(base[i]);
         bool nan = std::isnan(acc);
