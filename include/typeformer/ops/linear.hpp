@@ -19,14 +19,22 @@
 TFM_BEGIN_NAMESPACE
 
 namespace detail {
+/// Fails with a shape_error unless the weight w is (rows, in); `who` names the op and `rows`
+/// what the weight's rows are ("out", "classes").
+template <class T>
+void check_weight_shape(const char* who, const var_data<T>& w, index_t in, const char* rows) {
+  const auto& e = w.extents;
+  if (e.size() != 2 || e[1] != in)
+    fail(errc::shape, who, ": the weight has shape (", e.empty() ? -1 : e[0], ", ",
+         e.size() > 1 ? e[1] : -1, ") but the input's last axis has ", in,
+         " features; the weight must be (", rows, ", in).");
+}
+
 template <class T, std::size_t R>
 var_ptr<T> ad_linear(const var_ptr<T>& x, const var_ptr<T>& w, const var_ptr<T>& b) {
   const index_t in = x->extents[R - 1];
+  check_weight_shape("tfm::linear", *w, in, "out");
   const index_t out_f = w->extents[0];
-  if (w->extents.size() != 2 || w->extents[1] != in)
-    fail(errc::shape, "tfm::linear: the weight has shape (", w->extents[0], ", ",
-         w->extents.size() > 1 ? w->extents[1] : -1, ") but the input's last axis has ", in,
-         " features; the weight must be (out, in).");
   if (b && (b->extents.size() != 1 || b->extents[0] != out_f))
     fail(errc::shape, "tfm::linear: the bias must have ", out_f, " elements.");
   const index_t rows = in ? x->size() / in : 0;

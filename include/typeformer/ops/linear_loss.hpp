@@ -56,15 +56,9 @@ template <ce_reduction Red, class T>
 void lce_backward(var_data<T>& x, var_data<T>& w, const T* logits, const ce_targets& tg,
                   const std::vector<double>& lse, const T* g, index_t rows, index_t V, index_t C,
                   const cross_entropy_options& opt) {
-  if (rows == 0 || V == 0 || C == 0) {
-    // No products: the gradients are zero (written when they arrive first).
-    for (var_data<T>* d : {&x, &w}) {
-      if (!d->requires_grad) continue;
-      const auto t = d->grad_for_overwrite();
-      if (!t.accumulate) std::fill(t.data, t.data + d->size(), T(0));
-    }
-    return;
-  }
+  // No products: as in cross_entropy(linear()), whose backward stops at the empty logits (the
+  // engine skips an output with no elements), neither x nor W gets a gradient.
+  if (rows == 0 || V == 0 || C == 0) return;
   const index_t vc = std::min(V, lce_chunk_columns<T>(rows));
   aligned_buffer<T> gc(rows * vc, false);  // G_c, rows x vc (leading dimension vc)
   using target = typename var_data<T>::grad_target;
@@ -92,10 +86,7 @@ var_ptr<T> ad_linear_cross_entropy(const var_ptr<T>& x, const var_ptr<T>& w, con
                                    cross_entropy_options opt) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   const index_t C = x->extents[R - 1];
-  if (w->extents.size() != 2 || w->extents[1] != C)
-    fail(errc::shape, "tfm::linear_cross_entropy: the weight has shape (", w->extents[0], ", ",
-         w->extents.size() > 1 ? w->extents[1] : -1, ") but the input's last axis has ", C,
-         " features; the weight must be (classes, in).");
+  check_weight_shape("tfm::linear_cross_entropy", *w, C, "classes");
   const index_t V = w->extents[0];
   const index_t rows = C ? x->size() / C : 0;
   const std::vector<index_t> lead(x->extents.begin(), x->extents.end() - 1);

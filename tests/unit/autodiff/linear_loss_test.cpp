@@ -216,6 +216,28 @@ TEST_CASE("linear_cross_entropy: only the inputs that require gradients get one"
   }
 }
 
+// With no rows the composition's backward stops at the empty logits (the engine skips outputs
+// without elements), so W and the bias get no gradient; the fused op must do the same.
+TEST_CASE("no rows: neither the fused op nor the composition gives W a gradient") {
+  auto g = tfm_test::rng(36);
+  const tensor<float, S2> xv(S2(0, 8));
+  const auto wv = urnd<float>(S2(50, 8), g, -1, 1);
+  const auto bv = urnd<float>(S1(50), g, -1, 1);
+  const tensor<std::int32_t, S1> tgt(S1(0));
+  auto xa = parameter(xv), wa = parameter(wv);
+  auto xb = parameter(xv), wb = parameter(wv);
+  auto bb = parameter(bv);
+  auto a = linear_cross_entropy<ce_reduction::sum>(xa, wa, tgt);
+  auto c = cross_entropy<ce_reduction::sum>(linear(xb, wb, bb), tgt);
+  CHECK(a.value()() == 0.0f);
+  CHECK(c.value()() == 0.0f);
+  a.backward();
+  c.backward();
+  CHECK_FALSE(wa.has_grad());
+  CHECK_FALSE(wb.has_grad());
+  CHECK_FALSE(bb.has_grad());
+}
+
 TEST_CASE("linear_cross_entropy: bf16 runs the composition") {
   auto g = tfm_test::rng(35);
   const auto xf = urnd<float>(S2(6, 8), g, -1, 1), wf = urnd<float>(S2(50, 8), g, -1, 1);
@@ -238,7 +260,15 @@ TEST_CASE("linear_cross_entropy: bad shapes and targets are reported") {
   auto w = parameter(tensor<float, S2>(S2(10, 6)));  // 6 features, x has 8
   tensor<std::int32_t, S1> tgt(S1(4), {0, 1, 2, 3});
   CHECK_THROWS_WITH_AS(linear_cross_entropy(x, w, tgt),
-                       doctest::Contains("the input's last axis has 8 features"), tfm::shape_error);
+                       doctest::Contains("tfm::linear_cross_entropy: the weight has shape (10, 6) "
+                                         "but the input's last axis has 8 features; the weight "
+                                         "must be (classes, in)."),
+                       tfm::shape_error);
+  CHECK_THROWS_WITH_AS(linear(x, w),
+                       doctest::Contains("tfm::linear: the weight has shape (10, 6) but the "
+                                         "input's last axis has 8 features; the weight must be "
+                                         "(out, in)."),
+                       tfm::shape_error);
   auto w2 = parameter(tensor<float, S2>(S2(10, 8)));
   tensor<std::int32_t, S1> bad(S1(4), {0, 1, 10, 3});
   CHECK_THROWS_WITH_AS(linear_cross_entropy(x, w2, bad),
