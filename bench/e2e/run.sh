@@ -5,10 +5,16 @@
 set -euo pipefail
 build=${1:?usage: run.sh BUILD_DIR [repeats]}
 reps=${2:-7}
-# FMA peak of one core in GF/s (MFU denominator). Measured with independent FMA chains: 115 GF/s
-# on the Zen 4 VM (one 512-bit FMA per cycle), 95 on the Zen 3 (AVX2), 336 on the Zen 5 (two
-# 512-bit FMAs per cycle). Default 115; set TFM_PEAK_GFLOPS for the machine at hand.
-peak=${TFM_PEAK_GFLOPS:-115}
+# FMA peak of one core in GF/s (MFU denominator): TFM_PEAK_GFLOPS when set, else measured now by
+# $build/bench/e2e/fma_peak (independent FMA chains in registers), so that the MFU of a run uses
+# the peak of the same run (on one VM it has read 221-257 GF/s in different sessions).
+if [ -n "${TFM_PEAK_GFLOPS:-}" ]; then
+  peak=$TFM_PEAK_GFLOPS
+  peak_note="TFM_PEAK_GFLOPS"
+else
+  peak=$("$build/bench/e2e/fma_peak")
+  peak_note="measured by fma_peak in this run"
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 py=${TFM_TORCH_PYTHON:-/usr/bin/python3}
 if ! "$py" -c "import torch" 2>/dev/null; then
@@ -16,6 +22,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   exit 1
 fi
 echo "# torch $("$py" -c 'import torch; print(torch.__version__)'), $(lscpu | sed -n 's/^Model name: *//p')"
+echo "# FMA peak per core (MFU denominator): $peak GF/s, $peak_note"
 # Each side at its best: PyTorch needs OMP_WAIT_POLICY=PASSIVE on 2 cores (its pools fight
 # otherwise); ours keeps libgomp's default spin-then-sleep, which PASSIVE would turn into a
 # sleep and wake-up at every parallel region (MLP on 2 threads: 8.4 ms vs 6.1-6.5 ms).
