@@ -13,6 +13,7 @@
 #pragma once
 
 #include "typeformer/autodiff/variable.hpp"
+#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
 #include "typeformer/expr/evaluate.hpp"
@@ -127,6 +128,21 @@ void accumulate_grad(const var_ptr<T>& d, const GV& g) {
       }
     }
   }
+}
+
+/// d.grad (+)= e, where e is a rank-1 expression over all of d's elements in order (d's
+/// gradient seen flat): one SIMD pass (evaluate_contiguous), an assignment for the first gradient
+/// to arrive (no zero fill), an addition for later ones. One instantiation per expression type
+/// whatever d's rank.
+template <class T, class E>
+void accumulate_grad_flat(var_data<T>& d, const E& e) {
+  using flat = tensor_view<const grad_t<T>, dyn_shape<1>>;
+  const index_t n = d.size();
+  const auto t = d.grad_for_overwrite();
+  if (t.accumulate)
+    evaluate_contiguous(t.data, n, flat(t.data, dyn_shape<1>(n)) + e);
+  else
+    evaluate_contiguous(t.data, n, e);
 }
 
 /// A fresh output record with the given extents (value uninitialised).

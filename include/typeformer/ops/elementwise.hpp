@@ -112,13 +112,7 @@ var<T, S> ad_unary(const var<T, S>& a) {
     const dyn_shape<1> s1(m);
     const V x(ad->value.data(), s1), y(o->value.data(), s1);
     const tensor_view<const G, dyn_shape<1>> g(o->grad_data(), s1);
-    // The first gradient to arrive is assigned (no zero fill), later ones added.
-    const auto t = ad->grad_for_overwrite();
-    if (t.accumulate)
-      evaluate_contiguous(
-          t.data, m, tensor_view<const G, dyn_shape<1>>(t.data, s1) + vjp_unary<F>::grad(x, y, g));
-    else
-      evaluate_contiguous(t.data, m, vjp_unary<F>::grad(x, y, g));
+    accumulate_grad_flat(*ad, vjp_unary<F>::grad(x, y, g));
   });
   return var<T, S>(out);
 }

@@ -12,7 +12,6 @@
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
-#include "typeformer/backend/cpu/elementwise.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/view.hpp"
 #include "typeformer/expr/evaluate.hpp"
@@ -36,17 +35,9 @@ var<T, S2> reshape(const var<T, S>& v, const S2& s2) {
                 sizeof(T) * static_cast<std::size_t>(v.size()));
   detail::record(out, "reshape", {a}, [a, o = out.get()] {
     if (!a->requires_grad) return;
-    using G = grad_t<T>;
-    using flat = tensor_view<const G, dyn_shape<1>>;
     const index_t n = a->size();
-    const dyn_shape<1> s1(n);
-    const flat g(o->grad_data(), s1);
-    // The first gradient to arrive is copied, later ones added (no zero fill, no serial loop).
-    const auto t = a->grad_for_overwrite();
-    if (t.accumulate)
-      evaluate_contiguous(t.data, n, flat(t.data, s1) + g);
-    else
-      evaluate_contiguous(t.data, n, g);
+    detail::accumulate_grad_flat(
+        *a, tensor_view<const grad_t<T>, dyn_shape<1>>(o->grad_data(), dyn_shape<1>(n)));
   });
   return var<T, S2>(out);
 }
