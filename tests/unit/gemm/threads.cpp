@@ -1,5 +1,7 @@
-// DETERMINISM: 1 and 2 threads give bitwise identical C on every path (packed split along M and
-// along N, gemv for M == 1 and N == 1, batched small and large).
+// DETERMINISM: 1, 2 and 3 threads give bitwise identical C on every path (packed split along M
+// and along N, with the team-packed shared operand over several depth and column blocks and the
+// per-band fallback for row bands longer than mc; gemv for M == 1 and N == 1; batched small and
+// large).
 #include "gemm_test_util.hpp"
 
 #include "typeformer/backend/cpu/parallel.hpp"
@@ -11,19 +13,16 @@ namespace {
 template <class T>
 void check_bitwise(const gemm_test::gemm_case& c, std::mt19937_64& rng) {
   auto o = gemm_test::make_operands<T>(c, rng);
-  std::vector<T> c1 = o.c, c2 = o.c;
-  {
-    tfm::thread_scope one(1);
+  std::vector<T> c1 = o.c, c2 = o.c, c3 = o.c;
+  int nt = 1;
+  for (std::vector<T>* out : {&c1, &c2, &c3}) {
+    tfm::thread_scope scope(nt++);
     tfm::cpu_kernels::gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(c.alpha), o.a.data(), o.lda, o.b.data(),
-                              o.ldb, T(c.beta), c1.data(), o.ldc);
-  }
-  {
-    tfm::thread_scope two(2);
-    tfm::cpu_kernels::gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(c.alpha), o.a.data(), o.lda, o.b.data(),
-                              o.ldb, T(c.beta), c2.data(), o.ldc);
+                              o.ldb, T(c.beta), out->data(), o.ldc);
   }
   INFO(gemm_test::describe(c));
   CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+  CHECK(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(T)) == 0);
 }
 
 }  // namespace
@@ -36,11 +35,14 @@ TEST_CASE_TEMPLATE("gemm is bitwise identical on 1 and 2 threads", T, float, dou
     MESSAGE("threads available in a 2-thread scope: " << tfm::num_threads());
   }
   std::mt19937_64 rng(seed);
-  const index_t shapes[][3] = {{700, 200, 300},  // split along M
-                               {300, 520, 600},  // split along N
-                               {97, 1000, 129},  // uneven tiles in both
-                               {1, 3072, 768},   // gemv M == 1
-                               {3000, 1, 768}};  // gemv N == 1
+  const index_t shapes[][3] = {{700, 200, 300},   // split along M
+                               {900, 500, 800},   // split along M, 2 column and 3 depth blocks
+                               {300, 520, 600},   // split along N
+                               {97, 1000, 129},   // uneven tiles in both
+                               {4500, 40, 50},    // row bands longer than mc: per-band packing
+                               {2100, 2200, 40},  // split along N over two row blocks (mc)
+                               {1, 3072, 768},    // gemv M == 1
+                               {3000, 1, 768}};   // gemv N == 1
   for (auto& s : shapes)
     for (int t = 0; t < 4; ++t) {
       gemm_test::gemm_case c;

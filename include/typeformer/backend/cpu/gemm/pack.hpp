@@ -52,10 +52,11 @@ class gemm_scratch {
   std::size_t capacity_ = 0;
 };
 
-/// The calling thread's scratch slot `which` (0: A block, 1: B block, 2: gemv/small temporaries).
+/// The calling thread's scratch slot `which` (0: A block, 1: B block, 2: gemv/small temporaries,
+/// 3: the two blocks a thread team packs together, owned by the thread that starts the team).
 template <class T>
 T* gemm_thread_buffer(int which, index_t count) {
-  thread_local gemm_scratch slots[3];
+  thread_local gemm_scratch slots[4];
   return static_cast<T*>(slots[which].get(static_cast<std::size_t>(count) * sizeof(T)));
 }
 
