@@ -370,19 +370,6 @@ double sum_squares_serial(const G* g, index_t n) {
 }
 
 template <class G>
-double sum_squares(const G* g, index_t n) {
-  const index_t chunks = (n + norm_chunk - 1) / norm_chunk;
-  if (chunks <= 1) return sum_squares_serial(g, n);
-  std::vector<double> part(static_cast<std::size_t>(chunks));
-  TFM_OMP(parallel for schedule(static) if (chunks >= 8 && !in_parallel()))
-  for (index_t c = 0; c < chunks; ++c)
-    part[c] = sum_squares_serial(g + c * norm_chunk, std::min(norm_chunk, n - c * norm_chunk));
-  double s = 0;
-  for (const double v : part) s += v;
-  return s;
-}
-
-template <class G>
 void scale_in_place(G* g, index_t n, double c) {
   TFM_OMP(parallel for schedule(static) if (n >= 8 * norm_chunk && !in_parallel()))
   for (index_t k = 0; k < n; ++k) g[k] = static_cast<G>(static_cast<double>(g[k]) * c);
@@ -390,13 +377,38 @@ void scale_in_place(G* g, index_t n, double c) {
 }  // namespace detail
 
 /// The global L2 norm of all gradients, accumulated as clip_grad_norm does (same value for every
-/// thread count); gradients are not changed.
+/// thread count); gradients are not changed. The chunks of every gradient are summed in one
+/// parallel loop (a per-parameter loop left the many small gradients of a model to one thread
+/// and paid a fork and join for each), then added per parameter and across parameters in order.
 template <class T>
 double grad_norm(const nn::parameter_list<T>& ps) {
-  double s = 0;
+  using G = grad_t<T>;
+  struct piece {
+    const G* g;
+    index_t n;
+  };
+  std::vector<piece> pieces;
+  std::vector<std::size_t> first;  // first piece of each parameter with a gradient
   for (const auto& p : ps) {
     if (!p.data->has_grad()) continue;
-    s += detail::sum_squares(p.data->grad_data(), p.data->size());
+    first.push_back(pieces.size());
+    const G* g = p.data->grad_data();
+    const index_t n = p.data->size();
+    for (index_t k = 0; k < n; k += detail::norm_chunk)
+      pieces.push_back({g + k, std::min(detail::norm_chunk, n - k)});
+  }
+  first.push_back(pieces.size());
+  std::vector<double> part(pieces.size());
+  const auto count = static_cast<std::ptrdiff_t>(pieces.size());
+  TFM_OMP(parallel for schedule(static) if (count >= 8 && !in_parallel()))
+  for (std::ptrdiff_t i = 0; i < count; ++i)
+    part[static_cast<std::size_t>(i)] = detail::sum_squares_serial(
+        pieces[static_cast<std::size_t>(i)].g, pieces[static_cast<std::size_t>(i)].n);
+  double s = 0;
+  for (std::size_t k = 0; k + 1 < first.size(); ++k) {
+    double sp = 0;
+    for (std::size_t i = first[k]; i < first[k + 1]; ++i) sp += part[i];
+    s += sp;
   }
   return std::sqrt(s);
 }

@@ -111,6 +111,40 @@ TEST_CASE("clip_grad_norm over many chunks: same norm and gradients on 1 and 2 t
   CHECK(norm2(after[0]) == doctest::Approx(1.0).epsilon(1e-6));
 }
 
+TEST_CASE("grad_norm over many small gradients and gaps: one value on 1, 2 and 3 threads") {
+  // Twelve parameters, most under 8 chunks (once summed one parameter at a time on one thread),
+  // two of them without a gradient, chunk sums gathered in one parallel loop across parameters.
+  auto g = tfm_test::rng(503);
+  const std::vector<std::size_t> sizes = {5,     40000, 3,     70000, 1,     33000,
+                                          90000, 7,     32768, 2,     65537, 11};
+  const auto init = random_init(sizes, g);
+  auto gs = random_grads(init, g, 0.01, 3.0);
+  const std::vector<bool> has = {true,  true, false, true, true, true,
+                                 false, true, true,  true, true, true};
+  long double want = 0;
+  for (std::size_t i = 0; i < gs.size(); ++i)
+    for (double& x : gs[i]) {
+      x = static_cast<float>(x);
+      if (has[i]) want += static_cast<long double>(x) * x;
+    }
+  std::vector<double> norms;
+  for (int threads : {1, 2, 3}) {
+    thread_scope ts(threads);
+    auto ps = params<float>(init, std::vector<bool>(sizes.size(), true));
+    for (std::size_t i = 0; i < gs.size(); ++i)
+      if (has[i])
+        for (std::size_t k = 0; k < gs[i].size(); ++k)
+          ps.vars[i].data()->grad_data()[k] = static_cast<float>(gs[i][k]);
+    norms.push_back(optim::grad_norm(ps.list));
+    CHECK(optim::clip_grad_norm(ps.list, 1e300) == norms.back());
+  }
+  MESSAGE("norm " << norms[0] << ", float64-summed reference "
+                  << std::sqrt(static_cast<double>(want)));
+  CHECK(norms[0] == doctest::Approx(std::sqrt(static_cast<double>(want))).epsilon(1e-13));
+  CHECK(norms[0] == norms[1]);
+  CHECK(norms[0] == norms[2]);
+}
+
 TEST_CASE("clip_grad_norm with no gradients returns 0") {
   auto ps = params<float>({{1.0, 2.0}}, {true});
   CHECK(optim::clip_grad_norm(ps.list, 1.0) == 0.0);
