@@ -68,10 +68,19 @@ void lce_backward(var_data<T>& x, var_data<T>& w, const T* logits, const ce_targ
   for (index_t v0 = 0; v0 < V; v0 += vc) {
     const index_t n = std::min(vc, V - v0);
     TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 16)))
-    for (index_t r = 0; r < rows; ++r)
+    for (index_t r = 0; r < rows; ++r) {
+      // The chunk's stretch of each row (vc values) lies a whole logit row (V values) past the
+      // last: too far apart for the hardware prefetcher, which stops at page boundaries. Asking
+      // for the stretch two rows ahead cut this loop's share of a 6l384 training step from 3.9%
+      // to 2.8% on one thread (perf, same run).
+      if (r + 2 < rows) {
+        const char* ahead = reinterpret_cast<const char*>(logits + (r + 2) * V + v0);
+        for (index_t b = 0; b < n * index_t(sizeof(T)); b += 64) __builtin_prefetch(ahead + b);
+      }
       ce_row_grad(logits + r * V + v0, gp + r * n, v0, n, V, (*tg.t)[static_cast<std::size_t>(r)],
                   opt.ignore_index, lse[static_cast<std::size_t>(r)],
                   ce_row_scale<Red>(g, r, tg.counted), opt.label_smoothing, false);
+    }
     if (x.requires_grad)  // dx (rows, C) (+)= G_c (rows, n) W_c (n, C)
       cpu_kernels::gemm<T>(false, false, rows, C, n, T(1), gp, n, w.value.data() + v0 * C, C,
                            v0 == 0 ? dx.beta() : T(1), dx.data, C);
