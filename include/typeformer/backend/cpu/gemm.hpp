@@ -102,94 +102,59 @@ inline void gemm_share(index_t count, int t, int parts, index_t& i0, index_t& i1
   i1 = count * (t + 1) / parts;
 }
 
-/// Thread t's part of a packed GEMM run by a team of `parts` threads that packs the operand all
-/// of them read once, together, instead of once per thread:
-///   split_m  each thread owns a band of whole row tiles (at most mc rows, so one A block that
-///            it packs itself); every B block (kc x nc) is packed by the team, a share of its
-///            NR-column panels per thread.
-///   split_n  each thread owns a band of column tiles and packs its own B blocks; every A block
-///            (mc x kc) is packed by the team, a share of its MR-row panels per thread.
-/// The shared block is double-buffered in `shared` (two blocks), so one barrier per block
-/// separates its packing from its use: a thread can only refill a buffer after every thread
-/// has passed the next block's barrier, which each reaches after finishing the computation
-/// that read it. Blocks, packed values and micro-kernel calls are those of gemm_packed_range on
-/// the same band, so results do not change with the thread count.
+/// Thread t's part of a packed GEMM split along M and run by a team of `parts` threads that
+/// packs B once, together, instead of once per thread: each thread owns a band of whole row
+/// tiles (at most mc rows, so one A block that it packs itself), and every B block (kc x nc) is
+/// packed by the team, a share of its NR-column panels per thread. The B block is
+/// double-buffered in `shared` (two blocks), so one barrier per block separates its packing
+/// from its use: a thread can only refill a buffer after every thread has passed the next
+/// block's barrier, which each reaches after finishing the computation that read it. Blocks,
+/// packed values and micro-kernel calls are those of gemm_packed_range on the same band, so
+/// results do not change with the thread count.
 template <class Cfg>
-void gemm_packed_team(int t, int parts, bool split_m, index_t units, bool ta, bool tb, index_t M,
-                      index_t N, index_t K, typename Cfg::value_type alpha,
-                      const typename Cfg::value_type* A, index_t lda,
-                      const typename Cfg::value_type* B, index_t ldb, typename Cfg::value_type beta,
-                      typename Cfg::value_type* C, index_t ldc, typename Cfg::value_type* shared,
-                      index_t shared_block) {
+void gemm_packed_team(int t, int parts, index_t units, bool ta, bool tb, index_t M, index_t N,
+                      index_t K, typename Cfg::value_type alpha, const typename Cfg::value_type* A,
+                      index_t lda, const typename Cfg::value_type* B, index_t ldb,
+                      typename Cfg::value_type beta, typename Cfg::value_type* C, index_t ldc,
+                      typename Cfg::value_type* shared, index_t shared_block) {
   using T = typename Cfg::value_type;
   constexpr index_t MR = Cfg::mr, NR = Cfg::nr;
   const index_t kc_max = std::min(Cfg::kc, K);
   index_t u0, u1;
   gemm_share(units, t, parts, u0, u1);
+  const index_t m0 = u0 * MR, m1 = std::min(M, u1 * MR);
+  T* apack = gemm_thread_buffer<T>(0, (m1 - m0 + MR - 1) / MR * MR * kc_max);
   int buf = 0;
-  if (split_m) {
-    const index_t m0 = u0 * MR, m1 = std::min(M, u1 * MR);
-    T* apack = gemm_thread_buffer<T>(0, (m1 - m0 + MR - 1) / MR * MR * kc_max);
-    for (index_t pc = 0; pc < K; pc += Cfg::kc) {
-      const index_t kc = std::min(Cfg::kc, K - pc);
-      const bool read_c = pc > 0 || beta != T(0);
-      const T beta_k = pc > 0 ? T(1) : beta;
-      gemm_pack_a<T, Cfg::mr>(ta, m1 - m0, kc, ta ? A + pc * lda + m0 : A + m0 * lda + pc, lda,
-                              apack);
-      for (index_t jc = 0; jc < N; jc += Cfg::nc) {
-        const index_t nc = std::min(Cfg::nc, N - jc);
-        T* bpack = shared + buf * shared_block;
-        buf ^= 1;
-        index_t q0, q1;
-        gemm_share((nc + NR - 1) / NR, t, parts, q0, q1);
-        if (q1 > q0) {
-          const index_t j0 = q0 * NR;
-          gemm_pack_b<T, Cfg::nr>(tb, kc, std::min(nc, q1 * NR) - j0,
-                                  tb ? B + (jc + j0) * ldb + pc : B + pc * ldb + jc + j0, ldb,
-                                  bpack + j0 * kc);
-        }
-        TFM_OMP(barrier)
-        gemm_sweep<Cfg>(m1 - m0, nc, kc, apack, bpack, C + m0 * ldc + jc, ldc, alpha, beta_k,
-                        read_c);
-      }
-    }
-    return;
-  }
-  const index_t n0 = u0 * NR, n1 = std::min(N, u1 * NR);
-  const index_t m_blocks = (M + Cfg::mc - 1) / Cfg::mc;
-  const index_t mc_step = ((M + m_blocks - 1) / m_blocks + MR - 1) / MR * MR;
-  T* bpack = gemm_thread_buffer<T>(1, std::min(Cfg::nc, (n1 - n0 + NR - 1) / NR * NR) * kc_max);
-  for (index_t ic = 0; ic < M; ic += mc_step) {
-    const index_t mc = std::min(mc_step, M - ic);
-    for (index_t pc = 0; pc < K; pc += Cfg::kc) {
-      const index_t kc = std::min(Cfg::kc, K - pc);
-      const bool read_c = pc > 0 || beta != T(0);
-      const T beta_k = pc > 0 ? T(1) : beta;
-      T* apack = shared + buf * shared_block;
+  for (index_t pc = 0; pc < K; pc += Cfg::kc) {
+    const index_t kc = std::min(Cfg::kc, K - pc);
+    const bool read_c = pc > 0 || beta != T(0);
+    const T beta_k = pc > 0 ? T(1) : beta;
+    gemm_pack_a<T, Cfg::mr>(ta, m1 - m0, kc, ta ? A + pc * lda + m0 : A + m0 * lda + pc, lda,
+                            apack);
+    for (index_t jc = 0; jc < N; jc += Cfg::nc) {
+      const index_t nc = std::min(Cfg::nc, N - jc);
+      T* bpack = shared + buf * shared_block;
       buf ^= 1;
-      index_t p0, p1;
-      gemm_share((mc + MR - 1) / MR, t, parts, p0, p1);
-      if (p1 > p0) {
-        const index_t r0 = p0 * MR;
-        gemm_pack_a<T, Cfg::mr>(ta, std::min(mc, p1 * MR) - r0, kc,
-                                ta ? A + pc * lda + ic + r0 : A + (ic + r0) * lda + pc, lda,
-                                apack + r0 * kc);
+      index_t q0, q1;
+      gemm_share((nc + NR - 1) / NR, t, parts, q0, q1);
+      if (q1 > q0) {
+        const index_t j0 = q0 * NR;
+        gemm_pack_b<T, Cfg::nr>(tb, kc, std::min(nc, q1 * NR) - j0,
+                                tb ? B + (jc + j0) * ldb + pc : B + pc * ldb + jc + j0, ldb,
+                                bpack + j0 * kc);
       }
       TFM_OMP(barrier)
-      for (index_t jc = n0; jc < n1; jc += Cfg::nc) {
-        const index_t nc = std::min(Cfg::nc, n1 - jc);
-        gemm_pack_b<T, Cfg::nr>(tb, kc, nc, tb ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, bpack);
-        gemm_sweep<Cfg>(mc, nc, kc, apack, bpack, C + ic * ldc + jc, ldc, alpha, beta_k, read_c);
-      }
+      gemm_sweep<Cfg>(m1 - m0, nc, kc, apack, bpack, C + m0 * ldc + jc, ldc, alpha, beta_k, read_c);
     }
   }
 }
 #endif
 
 /// Packed GEMM on `nt` threads: C is split into nt bands of whole tiles along the longer of M
-/// and N. With OpenMP the team packs the operand that every band reads (B when split along M,
-/// A along N) once, together (gemm_packed_team); without it, or when a row band would not fit
-/// one A block, each band packs its own copy.
+/// and N. Row bands (with OpenMP, each within one A block) share B, which the team packs once,
+/// together (gemm_packed_team). Column bands pack their own copy of A: sharing it too cost up to
+/// 5-10% on 256x768x3072 (a barrier for each of its 8 depth blocks, on a VM whose threads
+/// drift apart) and gained nothing measurable in training.
 template <class T>
 void gemm_packed(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, const T* A,
                  index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, int nt) {
@@ -216,23 +181,16 @@ void gemm_packed(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, con
   }
 #if TFM_HAS_OPENMP
   const index_t kc_max = std::min(Cfg::kc, K);
-  const bool team = !split_m || (units + parts - 1) / parts * Cfg::mr <= Cfg::mc;
-  if (team) {
-    // Two shared blocks (B: kc x nc, A: mc x kc) in the calling thread's scratch slot 3.
-    index_t block;
-    if (split_m) {
-      block = std::min(Cfg::nc, (N + Cfg::nr - 1) / Cfg::nr * Cfg::nr) * kc_max;
-    } else {
-      const index_t m_blocks = (M + Cfg::mc - 1) / Cfg::mc;
-      block = ((M + m_blocks - 1) / m_blocks + Cfg::mr - 1) / Cfg::mr * Cfg::mr * kc_max;
-    }
+  if (split_m && (units + parts - 1) / parts * Cfg::mr <= Cfg::mc) {
+    // Two shared B blocks (kc x nc) in the calling thread's scratch slot 3.
+    index_t block = std::min(Cfg::nc, (N + Cfg::nr - 1) / Cfg::nr * Cfg::nr) * kc_max;
     block = (block + 15) / 16 * 16;  // keep the second block 64-byte aligned
     T* shared = gemm_thread_buffer<T>(3, 2 * block);
     TFM_OMP(parallel num_threads(parts)) {
       const int got = omp_get_num_threads();
       if (got == parts) {
-        gemm_packed_team<Cfg>(omp_get_thread_num(), parts, split_m, units, ta, tb, M, N, K, alpha,
-                              A, lda, B, ldb, beta, C, ldc, shared, block);
+        gemm_packed_team<Cfg>(omp_get_thread_num(), parts, units, ta, tb, M, N, K, alpha, A, lda, B,
+                              ldb, beta, C, ldc, shared, block);
       } else {  // the runtime gave fewer threads: each takes whole bands, packing its own
         for (int p = omp_get_thread_num(); p < parts; p += got) band(p);
       }
