@@ -27,11 +27,12 @@
 //                           its last whole 2 MiB keeps small pages, so resident memory does not
 //                           grow. Default 2 MiB; 0 disables; disabled by default under
 //                           AddressSanitizer (mapped blocks have no redzones).
-//   TFM_STREAM_STORE_BYTES  row kernels (softmax, log_softmax, layer_norm, rms_norm) whose
-//                           output is at least this many bytes write it with non-temporal
-//                           stores: an output larger than the last-level cache would leave it
-//                           anyway, and streaming skips reading each line before overwriting it
-//                           (a third less memory traffic). Default 32 MiB; 0 disables;
+//   TFM_STREAM_STORE_BYTES  row kernels (softmax, log_softmax, layer_norm, rms_norm) and
+//                           float/double elementwise evaluation whose output is at least this
+//                           many bytes write it with non-temporal stores: an output larger than
+//                           the last-level cache would leave it anyway, and streaming skips
+//                           reading each line before overwriting it (a third less memory
+//                           traffic). Default 32 MiB; 0 disables;
 //                           tfm::cpu_kernels::set_stream_store_bytes() changes it at run time.
 //
 // Derived settings (not knobs) live in config/platform.hpp.

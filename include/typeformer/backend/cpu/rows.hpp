@@ -33,6 +33,7 @@
 #pragma once
 
 #include "typeformer/backend/cpu/simd.hpp"
+#include "typeformer/backend/cpu/stream.hpp"
 #include "typeformer/config/config.hpp"
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/index.hpp"
@@ -110,56 +111,17 @@ TFM_ALWAYS_INLINE void prefetch_l2(ahead<T> a, index_t i) noexcept {
 template <class T>
 inline constexpr index_t width = static_cast<index_t>(batch<T>::size);
 
-inline std::atomic<unsigned long long>& stream_threshold() noexcept {
-  static std::atomic<unsigned long long> bytes{TFM_STREAM_STORE_BYTES};
-  return bytes;
-}
+using stream_detail::stream_fence;
+using stream_detail::stream_store;
 
 /// Whether a call writes its output with non-temporal stores: outputs of at least
 /// stream_store_bytes() of rows short enough to be buffered in L2, on ISAs with streaming stores.
 template <class T>
 inline bool stream_output(index_t rows, index_t n) {
-#if defined(__AVX__)
   const auto bytes =
       static_cast<unsigned long long>(rows) * static_cast<unsigned long long>(n) * sizeof(T);
-  const unsigned long long min = stream_threshold().load(std::memory_order_relaxed);
-  return min != 0 && bytes >= min && n * static_cast<index_t>(sizeof(T)) <= prefetch_max_row_bytes;
-#else
-  (void)rows;
-  (void)n;
-  return false;
-#endif
-}
-
-/// Stores v at p (sizeof(batch)-aligned) with a non-temporal store where the ISA has one.
-template <class T>
-TFM_ALWAYS_INLINE void stream_store(T* p, batch<T> v) noexcept {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(batch<T>) == 64 && std::is_same_v<T, float>) {
-    _mm512_stream_ps(p, v);
-    return;
-  } else if constexpr (sizeof(batch<T>) == 64 && std::is_same_v<T, double>) {
-    _mm512_stream_pd(p, v);
-    return;
-  }
-#endif
-#if defined(__AVX__)
-  if constexpr (sizeof(batch<T>) == 32 && std::is_same_v<T, float>) {
-    _mm256_stream_ps(p, v);
-    return;
-  } else if constexpr (sizeof(batch<T>) == 32 && std::is_same_v<T, double>) {
-    _mm256_stream_pd(p, v);
-    return;
-  }
-#endif
-  v.store_aligned(p);
-}
-
-/// Orders this thread's non-temporal stores before what follows (they are weakly ordered).
-inline void stream_fence() noexcept {
-#if defined(__AVX__)
-  _mm_sfence();
-#endif
+  return stream_detail::stream_bytes(bytes) &&
+         n * static_cast<index_t>(sizeof(T)) <= prefetch_max_row_bytes;
 }
 
 /// y[i] = vec(i) (a batch starting at i) / scalar(i) (one element) for i < n. With `stream`,
@@ -478,15 +440,6 @@ inline ahead<T> next_row(const T* x, index_t ld_x, T* y, index_t ld_y, index_t r
 }
 
 }  // namespace rows_detail
-
-/// Row kernels write outputs of at least this many bytes with non-temporal stores (default
-/// TFM_STREAM_STORE_BYTES, 32 MiB; 0 = never). Results are bitwise the same either way.
-inline unsigned long long stream_store_bytes() noexcept {
-  return rows_detail::stream_threshold().load(std::memory_order_relaxed);
-}
-inline void set_stream_store_bytes(unsigned long long bytes) noexcept {
-  rows_detail::stream_threshold().store(bytes, std::memory_order_relaxed);
-}
 
 /// y[r, :] = softmax(x[r, :]) = exp(x - max) / sum exp(x - max) for each of `rows` rows.
 /// Fully masked rows (all -inf) become zeros. See the header comment for shapes and numerics.
