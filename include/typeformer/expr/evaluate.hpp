@@ -83,7 +83,7 @@ auto make_cursor(const N& n, const std::array<index_t, R>& out_ext) {
     c.strides = broadcast_strides<R>(n.shape(), n.strides(), out_ext);
     return c;
   } else {
-    return std::apply(
+    return detail::tuple_apply(
         [&](const auto&... a) {
           return map_cursor<typename N::functor_type, decltype(make_cursor<R>(a, out_ext))...>{
               {make_cursor<R>(a, out_ext)...}};
@@ -98,7 +98,7 @@ void for_each_leaf(C& c, Fn&& f) {
   if constexpr (requires { c.base; }) {
     f(c.strides);
   } else if constexpr (requires { c.children; }) {
-    std::apply([&](auto&... ch) { (for_each_leaf(ch, f), ...); }, c.children);
+    detail::tuple_apply([&](auto&... ch) { (for_each_leaf(ch, f), ...); }, c.children);
   }
 }
 
@@ -111,7 +111,7 @@ void set_row(C& c, const std::array<index_t, R>& idx) {
     c.row = c.base + off;
     c.inner = c.strides[R - 1];
   } else if constexpr (requires { c.children; }) {
-    std::apply([&](auto&... ch) { (set_row(ch, idx), ...); }, c.children);
+    detail::tuple_apply([&](auto&... ch) { (set_row(ch, idx), ...); }, c.children);
   }
 }
 
@@ -123,7 +123,7 @@ TFM_ALWAYS_INLINE C scalar_at(const Cur& c, index_t j) {
   } else if constexpr (requires { c.value; }) {
     return static_cast<C>(c.value);
   } else {
-    return std::apply(
+    return detail::tuple_apply(
         [&](const auto&... ch) { return typename Cur::functor_type{}(scalar_at<C>(ch, j)...); },
         c.children);
   }
@@ -174,7 +174,7 @@ bool overlaps_badly(const N& n, const V& dst, bool any_overlap = false) {
       return false;
     }
   } else {
-    return std::apply(
+    return detail::tuple_apply(
         [&](const auto&... a) { return (overlaps_badly(a, dst, any_overlap) || ...); }, n.args);
   }
 }

@@ -19,6 +19,7 @@
 #include "typeformer/core/dtype.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
+#include "typeformer/core/tuple.hpp"
 #include "typeformer/core/view.hpp"
 #include "typeformer/expr/functors.hpp"
 
@@ -133,7 +134,7 @@ struct map {
 
  private:
   static shape_type compute_shape(const std::tuple<Args...>& t) {
-    return std::apply([](const auto&... a) { return fold_shapes(a.shape()...); }, t);
+    return detail::tuple_apply([](const auto&... a) { return fold_shapes(a.shape()...); }, t);
   }
   template <class S0>
   static auto fold_shapes(const S0& s) {

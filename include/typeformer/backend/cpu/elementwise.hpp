@@ -76,7 +76,7 @@ TFM_ALWAYS_INLINE Bt batch_at(const Cur& c, index_t j) {
   } else if constexpr (requires { c.value; }) {
     return Bt(static_cast<C>(c.value));
   } else {
-    return std::apply(
+    return detail::tuple_apply(
         [&](const auto&... ch) {
           return typename Cur::functor_type{}(batch_at<Bt, Contig>(ch, j)...);
         },
@@ -92,8 +92,8 @@ TFM_ALWAYS_INLINE bool row_unit_or_broadcast(const Cur& c) {
   else if constexpr (requires { c.value; })
     return true;
   else
-    return std::apply([](const auto&... ch) { return (row_unit_or_broadcast(ch) && ...); },
-                      c.children);
+    return detail::tuple_apply([](const auto&... ch) { return (row_unit_or_broadcast(ch) && ...); },
+                               c.children);
 }
 
 template <class T, class Bt>
