@@ -52,13 +52,25 @@ noexcept {
     using FROM::NAME;                \
     return NAME(x);                  \
   }
-TFM_DETAIL_WRAP1(exp, std)
 TFM_DETAIL_WRAP1(log, std)
 TFM_DETAIL_WRAP1(sqrt, std)
 TFM_DETAIL_WRAP1(tanh, std)
 TFM_DETAIL_WRAP1(erf, std)
 TFM_DETAIL_WRAP1(abs, scalar)
 #undef TFM_DETAIL_WRAP1
+/// Defined by the cpu backend (backend/cpu/simd.hpp), the only code that makes batches: its own
+/// float exp where it has one (about twice xsimd's speed on AVX-512), xsimd::exp otherwise.
+template <class X>
+X batch_exp(X x) noexcept;
+template <class X>
+X m_exp(X x) noexcept {
+  if constexpr (requires { typename X::arch_type; }) {
+    return batch_exp(x);
+  } else {
+    using std::exp;
+    return exp(x);
+  }
+}
 template <class M, class X>
 X m_select(M c, X a, X b) noexcept {
   using scalar::select;
