@@ -110,15 +110,24 @@ X m_pow(X a, X b) noexcept {
     return r;
   }
 }
+/// Either of two conditions: || for scalar bools (Clang warns on | between bool calls), | for
+/// SIMD masks, which have no ||.
+template <class M>
+auto m_or(M a, M b) noexcept {
+  if constexpr (std::is_same_v<M, bool>)
+    return a || b;
+  else
+    return a | b;
+}
 /// min/max that propagate NaN from either operand (as torch.minimum/maximum do), with the same
 /// answer on the scalar and the SIMD paths (x86 MINPS/MAXPS would return the second operand).
 template <class X>
 X m_min(X a, X b) noexcept {
-  return m_select(m_isnan(a) | m_isnan(b), a + b, m_select(b < a, b, a));
+  return m_select(m_or(m_isnan(a), m_isnan(b)), a + b, m_select(b < a, b, a));
 }
 template <class X>
 X m_max(X a, X b) noexcept {
-  return m_select(m_isnan(a) | m_isnan(b), a + b, m_select(a < b, b, a));
+  return m_select(m_or(m_isnan(a), m_isnan(b)), a + b, m_select(a < b, b, a));
 }
 }  // namespace detail::math
 
