@@ -71,20 +71,17 @@ TFM_ALWAYS_INLINE void gemv_dot_rows(index_t K, const T* TFM_RESTRICT w, index_t
 template <class T>
 void gemv_dot_range(index_t n0, index_t n1, index_t K, T alpha, const T* w, index_t ldw, const T* x,
                     T beta, T* y, index_t incy) {
-  T s[8];
   index_t n = n0;
-  for (; n + 8 <= n1; n += 8) {
-    gemv_dot_rows<T, 8>(K, w + n * ldw, ldw, x, s);
-    for (int r = 0; r < 8; ++r) gemv_store(y + (n + r) * incy, s[r], alpha, beta);
-  }
-  for (; n + 4 <= n1; n += 4) {
-    gemv_dot_rows<T, 4>(K, w + n * ldw, ldw, x, s);
-    for (int r = 0; r < 4; ++r) gemv_store(y + (n + r) * incy, s[r], alpha, beta);
-  }
-  for (; n < n1; ++n) {
-    gemv_dot_rows<T, 1>(K, w + n * ldw, ldw, x, s);
-    gemv_store(y + n * incy, s[0], alpha, beta);
-  }
+  auto groups_of = [&]<int R>() {  // as many groups of R rows as fit, from n on
+    T s[R];
+    for (; n + R <= n1; n += R) {
+      gemv_dot_rows<T, R>(K, w + n * ldw, ldw, x, s);
+      for (int r = 0; r < R; ++r) gemv_store(y + (n + r) * incy, s[r], alpha, beta);
+    }
+  };
+  groups_of.template operator()<8>();
+  groups_of.template operator()<4>();
+  groups_of.template operator()<1>();
 }
 
 /// Columns [n0, n1) of sum_k x[k] * w[k*ldw + n]: rows of w are streamed in order and added
