@@ -23,6 +23,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "typeformer/tokenizer/detail/json.hpp"
+
 namespace cli {
 
 /// A mistake in the command line; main() prints it with a pointer to --help and exits 2.
@@ -185,37 +187,11 @@ class parser {
   std::vector<option_def> opts_;
 };
 
-/// JSON string literal of s (UTF-8 passed through; control characters escaped).
+/// JSON string literal of s (invalid UTF-8 becomes U+FFFD, so the output is valid JSON).
 inline std::string json_quote(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
+  std::string out;
+  tfm::detail::json::append_quoted(out, s);
+  return out;
 }
 
 /// One subcommand of `tfm`.
