@@ -46,17 +46,41 @@ class TypeformerConan(ConanFile):
              os.path.join(self.package_folder, "include"))
 
     def package_info(self):
+        # Two targets, as with CMake: typeformer::typeformer (portable) and typeformer::native
+        # (the same plus the host's instruction set). Components, so that the portable target
+        # does not carry -march=native; the aggregate of both is typeformer::typeformer_all.
         self.cpp_info.set_property("cmake_file_name", "typeformer")
-        self.cpp_info.set_property("cmake_target_name", "typeformer::typeformer")
+        self.cpp_info.set_property("cmake_target_name", "typeformer::typeformer_all")
         self.cpp_info.bindirs = []
         self.cpp_info.libdirs = []
-        self.cpp_info.requires = ["xsimd::xsimd"]
+        core = self.cpp_info.components["core"]
+        core.set_property("cmake_target_name", "typeformer::typeformer")
+        core.bindirs = []
+        core.libdirs = []
+        # A platform requirement (xsimd from the system, see docs/packaging.md) is no graph node
+        # that a component could require; its headers come from the system's include path.
+        try:
+            xsimd_is_package = self.dependencies.host["xsimd"].package_folder is not None
+        except KeyError:
+            xsimd_is_package = False
+        if xsimd_is_package:
+            core.requires = ["xsimd::xsimd"]
+        compiler = str(self.settings.compiler)
         if not self.options.with_openmp:
-            self.cpp_info.defines = ["TFM_WITH_OPENMP=0"]
-        elif str(self.settings.compiler) in ("gcc", "clang"):
+            core.defines = ["TFM_WITH_OPENMP=0"]
+        elif compiler in ("gcc", "clang", "apple-clang"):
             # The same as CMake's OpenMP::OpenMP_CXX with GCC, and with clang + libomp-dev.
-            self.cpp_info.cxxflags = ["-fopenmp"]
-            self.cpp_info.sharedlinkflags = ["-fopenmp"]
-            self.cpp_info.exelinkflags = ["-fopenmp"]
-        elif str(self.settings.compiler) == "msvc":
-            self.cpp_info.cxxflags = ["/openmp"]
+            core.cxxflags = ["-fopenmp"]
+            core.sharedlinkflags = ["-fopenmp"]
+            core.exelinkflags = ["-fopenmp"]
+        elif compiler == "msvc":
+            core.cxxflags = ["/openmp"]
+        native = self.cpp_info.components["native"]
+        native.set_property("cmake_target_name", "typeformer::native")
+        native.bindirs = []
+        native.libdirs = []
+        native.requires = ["core"]
+        if compiler in ("gcc", "clang", "apple-clang", "intel-cc"):
+            native.cxxflags = ["-march=native"]
+        elif compiler == "msvc":
+            native.cxxflags = ["/arch:AVX2"]

@@ -46,7 +46,7 @@ install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/typeformer"
         COMPONENT typeformer
         FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h" PATTERN "*.cuh" PATTERN "*.inl")
 
-install(TARGETS typeformer EXPORT typeformerTargets COMPONENT typeformer)
+install(TARGETS typeformer typeformer_native EXPORT typeformerTargets COMPONENT typeformer)
 install(EXPORT typeformerTargets
         NAMESPACE typeformer::
         DESTINATION "${TFM_INSTALL_CMAKEDIR}"

@@ -1,8 +1,8 @@
 // typeformer/tokenizer.hpp: umbrella for users: every tokenizer and the chat templates.
-//   tokenizer/bpe.hpp            tfm::bpe_tokenizer: byte-level BPE (GPT-2, tiktoken, HF tokenizer.json)
-//   tokenizer/bpe_trainer.hpp    tfm::bpe_trainer: train a byte-level BPE vocabulary
-//   tokenizer/sentencepiece.hpp  tfm::sentencepiece_tokenizer: SentencePiece BPE and Unigram
-//   tokenizer/wordpiece.hpp      tfm::wordpiece_tokenizer: BERT's WordPiece
+//   tokenizer/bpe.hpp            tfm::bpe_tokenizer: byte-level BPE (GPT-2, tiktoken, HF
+//   tokenizer.json) tokenizer/bpe_trainer.hpp    tfm::bpe_trainer: train a byte-level BPE
+//   vocabulary tokenizer/sentencepiece.hpp  tfm::sentencepiece_tokenizer: SentencePiece BPE and
+//   Unigram tokenizer/wordpiece.hpp      tfm::wordpiece_tokenizer: BERT's WordPiece
 //   tokenizer/chat_template.hpp  tfm::chat_template: ChatML, Llama 2, Llama 3
 //   tokenizer/jinja.hpp          tfm::jinja_chat_template: a model's own Jinja chat template
 // Tokenizers use no tensors; typeformer/typeformer.hpp leaves them out because they cost more

@@ -18,6 +18,7 @@
 //   tfm::no_grad guard;      records nothing in this scope (thread-local)
 //   tfm::parameter(t)        a var that requires gradients (a leaf)
 //   v.detach()               same value, cut from the graph
+//   loss.item()              the value of a one-element var as a T (static_cast<T>(loss) too)
 //   tfm::anomaly_mode on;    checks every op's output and gradients for NaN/Inf and reports the
 //                            first op that produced one, by name (forward or backward)
 //
@@ -388,6 +389,19 @@ class var {
 
   /// The value (read-only view).
   tensor_view<const T, S> value() const { return {d_->value.data(), shape()}; }
+  /// The value of the only element, e.g. a scalar loss: `loss.item()` (PyTorch's
+  /// Tensor.item()). For rank 0 and any shape holding exactly one element; a static shape that
+  /// cannot hold one does not compile, a dynamic one of another size raises tfm::shape_error.
+  T item() const {
+    static_assert(detail::may_hold_one_element<S>,
+                  "tfm::var::item: the var's static shape holds more than one element (or "
+                  "none); read an element with value()(i, ...) instead.");
+    if (!d_) fail(errc::value, "tfm::var::item: the var is empty (default-constructed).");
+    detail::check_one_element(shape(), "tfm::var", "value()(i, ...)");
+    return d_->value.data()[0];
+  }
+  /// static_cast<float>(loss) for a rank-0 var: its value.
+  explicit operator T() const requires(S::rank == 0) { return item(); }
   /// The value for in-place updates (optimizers); not recorded.
   tensor_view<T, S> mutable_value() const { return {d_->value.data(), shape()}; }
   /// The accumulated gradient (zero-filled if none arrived yet).

@@ -34,6 +34,9 @@
 //                           reading each line before overwriting it (a third less memory
 //                           traffic). Default 32 MiB; 0 disables;
 //                           tfm::cpu_kernels::set_stream_store_bytes() changes it at run time.
+//   TFM_SILENCE_ISA_NOTE    define to 1 to hide the compile-time note that the cpu backend
+//                           prints when a translation unit targets x86-64 without AVX2 (it then
+//                           runs SSE2 code; link typeformer::native or pass -march=native).
 //
 // Derived settings (not knobs) live in config/platform.hpp.
 #pragma once
@@ -50,6 +53,10 @@
 
 #if !defined(TFM_WITH_OPENMP)
 #define TFM_WITH_OPENMP 1
+#endif
+
+#if !defined(TFM_SILENCE_ISA_NOTE)
+#define TFM_SILENCE_ISA_NOTE 0
 #endif
 
 #if !defined(TFM_MAX_FUSION_DEPTH)

@@ -1,11 +1,16 @@
 // typeformer/core/print.hpp
 //
 // Printing: `std::cout << t` writes the type line and the elements NumPy-style, eliding the
-// middle of long axes ("...") the way NumPy does past 1000 elements.
+// middle of long axes ("...") the way NumPy does past 1000 elements, and ends with a newline:
 //
 //   tensor<f32> (2, 3)
 //   [[1, 2, 3],
 //    [4, 5, 6]]
+//
+// A rank-0 tensor prints as a bare number with no type line and no newline, the way a float
+// does: `std::cout << "loss " << loss.value() << "\n"` writes `loss 0.693147`.
+// `std::cout << v` for a tfm::var prints its value the same way ("var(empty)" for a
+// default-constructed one); vars are only declared here, so core/ does not include autodiff/.
 #pragma once
 
 #include "typeformer/core/dtype.hpp"
@@ -77,11 +82,13 @@ requires dense_type<X> std::ostream& print(std::ostream& os, const X& x,
   using V = decltype(v);
   std::ios::fmtflags f = os.flags();
   auto prec = os.precision(opt.precision);
-  os << "tensor<" << dtype_name<typename V::value_type>() << "> " << v.shape().to_string() << '\n';
   if constexpr (V::rank == 0) {
     detail::print_value(os, *v.data());
   } else {
+    os << "tensor<" << dtype_name<typename V::value_type>() << "> " << v.shape().to_string()
+       << '\n';
     detail::print_axis(os, v, 0, 0, v.size() > opt.threshold, opt, 0);
+    os << '\n';
   }
   os.flags(f);
   os.precision(prec);
@@ -91,6 +98,16 @@ requires dense_type<X> std::ostream& print(std::ostream& os, const X& x,
 template <class X>
 requires dense_type<X> std::ostream& operator<<(std::ostream& os, const X& x) {
   return print(os, x);
+}
+
+template <class T, shape_type S>
+class var;  // autodiff/variable.hpp
+
+/// Prints a var's value (see print()); a default-constructed var prints "var(empty)".
+template <class T, shape_type S>
+std::ostream& operator<<(std::ostream& os, const var<T, S>& v) {
+  if (!v.defined()) return os << "var(empty)";
+  return print(os, v.value());
 }
 
 /// The printed form as a string.

@@ -211,7 +211,7 @@ constexpr index_t static_broadcast_extent(std::size_t i) {
   if (b == 1) return a;
   if (a == dyn) return b;  // b static != 1: a must be 1 or b at run time; the result is b
   if (b == dyn) return a;
-  return a;  // equal
+  return a == b ? a : dyn;  // a static mismatch (reported elsewhere) gives a dynamic extent
 }
 
 template <class SA, class SB, std::size_t R, std::size_t... I>
@@ -220,42 +220,93 @@ auto broadcast_shape_impl(std::index_sequence<I...>)
 
 }  // namespace detail
 
-/// Compile-time check, instantiated per axis so that a failure names both shapes and the axis
-/// (counted from the right, NumPy style) in the compiler's instantiation context.
-template <class ShapeA, class ShapeB, std::size_t AxisFromRight>
-struct static_broadcast_check {
-  static_assert(detail::static_broadcast_axis_ok<ShapeA, ShapeB>(AxisFromRight),
-                "tfm: the two shapes cannot be broadcast together: the extents at this axis "
-                "(counted from the right, 0 = last) differ and neither is 1 "
-                "(see static_broadcast_check<ShapeA, ShapeB, AxisFromRight> below)");
+// ---- static shape checks that read at a glance -------------------------------------------
+// A statically known shape mismatch is reported by naming an undefined class template whose name
+// is the sentence and whose arguments are both shapes and the axis. For shape<4, 3> + shape<4, 4>
+// the compiler's first error line is (GCC also writes tfm's inline namespace, tfm::abi_v0_1_0):
+//   GCC 12:   error: invalid use of incomplete type 'struct tfm::shapes_cannot_broadcast<
+//             tfm::shape<4, 3>, tfm::shape<4, 4>, tfm::axis_from_right<0> >'
+//   Clang 14: error: implicit instantiation of undefined template 'tfm::shapes_cannot_broadcast<
+//             tfm::shape<4, 3>, tfm::shape<4, 4>, tfm::axis_from_right<0>>'
+// and a note below it shows the declaration's line, whose comment is the full sentence.
+// Each mistake is one error: the check is a static_assert in a class that stays valid (Clang
+// treats a class with an invalid member as invalid wherever it is used next), and a failing axis
+// is dyn in the result, which no later static check rejects. The other checks:
+// assigned_shape_differs_from_destination (expr/evaluate.hpp) and matmul_inner_extents_differ
+// (ops/matmul.hpp), tested in tests/compile_fail/.
+
+/// Axis tags in the names of the checks: counted from the right (0 = last, NumPy's broadcasting
+/// alignment) and from the left (0 = first).
+template <std::size_t I>
+struct axis_from_right {};
+template <std::size_t I>
+struct axis {};
+
+template <class ShapeA, class ShapeB, class AxisFromRight>
+struct shapes_cannot_broadcast;  // tfm: at this axis the extents differ and neither is 1
+
+namespace detail {
+/// static_assert(static_check<Ok, Failure>::value) names Failure, an undefined check such as
+/// shapes_cannot_broadcast<...>, where it must be complete unless Ok; `value` is true either way.
+template <bool Ok, class Failure>
+struct static_check {
+  using type = typename Failure::type;  // the error is Failure's name; see its declaration below
+  static constexpr bool value = true;
+};
+template <class Failure>
+struct static_check<true, Failure> {
   static constexpr bool value = true;
 };
 
-namespace detail {
-template <class SA, class SB, std::size_t... I>
-constexpr bool check_broadcast_all(std::index_sequence<I...>) {
-  return (static_broadcast_check<SA, SB, I>::value && ...);
+/// The first axis (counted from the right) where two static shapes cannot broadcast, or the
+/// broadcast rank when there is none.
+template <class SA, class SB>
+constexpr std::size_t static_broadcast_mismatch() {
+  constexpr std::size_t rank = SA::rank > SB::rank ? SA::rank : SB::rank;
+  for (std::size_t i = 0; i < rank; ++i)
+    if (!static_broadcast_axis_ok<SA, SB>(i)) return i;
+  return rank;
 }
 }  // namespace detail
 
-/// The broadcast of two shape types (NumPy rules, aligned on the right). A statically known
-/// mismatch is a compile error; dynamic axes are checked by broadcast_shape().
+/// The broadcast of two shape types (NumPy rules, aligned on the right), without diagnostics:
+/// `ok` says whether the static extents can broadcast; a failing axis is dyn in `type`.
+/// broadcast_shape_t is the same type and reports a static mismatch.
 template <shape_type SA, shape_type SB>
 struct broadcast_shape {
   static constexpr std::size_t rank = SA::rank > SB::rank ? SA::rank : SB::rank;
-  static constexpr bool ok = detail::check_broadcast_all<SA, SB>(std::make_index_sequence<rank>{});
-  // Naming `type` reads `ok` first, so every user of broadcast_shape_t gets the static check.
-  using type = std::conditional_t<
-      ok, decltype(detail::broadcast_shape_impl<SA, SB, rank>(std::make_index_sequence<rank>{})),
-      void>;
+  /// The first failing axis counted from the right; `rank` when there is none.
+  static constexpr std::size_t mismatch = detail::static_broadcast_mismatch<SA, SB>();
+  static constexpr bool ok = mismatch == rank;
+  using type =
+      decltype(detail::broadcast_shape_impl<SA, SB, rank>(std::make_index_sequence<rank>{}));
 };
+
+namespace detail {
+/// broadcast_shape<SA, SB>::type; instantiating it with a statically known mismatch is one
+/// compile error naming shapes_cannot_broadcast<SA, SB, axis_from_right<I>>. In a function body:
+/// static_assert(detail::checked_broadcast_shape<SA, SB>::value).
+template <class SA, class SB>
+struct checked_broadcast_shape {
+  using B = broadcast_shape<SA, SB>;
+  static_assert(
+      static_check<B::ok, shapes_cannot_broadcast<SA, SB, axis_from_right<B::mismatch>>>::value);
+  using type = typename B::type;
+  static constexpr bool value = true;
+};
+}  // namespace detail
+
+/// The broadcast of two shape types; a statically known mismatch is a compile error naming both
+/// shapes and the axis (dynamic axes are checked by broadcast_shapes()).
 template <shape_type SA, shape_type SB>
-using broadcast_shape_t = typename broadcast_shape<SA, SB>::type;
+using broadcast_shape_t = typename detail::checked_broadcast_shape<SA, SB>::type;
 
 /// Run-time broadcast of two shapes; throws tfm::shape_error naming both shapes and the axis.
+/// It does not repeat the static check (broadcast_shape_t does it where the types are formed),
+/// so that a static mismatch is reported once.
 template <shape_type SA, shape_type SB>
-constexpr broadcast_shape_t<SA, SB> broadcast_shapes(const SA& a, const SB& b) {
-  using R = broadcast_shape_t<SA, SB>;
+constexpr typename broadcast_shape<SA, SB>::type broadcast_shapes(const SA& a, const SB& b) {
+  using R = typename broadcast_shape<SA, SB>::type;
   std::array<index_t, R::rank> out{};
   for (std::size_t i = 0; i < R::rank; ++i) {  // i counts from the right
     index_t ea = i < SA::rank ? a.extent(SA::rank - 1 - i) : 1;
@@ -318,8 +369,11 @@ constexpr std::size_t normalize_axis() {
 namespace detail {
 template <class S, std::size_t... I>
 auto take_shape_impl(std::index_sequence<I...>) -> shape<S::static_extents[I]...>;
+// N is clamped to the rank: after a failed rank check (matmul of a vector), S::rank - 2 wraps
+// around, and a pack of 2^64 indices would exhaust the compiler's memory.
 template <class S, std::size_t N>
-using take_shape_t = decltype(take_shape_impl<S>(std::make_index_sequence<N>{}));
+using take_shape_t =
+    decltype(take_shape_impl<S>(std::make_index_sequence<(N <= S::rank ? N : S::rank)>{}));
 
 template <class A, class B>
 struct concat_shape;

@@ -14,9 +14,13 @@
 //   Assigning an expression (expr/) to a tensor evaluates the whole elementwise tree in one pass;
 //   a tensor takes the expression's shape, a view keeps its own and broadcasts the expression.
 //
+//   t.item() reads the only element of a one-element tensor or view (a rank-0 result of a
+//   reduction, say); a rank-0 one also converts explicitly: static_cast<float>(t).
+//
 // ERRORS
-//   Element access out of range, a shape that does not fit the static extents, or a wrong
-//   number of values raise tfm::shape_error (tfm::index_error for indices) with a sentence.
+//   Element access out of range, a shape that does not fit the static extents, a wrong
+//   number of values, or item() on more than one element raise tfm::shape_error
+//   (tfm::index_error for indices) with a sentence.
 #pragma once
 
 #include "typeformer/config/error.hpp"
@@ -76,6 +80,22 @@ void check_indices(const std::array<index_t, R>& ext, I... idx) {
       fail(errc::index, "tfm: index ", ix[a], " is out of range for axis ", a, " of extent ",
            ext[a], ".");
 }
+/// True unless a static extent of S other than 1 rules out a single element (item()'s
+/// compile-time check: shape<1, dyn> may hold one element, shape<2, dyn> never does).
+template <class S>
+inline constexpr bool may_hold_one_element = [] {
+  for (index_t e : S::static_extents)
+    if (e != 1 && e != dyn) return false;
+  return true;
+}();
+/// item()'s run-time check: `s` holds exactly one element. `who` names the caller, `access` how
+/// to read one element instead ("operator()(i, ...)").
+template <class S>
+void check_one_element(const S& s, const char* who, const char* access) {
+  if (s.size() != 1)
+    fail(errc::shape, who, ": item() needs exactly one element, but the shape ", s.to_string(),
+         " holds ", s.size(), "; read an element with ", access, " instead.");
+}
 template <std::size_t R, class... I>
 constexpr index_t linear_offset(const std::array<index_t, R>& st, I... idx) noexcept {
   std::array<index_t, R> ix{static_cast<index_t>(idx)...};
@@ -124,6 +144,30 @@ class tensor_view {
     assign(*this, std::forward<E>(e));
     return *this;
   }
+  /// Compound assignment, NumPy's in-place operators: `v += e` writes `v + e` into v, with e
+  /// broadcast to this view's shape (a shape that cannot broadcast is an error, never a resize).
+  /// One fused pass; e may read v (handled like any overlap, see expr/evaluate.hpp). The
+  /// operators come from expr/ (found by argument-dependent lookup when this is instantiated).
+  template <class E>
+  tensor_view& operator+=(E&& e) {
+    assign(*this, *this + std::forward<E>(e));
+    return *this;
+  }
+  template <class E>
+  tensor_view& operator-=(E&& e) {
+    assign(*this, *this - std::forward<E>(e));
+    return *this;
+  }
+  template <class E>
+  tensor_view& operator*=(E&& e) {
+    assign(*this, *this * std::forward<E>(e));
+    return *this;
+  }
+  template <class E>
+  tensor_view& operator/=(E&& e) {
+    assign(*this, *this / std::forward<E>(e));
+    return *this;
+  }
 
   T* data() const noexcept { return data_; }
   const S& shape() const noexcept { return shape_; }
@@ -153,6 +197,19 @@ class tensor_view {
   T& unchecked(I... idx) const noexcept {
     return data_[detail::linear_offset<rank>(strides_, idx...)];
   }
+
+  /// The value of the only element (PyTorch's Tensor.item()): for rank 0, and for any shape
+  /// that holds exactly one element. A static shape that cannot hold one does not compile; a
+  /// dynamic one of another size raises tfm::shape_error naming the shape.
+  value_type item() const {
+    static_assert(detail::may_hold_one_element<S>,
+                  "tfm::tensor_view::item: the view's static shape holds more than one element "
+                  "(or none); read an element with operator()(i, ...) instead.");
+    detail::check_one_element(shape_, "tfm::tensor_view", "operator()(i, ...)");
+    return *data_;  // the element at index (0, ..., 0) sits at offset 0 whatever the strides
+  }
+  /// static_cast<float>(v) for a rank-0 view: its element.
+  explicit operator value_type() const requires(S::rank == 0) { return *data_; }
 
   /// This view (views are already views).
   tensor_view view() const noexcept { return *this; }
@@ -247,6 +304,28 @@ class tensor {
     fill(v);
     return *this;
   }
+  /// Compound assignment (`t += e`, `-=`, `*=`, `/=`): as tensor_view's, into this tensor's
+  /// shape, which never changes.
+  template <class E>
+  tensor& operator+=(E&& e) {
+    view() += std::forward<E>(e);
+    return *this;
+  }
+  template <class E>
+  tensor& operator-=(E&& e) {
+    view() -= std::forward<E>(e);
+    return *this;
+  }
+  template <class E>
+  tensor& operator*=(E&& e) {
+    view() *= std::forward<E>(e);
+    return *this;
+  }
+  template <class E>
+  tensor& operator/=(E&& e) {
+    view() /= std::forward<E>(e);
+    return *this;
+  }
 
   /// Changes the shape; elements are zero afterwards unless the size is unchanged.
   void resize(const S& shape) {
@@ -274,6 +353,19 @@ class tensor {
     detail::check_indices<rank>(shape_.extents(), idx...);
     return data()[detail::linear_offset<rank>(strides(), idx...)];
   }
+
+  /// The value of the only element (PyTorch's Tensor.item()): for rank 0, and for any shape
+  /// that holds exactly one element. A static shape that cannot hold one does not compile; a
+  /// dynamic one of another size raises tfm::shape_error naming the shape.
+  T item() const {
+    static_assert(detail::may_hold_one_element<S>,
+                  "tfm::tensor::item: the tensor's static shape holds more than one element "
+                  "(or none); read an element with operator()(i, ...) instead.");
+    detail::check_one_element(shape_, "tfm::tensor", "operator()(i, ...)");
+    return data()[0];
+  }
+  /// static_cast<float>(t) for a rank-0 tensor: its element.
+  explicit operator T() const requires(S::rank == 0) { return data()[0]; }
 
   /// Sets every element to v (converted to T).
   void fill(compute_t<T> v) {

@@ -240,7 +240,7 @@ auto broadcast_to(X&& x, const S2& target) {
   using S = typename V::shape_type;
   static_assert(S2::rank >= S::rank,
                 "tfm::broadcast_to: the target rank is smaller than the source rank");
-  static_assert(broadcast_shape<S, S2>::ok);
+  static_assert(detail::checked_broadcast_shape<S, S2>::value);
   std::array<index_t, S2::rank> st{};
   for (std::size_t i = 0; i < S2::rank; ++i) {  // i from the right
     std::size_t a2 = S2::rank - 1 - i;

@@ -287,29 +287,44 @@ index_t dst_row_offset(const row_space<R>& sp, const std::array<index_t, R>& idx
 
 // ---- assignment: what tensor::operator= and tensor_view::operator= call ---------------------
 
+/// Static assignment checks (see core/shape.hpp): `dst = src` where the static shape of src
+/// (ShapeAssigned) and of the destination tensor (ShapeDestination) differ at an axis where both
+/// extents are static, or in rank.
+template <class ShapeAssigned, class ShapeDestination, class Axis>
+struct assigned_shape_differs_from_destination;  // tfm: the static extents at this axis differ
+template <class ShapeAssigned, class ShapeDestination>
+struct assigned_rank_differs_from_destination;  // tfm: the expression's rank is not the tensor's
+
 namespace detail {
 template <class N>
 using node_backend_t = typename N::backend_type;
 
+/// The first axis where two static shapes of equal rank differ (both extents static), or the
+/// rank when there is none.
 template <class DstShape, class SrcShape>
-constexpr void static_check_assign() {
-  if constexpr (DstShape::rank == SrcShape::rank) {
-    constexpr bool ok = [] {
-      for (std::size_t i = 0; i < DstShape::rank; ++i) {
-        auto d = DstShape::static_extents[i], s = SrcShape::static_extents[i];
-        if (d != dyn && s != dyn && d != s) return false;
-      }
-      return true;
-    }();
-    static_assert(ok,
-                  "tfm: the expression's static shape does not match the destination tensor's "
-                  "static shape (see static_check_assign<DstShape, SrcShape> below)");
-  } else {
-    static_assert(DstShape::rank == SrcShape::rank,
-                  "tfm: the expression's rank differs from the destination tensor's rank "
-                  "(see static_check_assign<DstShape, SrcShape> below)");
+constexpr std::size_t static_assign_mismatch() {
+  for (std::size_t i = 0; i < DstShape::rank; ++i) {
+    auto d = DstShape::static_extents[i], s = SrcShape::static_extents[i];
+    if (d != dyn && s != dyn && d != s) return i;
   }
+  return DstShape::rank;
 }
+
+/// static_assert(static_check_assign<DstShape, SrcShape>::value) checks that an expression of
+/// shape SrcShape can be assigned to a tensor of shape DstShape; a static mismatch is one
+/// compile error naming one of the checks above.
+template <class DstShape, class SrcShape>
+struct static_check_assign {
+  static constexpr bool same_rank = DstShape::rank == SrcShape::rank;
+  static_assert(
+      static_check<same_rank, assigned_rank_differs_from_destination<SrcShape, DstShape>>::value);
+  static constexpr std::size_t mismatch =
+      same_rank ? static_assign_mismatch<DstShape, SrcShape>() : DstShape::rank;
+  static_assert(
+      static_check<mismatch == DstShape::rank, assigned_shape_differs_from_destination<
+                                                   SrcShape, DstShape, axis<mismatch>>>::value);
+  static constexpr bool value = true;
+};
 
 template <class V, class N>
 void evaluate_checked(const V& dst, const N& node) {
@@ -339,7 +354,7 @@ void assign(const tensor_view<T, S, B>& dst, X&& src) {
     using N = decltype(node);
     static_assert(N::shape_type::rank <= S::rank,
                   "tfm: the expression has more axes than the destination view");
-    static_assert(broadcast_shape<S, typename N::shape_type>::ok);
+    static_assert(detail::checked_broadcast_shape<S, typename N::shape_type>::value);
     auto b = broadcast_shapes(dst.shape(), node.shape());
     if (!same_extents(b, dst.shape()))
       fail(errc::shape, "tfm: cannot assign an expression of shape ", node.shape().to_string(),
@@ -355,20 +370,22 @@ void assign(tensor<T, S, B, St>& dst, X&& src) {
   auto node = detail::to_node(std::forward<X>(src));
   using N = decltype(node);
   using NS = typename N::shape_type;
-  detail::static_check_assign<S, NS>();
-  S target = S::from_extents(node.shape().extents());
-  // A destination that changes shape is reallocated (or re-laid out) before it is written, so
-  // then a leaf that reads its storage at all (`a = a + b` growing a by broadcast, `a = a[0:2]`)
-  // must go through the temporary too, not only leaves read at other positions.
-  const bool reshaped = !same_extents(target, dst.shape());
-  if (detail::overlaps_badly(node, dst.view(), reshaped)) {
-    tensor<T, S, B, St> tmp = tensor<T, S, B, St>::uninitialized(target);
-    evaluate(tmp.view(), node, B{});
-    dst = std::move(tmp);
-    return;
+  static_assert(detail::static_check_assign<S, NS>::value);
+  if constexpr (S::rank == NS::rank) {  // else the check above is the one error
+    S target = S::from_extents(node.shape().extents());
+    // A destination that changes shape is reallocated (or re-laid out) before it is written, so
+    // then a leaf that reads its storage at all (`a = a + b` growing a by broadcast, `a = a[0:2]`)
+    // must go through the temporary too, not only leaves read at other positions.
+    const bool reshaped = !same_extents(target, dst.shape());
+    if (detail::overlaps_badly(node, dst.view(), reshaped)) {
+      tensor<T, S, B, St> tmp = tensor<T, S, B, St>::uninitialized(target);
+      evaluate(tmp.view(), node, B{});
+      dst = std::move(tmp);
+      return;
+    }
+    if (reshaped) dst.resize(target);
+    evaluate(dst.view(), node, B{});
   }
-  if (reshaped) dst.resize(target);
-  evaluate(dst.view(), node, B{});
 }
 
 /// The expression evaluated into a new tensor with its backend (tfm::cpu when it has none).

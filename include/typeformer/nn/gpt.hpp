@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 TFM_BEGIN_NAMESPACE
@@ -40,12 +41,35 @@ namespace nn {
 /// Interface a KV cache offers to attention (infer/kv_cache.hpp implements it).
 struct no_cache {};
 
+/// GPT-2's init stddev of the residual output projections: 0.02 / sqrt(2 n_layer) (Radford et
+/// al. 2019, section 2.3), 0.02 for a config without layers.
+template <class Cfg>
+double residual_std(const Cfg& cfg) {
+  return cfg.n_layer > 0 ? 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer)) : 0.02;
+}
+
+/// The builder of a module built on its own from a config: validates the config first.
+template <class Cfg>
+builder standalone_builder(const Cfg& cfg, std::uint64_t seed, std::string prefix) {
+  validate(cfg);
+  return builder{seed, std::move(prefix)};
+}
+
+/// Causal self-attention with the config's heads, positions and window: x (B, T, C) -> (B, T, C).
+/// Parameters c_attn (the fused q, k, v projection, ((H + 2G) D, C)) and c_proj (C, C).
 template <class T, class Cfg>
-class attention_layer {
+class attention_layer : public module_base<T, attention_layer<T, Cfg>> {
   static constexpr index_t C = static_n_embd<Cfg>;
 
  public:
+  /// An empty module (no parameters): assign a built one to it.
   attention_layer() = default;
+  /// On its own: sizes from the config (static fields are in the types), GPT-2 initialisation
+  /// with c_proj scaled by residual_std(cfg); names "<prefix>.c_attn.weight", ...
+  /// nn::attention_layer<float, nn::gpt2_tiny> attn(nn::gpt2_tiny{}, /*seed=*/1).
+  attention_layer(const Cfg& cfg, std::uint64_t seed, std::string prefix = {})
+      : attention_layer(standalone_builder(cfg, seed, std::move(prefix)), cfg, residual_std(cfg)) {}
+  /// Inside a model: the seed and the name prefix come from the builder.
   attention_layer(const builder& b, const Cfg& cfg, double proj_std)
       : H_(cfg.n_head),
         G_(cfg.n_kv_head),
@@ -94,6 +118,11 @@ class attention_layer {
     auto ym = reshape(yt, shape<dyn, dyn, C>::from_extents({B, Tn, H_ * D_}));
     return var<T, S>(c_proj(ym).data());
   }
+  /// x (B, T, C) at positions 0 .. T - 1, without a cache.
+  template <class S>
+  var<T, S> operator()(const var<T, S>& x) const {
+    return (*this)(x, 0, static_cast<no_cache*>(nullptr), 0);
+  }
   void collect(parameter_list<T>& out) const {
     c_attn.collect(out);
     c_proj.collect(out);
@@ -109,19 +138,25 @@ class attention_layer {
   linear<T, C, C> c_proj;
 };
 
+/// A pre-norm transformer block: x + attn(ln_1(x)), then h + mlp(ln_2(h)); (B, T, C) -> (B, T, C).
 template <class T, class Cfg>
-class block {
+class block : public module_base<T, block<T, Cfg>> {
   static constexpr index_t C = static_n_embd<Cfg>, F = static_ffn<Cfg>;
 
  public:
+  /// An empty module (no parameters): assign a built one to it.
   block() = default;
+  /// On its own: sizes from the config, GPT-2 initialisation; names "<prefix>.ln_1.weight",
+  /// "<prefix>.attn.c_attn.weight", ... nn::block<float, nn::gpt2_tiny> blk(nn::gpt2_tiny{}, 1).
+  block(const Cfg& cfg, std::uint64_t seed, std::string prefix = {})
+      : block(standalone_builder(cfg, seed, std::move(prefix)), cfg) {}
+  /// Inside a model: the seed and the name prefix come from the builder.
   block(const builder& b, const Cfg& cfg)
       : dropout_(cfg.dropout),
         ln_1(b.sub("ln_1"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps),
-        attn(b.sub("attn"), cfg, 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer))),
+        attn(b.sub("attn"), cfg, residual_std(cfg)),
         ln_2(b.sub("ln_2"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps),
-        mlp_(b.sub("mlp"), cfg.n_embd, cfg.ffn, cfg.mlp, cfg.bias,
-             0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layer))) {}
+        mlp_(b.sub("mlp"), cfg.n_embd, cfg.ffn, cfg.mlp, cfg.bias, residual_std(cfg)) {}
 
   template <class S, class Cache>
   var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer, bool training,
@@ -134,6 +169,12 @@ class block {
     };
     var<T, S> h = x + drop(attn(ln_1(x), pos0, cache, layer));
     return h + drop(var<T, S>(mlp_(ln_2(h)).data()));
+  }
+  /// x (B, T, C) at positions 0 .. T - 1, without a cache or dropout (evaluation).
+  template <class S>
+  var<T, S> operator()(const var<T, S>& x) const {
+    std::uint64_t offset = 0;
+    return (*this)(x, 0, static_cast<no_cache*>(nullptr), 0, false, 0, offset);
   }
   void collect(parameter_list<T>& out) const {
     ln_1.collect(out);

@@ -7,7 +7,13 @@
 //     others' values);
 //   - modules list their parameters with stable dotted names ("h.0.attn.c_attn.weight") through
 //     collect(list, prefix): the order is the declaration order and never changes;
-//   - state dicts map those names to the parameters' records (save/load in io/).
+//   - state dicts map those names to the parameters' records (save/load in io/);
+//   - every module can be built on its own (a seed, an optional name prefix, sizes from its type
+//     when they are static) or inside a model (from a builder that carries the model's seed and
+//     the dotted prefix); both paths run the same code, so a layer built alone with seed s and
+//     prefix "h.0.mlp.c_fc" equals the one inside a model built with seed s;
+//   - parameters() (module_base) returns the list an optimizer takes: optim::adamw(m.parameters(),
+//     ...).
 #pragma once
 
 #include "typeformer/autodiff/variable.hpp"
@@ -91,6 +97,34 @@ var<T, S> make_parameter(const builder& b, std::string_view leaf, const S& s, in
   v.set_name(nm);
   return v;
 }
+
+/// "784" or "dyn": an extent as written in a type, for messages.
+inline std::string extent_name(index_t e) { return e == dyn ? "dyn" : std::to_string(e); }
+
+/// A size argument of a module, checked against the extent its type fixes (tfm::dyn accepts any
+/// size >= 0). `module` is the type as the user wrote it ("nn::linear<T, 784, 128>"), `what`
+/// the argument ("in_features"). Raises tfm::shape_error naming both.
+inline index_t checked_extent(index_t value, index_t static_extent, const std::string& module,
+                              const char* what) {
+  if (value < 0) fail(errc::shape, "tfm::", module, ": ", what, " must be >= 0, got ", value, ".");
+  if (static_extent != dyn && value != static_extent)
+    fail(errc::shape, "tfm::", module, ": ", what, " is ", value, " but the type fixes it to ",
+         static_extent, ".");
+  return value;
+}
+
+/// What every module offers on top of its collect(list): parameters(), the list an optimizer
+/// takes. CRTP: Derived has `void collect(parameter_list<T>&) const`.
+template <class T, class Derived>
+class module_base {
+ public:
+  /// The module's parameters with their names, in declaration order.
+  parameter_list<T> parameters() const {
+    parameter_list<T> ps;
+    static_cast<const Derived&>(*this).collect(ps);
+    return ps;
+  }
+};
 
 /// Adds `v` to `out` under its name.
 template <class T, class S>

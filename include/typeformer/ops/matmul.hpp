@@ -50,21 +50,32 @@ void gemm_kernel(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, con
   cpu_kernels::gemm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/// Compile-time check of matmul operands, instantiated with both shapes so that the compiler
-/// names them in the error.
+/// Static matmul checks (see core/shape.hpp): the last axis of A (its columns) and the
+/// second-to-last axis of B (its rows) are static and differ; the batch (leading) axes of A and
+/// B cannot broadcast at an axis counted from the right of the operands (2 = the last batch axis).
+template <class ShapeA, class ShapeB>
+struct matmul_inner_extents_differ;  // tfm::matmul: A's columns must equal B's rows
+template <class ShapeA, class ShapeB, class AxisFromRight>
+struct matmul_batch_axes_cannot_broadcast;  // tfm::matmul: extents differ and neither is 1
+
+/// Compile-time check of matmul operands and their result shape; a static mismatch of the inner
+/// extents or of the batch axes is one compile error naming one of the checks above.
 template <class ShapeA, class ShapeB>
 struct matmul_static_check {
   static_assert(ShapeA::rank >= 2 && ShapeB::rank >= 2,
                 "tfm::matmul: both operands need rank >= 2 (use unsqueeze<0> for a vector)");
   static constexpr index_t ka = ShapeA::static_extents[ShapeA::rank - 1];
   static constexpr index_t kb = ShapeB::static_extents[ShapeB::rank - 2];
-  static_assert(
-      ka == dyn || kb == dyn || ka == kb,
-      "tfm::matmul: inner extents differ: the last axis of A (its columns) must equal "
-      "the second-to-last axis of B (its rows) (see matmul_static_check<ShapeA, ShapeB>)");
+  static_assert(detail::static_check < ka == dyn || kb == dyn || ka == kb,
+                matmul_inner_extents_differ < ShapeA, ShapeB >> ::value);
   using batch_a = detail::take_shape_t<ShapeA, ShapeA::rank - 2>;
   using batch_b = detail::take_shape_t<ShapeB, ShapeB::rank - 2>;
-  using batch = broadcast_shape_t<batch_a, batch_b>;
+  using batch_check = broadcast_shape<batch_a, batch_b>;
+  static_assert(
+      detail::static_check<batch_check::ok,
+                           matmul_batch_axes_cannot_broadcast<
+                               ShapeA, ShapeB, axis_from_right<batch_check::mismatch + 2>>>::value);
+  using batch = typename batch_check::type;
   using result =
       typename detail::concat_shape<batch, shape<ShapeA::static_extents[ShapeA::rank - 2],
                                                  ShapeB::static_extents[ShapeB::rank - 1]>>::type;

@@ -1,13 +1,16 @@
 // Factories (core/factory.hpp): zeros, full, arange (values, empty, errors); randn and
 // rand_uniform (reproducible per seed, different across seeds, same on 1 and 2 threads, filled in
 // pieces with offsets equal to one fill, moments within statistical bounds). Printing
-// (core/print.hpp): exact strings for small tensors, NumPy-style elision for large ones.
+// (core/print.hpp): exact strings for small tensors, rank 0 as a bare number, the final newline,
+// NumPy-style elision for large ones. item() and the rank-0 conversion of tensors and views.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ops_test_util.hpp"
@@ -246,36 +249,114 @@ TEST_CASE_TEMPLATE("factory: bf16/f16 random tensors are the float draws rounded
 
 TEST_CASE("print: exact output for small tensors") {
   tensor<float, shape<2, 3>> a{{1, 2, 3}, {4, 5, 6}};
-  CHECK(tfm::to_string(a) == "tensor<f32> (2, 3)\n[[1, 2, 3],\n [4, 5, 6]]");
+  CHECK(tfm::to_string(a) == "tensor<f32> (2, 3)\n[[1, 2, 3],\n [4, 5, 6]]\n");
   std::ostringstream os;
   os << a;
   CHECK(os.str() == tfm::to_string(a));
-  CHECK(tfm::to_string(tfm::transpose(a)) == "tensor<f32> (3, 2)\n[[1, 4],\n [2, 5],\n [3, 6]]");
-  CHECK(tfm::to_string(tfm::slice<1>(a, 0, 3, 2)) == "tensor<f32> (2, 2)\n[[1, 3],\n [4, 6]]");
+  CHECK(tfm::to_string(tfm::transpose(a)) == "tensor<f32> (3, 2)\n[[1, 4],\n [2, 5],\n [3, 6]]\n");
+  CHECK(tfm::to_string(tfm::slice<1>(a, 0, 3, 2)) == "tensor<f32> (2, 2)\n[[1, 3],\n [4, 6]]\n");
 
   tensor<float, shape<2, 2, 2>> c;
   for (index_t i = 0; i < 8; ++i) c.data()[i] = static_cast<float>(i);
   CHECK(tfm::to_string(c) ==
-        "tensor<f32> (2, 2, 2)\n[[[0, 1],\n  [2, 3]],\n\n [[4, 5],\n  [6, 7]]]");
+        "tensor<f32> (2, 2, 2)\n[[[0, 1],\n  [2, 3]],\n\n [[4, 5],\n  [6, 7]]]\n");
 
-  CHECK(tfm::to_string(tensor<std::int32_t, shape<3>>{1, -2, 3}) == "tensor<i32> (3,)\n[1, -2, 3]");
-  CHECK(tfm::to_string(tensor<std::int8_t, shape<2>>{-3, 65}) == "tensor<i8> (2,)\n[-3, 65]");
-  tensor<double, shape<>> s;
-  s() = 2.5;
-  CHECK(tfm::to_string(s) == "tensor<f64> ()\n2.5");
+  CHECK(tfm::to_string(tensor<std::int32_t, shape<3>>{1, -2, 3}) ==
+        "tensor<i32> (3,)\n[1, -2, 3]\n");
+  CHECK(tfm::to_string(tensor<std::int8_t, shape<2>>{-3, 65}) == "tensor<i8> (2,)\n[-3, 65]\n");
   tensor<tfm::bf16, shape<2>> h{tfm::bf16(1.5f), tfm::bf16(-0.25f)};
-  CHECK(tfm::to_string(h) == "tensor<bf16> (2,)\n[1.5, -0.25]");
+  CHECK(tfm::to_string(h) == "tensor<bf16> (2,)\n[1.5, -0.25]\n");
   tensor<tfm::f16, shape<1>> hf{tfm::f16(0.5f)};
-  CHECK(tfm::to_string(hf) == "tensor<f16> (1,)\n[0.5]");
+  CHECK(tfm::to_string(hf) == "tensor<f16> (1,)\n[0.5]\n");
   // Six significant digits by default.
   tensor<float, shape<5>> p{1.0f / 3, 1e-7f, 1e6f, 123456789.0f, -2.0f / 3};
-  CHECK(tfm::to_string(p) == "tensor<f32> (5,)\n[0.333333, 1e-07, 1e+06, 1.23457e+08, -0.666667]");
+  CHECK(tfm::to_string(p) ==
+        "tensor<f32> (5,)\n[0.333333, 1e-07, 1e+06, 1.23457e+08, -0.666667]\n");
   tensor<double, shape<2>> sp{std::numeric_limits<double>::infinity(), -0.0};
-  CHECK(tfm::to_string(sp) == "tensor<f64> (2,)\n[inf, -0]");
+  CHECK(tfm::to_string(sp) == "tensor<f64> (2,)\n[inf, -0]\n");
   // Empty tensors.
-  CHECK(tfm::to_string(tensor<float, shape<dyn>>(0)) == "tensor<f32> (0,)\n[]");
-  CHECK(tfm::to_string(tensor<float, shape<dyn, dyn>>(2, 0)) == "tensor<f32> (2, 0)\n[[],\n []]");
-  CHECK(tfm::to_string(tensor<float, shape<dyn, dyn>>(0, 2)) == "tensor<f32> (0, 2)\n[]");
+  CHECK(tfm::to_string(tensor<float, shape<dyn>>(0)) == "tensor<f32> (0,)\n[]\n");
+  CHECK(tfm::to_string(tensor<float, shape<dyn, dyn>>(2, 0)) == "tensor<f32> (2, 0)\n[[],\n []]\n");
+  CHECK(tfm::to_string(tensor<float, shape<dyn, dyn>>(0, 2)) == "tensor<f32> (0, 2)\n[]\n");
+}
+
+TEST_CASE("print: rank 0 is a bare number; rank >= 1 ends with a newline") {
+  // Rank 0 prints like the number itself (no type line, no newline), in every element type.
+  tensor<float, shape<>> f;
+  f() = 0.123f;
+  CHECK(tfm::to_string(f) == "0.123");
+  tensor<double, shape<>> d;
+  d() = 2.5;
+  CHECK(tfm::to_string(d) == "2.5");
+  d() = 1.0 / 3;
+  CHECK(tfm::to_string(d) == "0.333333");  // six significant digits, as std::cout prints
+  tensor<tfm::bf16, shape<>> b;
+  b() = tfm::bf16(-1.5f);
+  CHECK(tfm::to_string(b) == "-1.5");
+  tensor<std::int32_t, shape<>> i;
+  i() = -42;
+  CHECK(tfm::to_string(i) == "-42");
+  tensor<std::int8_t, shape<>> i8;
+  i8() = 65;
+  CHECK(tfm::to_string(i8) == "65");  // a number, not the character 'A'
+  std::ostringstream os;
+  os << "loss " << f.view() << " at step " << 3 << "\n";
+  CHECK(os.str() == "loss 0.123 at step 3\n");
+  // Rank 1 and 2 end with exactly one newline, so `std::cout << a << b` keeps them apart.
+  tensor<float, shape<2>> v{1, 2};
+  tensor<float, shape<1, 2>> m{{3, 4}};
+  std::ostringstream two;
+  two << v << m;
+  CHECK(two.str() == "tensor<f32> (2,)\n[1, 2]\ntensor<f32> (1, 2)\n[[3, 4]]\n");
+}
+
+TEST_CASE("item: the only element of a rank-0 or one-element tensor or view") {
+  tensor<float, shape<>> s;
+  s() = 0.25f;
+  CHECK(s.item() == 0.25f);
+  CHECK(s.view().item() == 0.25f);
+  static_assert(std::is_same_v<decltype(s.item()), float>);
+  static_assert(std::is_same_v<decltype(std::as_const(s).view().item()), float>);
+  // The explicit conversion (rank 0 only); it is not implicit.
+  CHECK(static_cast<float>(s) == 0.25f);
+  CHECK(static_cast<float>(s.view()) == 0.25f);
+  static_assert(!std::is_convertible_v<tensor<float, shape<>>, float>);
+  static_assert(std::is_constructible_v<float, tensor<float, shape<>>>);
+  static_assert(!std::is_constructible_v<float, tensor<float, shape<1>>>);
+  tensor<tfm::bf16, shape<>> h;
+  h() = tfm::bf16(3.0f);
+  static_assert(std::is_same_v<decltype(h.item()), tfm::bf16>);
+  CHECK(static_cast<float>(h.item()) == 3.0f);
+  tensor<std::int32_t, shape<>> n;
+  n() = 7;
+  CHECK(n.item() == 7);
+  CHECK(static_cast<std::int32_t>(n) == 7);
+
+  // Any shape holding exactly one element: static (1, 1), dynamic (1, 1), a one-element view
+  // with strides of a bigger tensor (the element at (2, 1) of a 3 x 4 matrix).
+  tensor<double, shape<1, 1>> one{{-4.5}};
+  CHECK(one.item() == -4.5);
+  tensor<double, shape<dyn, dyn>> dm(1, 1);
+  dm(0, 0) = 9.0;
+  CHECK(dm.item() == 9.0);
+  auto a = tfm::arange<float>(12);
+  auto a2 = tfm::reshape(a.view(), shape<3, 4>{});
+  auto cell = tfm::slice<1>(tfm::slice<0>(a2, 2, 3), 1, 2);  // (1, 1) at row 2, column 1
+  CHECK(cell.item() == 9.0f);
+
+  // A dynamic shape of another size: tfm::shape_error naming the shape and the count.
+  tensor<float, shape<dyn, dyn>> big(2, 3);
+  CHECK_THROWS_WITH_AS(big.item(),
+                       "tfm::tensor: item() needs exactly one element, but the shape (2, 3) "
+                       "holds 6; read an element with operator()(i, ...) instead.",
+                       tfm::shape_error);
+  CHECK_THROWS_AS(big.view().item(), tfm::shape_error);
+  CHECK_THROWS_AS((tensor<float, shape<dyn>>(0).item()), tfm::shape_error);
+  // A static shape that cannot hold one element does not offer item() (static_assert).
+  static_assert(!tfm::detail::may_hold_one_element<shape<2, 3>>);
+  static_assert(!tfm::detail::may_hold_one_element<shape<dyn, 3>>);
+  static_assert(tfm::detail::may_hold_one_element<shape<1, dyn>>);
+  static_assert(tfm::detail::may_hold_one_element<shape<>>);
 }
 
 TEST_CASE("print: options and stream state") {
@@ -285,12 +366,12 @@ TEST_CASE("print: options and stream state") {
   o.edge_items = 1;
   o.threshold = 5;
   o.precision = 3;
-  CHECK(tfm::to_string(x, o) == "tensor<f32> (10,)\n[0, ..., 3]");
+  CHECK(tfm::to_string(x, o) == "tensor<f32> (10,)\n[0, ..., 3]\n");
   o.edge_items = 2;
-  CHECK(tfm::to_string(x, o) == "tensor<f32> (10,)\n[0, 0.333, ..., 2.67, 3]");
+  CHECK(tfm::to_string(x, o) == "tensor<f32> (10,)\n[0, 0.333, ..., 2.67, 3]\n");
   o.threshold = 10;  // 10 elements is not more than the threshold: no elision
   CHECK(tfm::to_string(x, o) ==
-        "tensor<f32> (10,)\n[0, 0.333, 0.667, 1, 1.33, 1.67, 2, 2.33, 2.67, 3]");
+        "tensor<f32> (10,)\n[0, 0.333, 0.667, 1, 1.33, 1.67, 2, 2.33, 2.67, 3]\n");
   // The stream's precision and flags are restored.
   std::ostringstream os;
   os.precision(10);
@@ -332,7 +413,7 @@ std::string elided_matrix(index_t rows, index_t cols) {
 
 TEST_CASE("print: elision of large tensors") {
   auto a = tfm::arange<float>(2000);
-  CHECK(tfm::to_string(a) == "tensor<f32> (2000,)\n[0, 1, 2, ..., 1997, 1998, 1999]");
+  CHECK(tfm::to_string(a) == "tensor<f32> (2000,)\n[0, 1, 2, ..., 1997, 1998, 1999]\n");
   // Exactly at the threshold (1000 elements): printed in full.
   auto b = tfm::arange<std::int32_t>(1000);
   const std::string sb = tfm::to_string(b);
@@ -340,8 +421,8 @@ TEST_CASE("print: elision of large tensors") {
   CHECK(sb.find(", 500, 501, ") != std::string::npos);
   tensor<std::int32_t, shape<dyn, dyn>> m(40, 40);
   for (index_t i = 0; i < 1600; ++i) m.data()[i] = static_cast<std::int32_t>(i);
-  CHECK(tfm::to_string(m) == "tensor<i32> (40, 40)\n" + elided_matrix(40, 40));
+  CHECK(tfm::to_string(m) == "tensor<i32> (40, 40)\n" + elided_matrix(40, 40) + "\n");
   tensor<std::int32_t, shape<dyn, dyn>> tall(500, 4);  // only the long axis is elided
   for (index_t i = 0; i < 2000; ++i) tall.data()[i] = static_cast<std::int32_t>(i);
-  CHECK(tfm::to_string(tall) == "tensor<i32> (500, 4)\n" + elided_matrix(500, 4));
+  CHECK(tfm::to_string(tall) == "tensor<i32> (500, 4)\n" + elided_matrix(500, 4) + "\n");
 }

@@ -29,6 +29,15 @@
 #include <immintrin.h>
 #endif
 
+// A build for x86-64 without AVX2 runs the SSE2 paths, several times slower than AVX2/AVX-512:
+// say so once per translation unit, with the fix (docs/packaging.md, "Fast by default").
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(__AVX2__) && !TFM_SILENCE_ISA_NOTE
+#pragma message(                                                                              \
+    "typeformer: this translation unit targets x86-64 without AVX2, so the cpu backend runs " \
+    "its SSE2 code (several times slower). Link typeformer::native (CMake) or compile with "  \
+    "-march=native (or -mavx2 -mfma); define TFM_SILENCE_ISA_NOTE=1 to hide this note.")
+#endif
+
 TFM_BEGIN_NAMESPACE
 
 namespace simd {
