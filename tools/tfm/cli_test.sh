@@ -98,6 +98,61 @@ else
   echo "note: python packages gguf/safetensors missing; JSON cross-check not run"
 fi
 
+# tfm convert: every tensor of the fixture (F32, F16, BF16, Q8_0, Q4_1, Q4_K, I32, I8, F64) to
+# F16/BF16/F32 GGUF and to safetensors, checked against gguf.quants.dequantize.
+for t in f32 f16 bf16; do
+  expect 0 "convert to $t GGUF" "$tfm" convert --type "$t" "$gguf" "$work/conv_$t.gguf"
+  expect 0 "inspect the $t GGUF" "$tfm" inspect "$work/conv_$t.gguf"
+done
+expect 0 "convert to safetensors" "$tfm" convert "$gguf" "$work/conv.safetensors"
+expect 2 "convert with a bad --type" "$tfm" convert --type q4 "$gguf" "$work/x.gguf"
+expect 2 "convert to an unknown extension" "$tfm" convert "$gguf" "$work/x.bin"
+expect 1 "convert a missing file" "$tfm" convert "$work/none.gguf" "$work/x.gguf"
+if python3 -c "import gguf, safetensors" 2>/dev/null; then
+  python3 - "$gguf" "$work" <<'PY' || fail "tfm convert output disagrees with gguf.quants.dequantize"
+import sys
+import numpy as np
+import gguf
+from gguf import quants
+from safetensors.numpy import load_file
+src, work = sys.argv[1:3]
+r = gguf.GGUFReader(src)
+ref = {}
+for t in r.tensors:
+    shape = [int(x) for x in reversed(t.shape.tolist())]
+    if t.tensor_type.name in ("I8", "I16", "I32", "I64", "F64"):
+        ref[t.name] = (np.asarray(t.data).reshape(shape), True)
+    else:
+        ref[t.name] = (quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape), False)
+for ty, np_t in (("f32", np.float32), ("f16", np.float16), ("bf16", None)):
+    out = gguf.GGUFReader(f"{work}/conv_{ty}.gguf")
+    assert [t.name for t in out.tensors] == [t.name for t in r.tensors]
+    for t in out.tensors:
+        want, exact = ref[t.name]
+        got = quants.dequantize(t.data, t.tensor_type).reshape(want.shape) if not exact else np.asarray(t.data).reshape(want.shape)
+        if exact:
+            assert np.array_equal(got, want), t.name
+            continue
+        if len(t.shape) <= 1:
+            assert t.tensor_type.name == "F32", (t.name, t.tensor_type.name)
+        if ty == "f16" and len(t.shape) > 1:
+            want = want.astype(np.float16).astype(np.float32)
+        if ty == "bf16" and len(t.shape) > 1:  # round to nearest even, as the bf16 type does
+            b = want.astype(np.float32).view(np.uint32)
+            b = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32) << 16
+            want = b.view(np.float32)
+        assert np.array_equal(got.astype(np.float32), want), (ty, t.name)
+    ft = out.fields["general.file_type"].contents()
+    assert ft == {"f32": 0, "f16": 1, "bf16": 32}[ty], (ty, ft)
+st = load_file(f"{work}/conv.safetensors")
+assert sorted(st) == sorted(ref)
+for name, (want, exact) in ref.items():
+    assert st[name].shape == want.shape, name
+    assert np.array_equal(st[name], want.astype(st[name].dtype)), name
+print("tfm convert: F32/F16/BF16 GGUF and safetensors outputs equal the gguf package's dequantization")
+PY
+fi
+
 model=${TFM_MODEL_DIR:-$HOME/.cache/typeformer/models}/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$model" ]; then
   expect 0 "inspect SmolLM2" "$tfm" inspect "$model"
@@ -106,6 +161,65 @@ if [ -f "$model" ]; then
 else
   echo "note: SmolLM2 is not in the model cache (scripts/fetch-models); its checks are skipped"
 fi
+
+# ---- tfm embed (BERT sentence embeddings; issue 18 items 4 and 7) --------------------------
+# The committed tiny random BERT (tests/data/bert/tiny) always, all-MiniLM-L6-v2 when cached:
+# line count, every line a JSON array of C numbers with unit norm, cosine >= 0.9999 against
+# tests/data/bert/reference.py's float64 numpy embeddings.
+bert=$src/tests/data/bert
+expect 2 "embed without -m" "$tfm" embed
+expect 2 "embed --batch 0" "$tfm" embed -m "$bert/tiny" --batch 0
+expect 1 "embed with a missing model directory" "$tfm" embed -m "$work/no_model"
+mkdir -p "$work/not_bert" && printf '{"model_type": "gpt2"}' >"$work/not_bert/config.json"
+expect 1 "embed with a non-BERT config" "$tfm" embed -m "$work/not_bert"
+# check_embed MODEL_DIR REFERENCE_JSON [EMBEDDINGS_F32] BATCH: texts from the reference's
+# "sentences", embeddings from its "embeddings" or from the .f32 file.
+check_embed() {
+  local dir=$1 ref=$2 f32=$3 batch=$4
+  python3 -c 'import json,sys; [print(s) for s in json.load(open(sys.argv[1]))["sentences"]]' \
+    "$ref" >"$work/embed_in.txt" || { fail "embed: cannot read $ref"; return; }
+  expect 0 "embed -m $(basename "$dir") --batch $batch" "$tfm" embed -m "$dir" --batch "$batch" -t 2 \
+    <"$work/embed_in.txt"
+  python3 - "$work/out" "$ref" "$f32" "$work/embed_in.txt" <<'PY' || fail "embed -m $dir: output check"
+import json, math, sys
+out, ref, f32, texts = sys.argv[1:5]
+lines = open(out).read().splitlines()
+n = len(open(texts).read().splitlines())
+assert len(lines) == n, f"{len(lines)} output lines for {n} texts"
+r = json.load(open(ref))
+if f32:
+    import numpy as np
+    want = np.fromfile(f32, "<f4").reshape(n, -1).tolist()
+else:
+    want = r["embeddings"]
+worst = 1.0
+for i, (line, w) in enumerate(zip(lines, want)):
+    v = json.loads(line)
+    assert isinstance(v, list) and len(v) == len(w) and all(isinstance(x, float) for x in v), i
+    norm = math.sqrt(sum(x * x for x in v))
+    assert abs(norm - 1) < 1e-5, (i, norm)
+    cos = sum(a * b for a, b in zip(v, w)) / norm / math.sqrt(sum(b * b for b in w))
+    assert cos >= 0.9999, (i, cos)
+    worst = min(worst, cos)
+print(f"embed: {n} lines of {len(want[0])} numbers, unit norm, min cosine to the numpy "
+      f"reference 1 - {1 - worst:.2e}")
+PY
+}
+if python3 -c "import json" 2>/dev/null; then
+  check_embed "$bert/tiny" "$bert/tiny_reference.json" "" 4
+  minilm=${TFM_MODEL_DIR:-$HOME/.cache/typeformer/models}/all-minilm-l6-v2
+  if [ -f "$minilm/model.safetensors" ] && python3 -c "import numpy" 2>/dev/null; then
+    check_embed "$minilm" "$bert/reference.json" "$bert/reference_embeddings.f32" 8
+  else
+    echo "note: all-MiniLM-L6-v2 (or numpy) is absent; its embed checks are skipped"
+  fi
+else
+  echo "note: python3 missing; embed output checks not run"
+fi
+printf 'one\ntwo\r\n\nthree' | "$tfm" embed -m "$bert/tiny" >"$work/out" 2>"$work/err" ||
+  fail "embed of CRLF / empty / unterminated lines failed"
+[ "$(wc -l <"$work/out")" -eq 4 ] || fail "embed: 4 input lines did not give 4 output lines"
+# ---- end of tfm embed --------------------------------------------------------------------
 
 if [ $failures -ne 0 ]; then
   echo "tfm cli test: $failures failure(s)"

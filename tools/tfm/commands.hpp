@@ -9,11 +9,25 @@
 
 namespace tfm_cli {
 
+int run_bench(const std::vector<std::string>& args);
+int run_chat(const std::vector<std::string>& args);
+int run_convert(const std::vector<std::string>& args);
+int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_perplexity(const std::vector<std::string>& args);
+int run_embed(const std::vector<std::string>& args);
 
 inline std::span<const cli::command> commands() {
   static const cli::command table[] = {
       {"inspect", "metadata and tensor table of a GGUF or safetensors file", &run_inspect},
+      {"embed", "sentence embeddings of stdin's lines with a BERT encoder (JSON per line)",
+       &run_embed},
+      {"convert", "a GGUF file's tensors as F32/F16/BF16, to GGUF or safetensors", &run_convert},
+      {"generate", "continue a prompt with a GGUF model (prints only the text)", &run_generate},
+      {"chat", "talk to a GGUF model through its chat template", &run_chat},
+      {"perplexity", "a GGUF model's perplexity on a text file (llama.cpp's definition)",
+       &run_perplexity},
+      {"bench", "prompt and generation tokens/s, as llama-bench reports them", &run_bench},
   };
   return table;
 }

@@ -534,7 +534,7 @@ class header_parser {
       std::string key = parse_string();
       colon();
       if (!peek_is('"'))
-        error("the value of metadata key " + quoted(key) + " must be a string, found " +
+        error("the value of metadata key " + detail::quoted(key) + " must be a string, found " +
               kind_here());
       std::string value = parse_string();
       if (!out.metadata.emplace(std::move(key), std::move(value)).second) {
@@ -558,7 +558,7 @@ class header_parser {
     tensor_info t;
     t.name = std::move(name);
     t.header_offset = 8 + key_pos;
-    context_ = "tensor " + quoted(t.name) + ": ";
+    context_ = "tensor " + detail::quoted(t.name) + ": ";
     if (!peek_is('{')) error(std::string("the entry must be an object, found ") + kind_here());
     ++pos_;
     bool have_dtype = false, have_shape = false, have_offsets = false;
@@ -573,7 +573,7 @@ class header_parser {
         auto once = [&](bool& seen) {
           if (seen) {
             pos_ = field_pos;
-            error("duplicate field " + quoted(field));
+            error("duplicate field " + detail::quoted(field));
           }
           seen = true;
         };
@@ -623,7 +623,7 @@ class header_parser {
              "\" (sub-byte, packed) is not supported by this reader, at byte ", 8 + pos_, ".");
       std::string known;
       for (const auto& row : dtype_table) (known += known.empty() ? "" : ", ") += row.name;
-      error("unknown dtype " + quoted(name) + " (known: " + known + ")");
+      error("unknown dtype " + detail::quoted(name) + " (known: " + known + ")");
     }
     t.type = *d;
   }
@@ -692,8 +692,8 @@ inline void validate_layout(std::vector<tensor_info>& ts, std::span<const std::b
                             std::uint64_t data_start, std::string_view file) {
   const std::uint64_t data_size = data.size();
   auto bad = [&](const tensor_info& t, const auto&... what) {
-    fail(errc::parse, "tfm::io::safetensors: '", file, "': tensor ", quoted(t.name), ": ", what...,
-         " (entry at byte ", t.header_offset, ").");
+    fail(errc::parse, "tfm::io::safetensors: '", file, "': tensor ", detail::quoted(t.name), ": ",
+         what..., " (entry at byte ", t.header_offset, ").");
   };
   for (auto& t : ts) {
     // The element count: the product of the non-zero dimensions must fit in index_t so that
@@ -738,8 +738,8 @@ inline void validate_layout(std::vector<tensor_info>& ts, std::span<const std::b
     if (t.begin > at)
       bad(t, "a hole of ", t.begin - at, " bytes in the data section before it (offset ", at, ")");
     if (t.begin < at)
-      bad(t, "its data [", t.begin, ", ", t.end, ") overlaps tensor ", quoted(prev->name), "'s [",
-          prev->begin, ", ", prev->end, ")");
+      bad(t, "its data [", t.begin, ", ", t.end, ") overlaps tensor ", detail::quoted(prev->name),
+          "'s [", prev->begin, ", ", prev->end, ")");
     at = t.end;
     prev = &t;
   }
@@ -754,7 +754,7 @@ inline void check_bools(const tensor_info& t, std::string_view file) {
   for (std::size_t i = 0; i < t.bytes.size(); ++i) {
     const auto b = std::to_integer<unsigned>(t.bytes[i]);
     if (b > 1)
-      fail(errc::parse, "tfm::io::safetensors: '", file, "': BOOL tensor ", quoted(t.name),
+      fail(errc::parse, "tfm::io::safetensors: '", file, "': BOOL tensor ", detail::quoted(t.name),
            " holds the byte ", b, " (not 0 or 1) at byte ", t.file_offset + i, ".");
   }
 }
@@ -762,8 +762,9 @@ inline void check_bools(const tensor_info& t, std::string_view file) {
 template <shape_type S>
 S make_shape(const tensor_info& t, std::string_view file, const char* fn) {
   if (t.shape.size() != S::rank)
-    fail(errc::shape, "tfm::io::safetensors::", fn, ": tensor ", quoted(t.name), " of '", file,
-         "' has rank ", t.shape.size(), " (shape ", shape_string(t.shape), "), not ", S::rank, ".");
+    fail(errc::shape, "tfm::io::safetensors::", fn, ": tensor ", detail::quoted(t.name), " of '",
+         file, "' has rank ", t.shape.size(), " (shape ", shape_string(t.shape), "), not ", S::rank,
+         ".");
   std::array<index_t, S::rank> ext{};
   for (std::size_t i = 0; i < S::rank; ++i) ext[i] = t.shape[i];
   return S::from_extents(ext);
@@ -777,12 +778,12 @@ tensor_view<const T, S> make_view(const tensor_info& t, std::string_view file) {
          "tfm::io::safetensors::view: the data is little-endian and this host "
          "is not; use copy().");
   if (t.type != dtype_of<T>())
-    fail(errc::value, "tfm::io::safetensors::view: tensor ", quoted(t.name), " of '", file,
+    fail(errc::value, "tfm::io::safetensors::view: tensor ", detail::quoted(t.name), " of '", file,
          "' has dtype ", dtype_name(t.type), ", not ", dtype_name(dtype_of<T>()),
          " (use copy<T>() to convert).");
   const S s = make_shape<S>(t, file, "view");
   if (!t.bytes.empty() && reinterpret_cast<std::uintptr_t>(t.bytes.data()) % alignof(T) != 0)
-    fail(errc::value, "tfm::io::safetensors::view: tensor ", quoted(t.name), " of '", file,
+    fail(errc::value, "tfm::io::safetensors::view: tensor ", detail::quoted(t.name), " of '", file,
          "' starts at byte ", t.file_offset, ", not a multiple of ", alignof(T),
          " in memory; use copy() for misaligned data.");
   if constexpr (std::is_same_v<T, bool>) check_bools(t, file);
@@ -837,7 +838,7 @@ tensor<T, S> make_copy(const tensor_info& t, std::string_view file) {
     return out;
   }
   auto refuse = [&](const char* why) {
-    fail(errc::value, "tfm::io::safetensors::copy: tensor ", quoted(t.name), " of '", file,
+    fail(errc::value, "tfm::io::safetensors::copy: tensor ", detail::quoted(t.name), " of '", file,
          "' has dtype ", dtype_name(t.type), ", which cannot be converted to ",
          dtype_name(dtype_of<T>()), " (", why, ").");
   };
@@ -866,8 +867,9 @@ tensor<T, S> make_copy(const tensor_info& t, std::string_view file) {
           } else {  // integer to integer, range checked
             using W = std::conditional_t<std::is_same_v<U, bool>, int, U>;
             if (!std::in_range<T>(static_cast<W>(v)))
-              fail(errc::value, "tfm::io::safetensors::copy: tensor ", quoted(t.name), " of '",
-                   file, "': element ", i, " does not fit in ", dtype_name(dtype_of<T>()), ".");
+              fail(errc::value, "tfm::io::safetensors::copy: tensor ", detail::quoted(t.name),
+                   " of '", file, "': element ", i, " does not fit in ", dtype_name(dtype_of<T>()),
+                   ".");
             dst[i] = static_cast<T>(v);
           }
         }

@@ -25,6 +25,20 @@
 //   then removes it, as BERT removes U+FFFD. With clean_text = false it is an ordinary
 //   character (normally [UNK]).
 //
+// HUGGING FACE tokenizer.json (from_hf_json / from_hf_json_file)
+//   Read: model {"type": "WordPiece", vocab (token -> id, ids exactly 0 .. n-1), unk_token,
+//   continuing_subword_prefix, max_input_chars_per_word}; normalizer BertNormalizer (clean_text,
+//   handle_chinese_chars, strip_accents (null: follows lowercase), lowercase) or null (none of
+//   them); pre_tokenizer BertPreTokenizer; post_processor TemplateProcessing whose "single" is
+//   [SpecialToken X, Sequence A, SpecialToken Y] or BertProcessing {cls, sep}, giving the
+//   [CLS]/[SEP] of encode_with_special_tokens (null: none added); added_tokens, which are
+//   matched in the raw text before normalization (leftmost, then longest, as tokenizers'
+//   AddedVocabulary does) and become their own id. Other model, normalizer, pre-tokenizer or
+//   post-processor types, and added tokens with normalized / single_word / lstrip / rstrip set,
+//   are a tfm::unsupported_error naming the file and the field; malformed values a
+//   tfm::parse_error. "truncation", "padding" and "decoder" are not read (truncation belongs to
+//   the caller: infer::bert_encoder truncates to the model's max_seq_length).
+//
 // LIMITS
 //   Unicode tables are Python's unicodedata (see wordpiece_unicode.hpp for the version). NFD
 //   canonical reordering is not applied: it only changes the order of combining marks, which
@@ -33,6 +47,7 @@
 
 #include "typeformer/config/config.hpp"
 #include "typeformer/config/error.hpp"
+#include "typeformer/tokenizer/detail/json.hpp"
 #include "typeformer/tokenizer/utf8.hpp"
 #include "typeformer/tokenizer/wordpiece_unicode.hpp"
 
@@ -60,8 +75,11 @@ struct wordpiece_options {
   std::string unk_token = "[UNK]";
   std::string continuing_subword_prefix = "##";
   std::size_t max_input_chars_per_word = 100;
-  std::string cls_token = "[CLS]";
-  std::string sep_token = "[SEP]";
+  std::string cls_token = "[CLS]";  ///< empty: encode_with_special_tokens adds none
+  std::string sep_token = "[SEP]";  ///< empty: none added
+  /// Tokens matched in the raw text before normalization (tokenizer.json "added_tokens"): each
+  /// occurrence becomes the token's id. Empty (the default, and for vocab.txt): no matching.
+  std::vector<std::string> added_tokens;
 };
 
 namespace detail {
@@ -202,6 +220,12 @@ class wordpiece_tokenizer {
     if (unk_id_ < 0)
       fail(errc::parse, "wordpiece: the unknown token \"", opts_.unk_token,
            "\" is not in the vocabulary.");
+    for (const std::string& a : opts_.added_tokens) {
+      const std::int32_t id = token_to_id(a);
+      if (a.empty() || id < 0)
+        fail(errc::parse, "wordpiece: the added token \"", a, "\" is not in the vocabulary.");
+      added_.emplace_back(a, id);
+    }
   }
 
   /// Parses the text of a vocab.txt file (see the file comment).
@@ -216,6 +240,13 @@ class wordpiece_tokenizer {
     if (in.bad()) fail(errc::io, "wordpiece: cannot read \"", path, "\".");
     return from_vocab_text(text, std::move(opts));
   }
+
+  /// Parses the text of a Hugging Face tokenizer.json with a WordPiece model (see the file
+  /// comment); `doc` names the file in messages.
+  static wordpiece_tokenizer from_hf_json(std::string_view json_text,
+                                          std::string_view doc = "tokenizer.json");
+  /// Reads a Hugging Face tokenizer.json file.
+  static wordpiece_tokenizer from_hf_json_file(const std::string& path);
 
   /// Splits vocab.txt text into tokens (id = index).
   static std::vector<std::string> parse_vocab(std::string_view text) {
@@ -268,17 +299,18 @@ class wordpiece_tokenizer {
     return words;
   }
 
-  /// Token ids of text, without [CLS]/[SEP].
+  /// Token ids of text, without [CLS]/[SEP] (added tokens matched first, when there are any).
   std::vector<std::int32_t> encode(std::string_view text) const {
     std::vector<std::int32_t> ids;
-    for (const std::string& w : pre_tokenize(text)) encode_word(w, ids);
+    encode_into(text, ids);
     return ids;
   }
-  /// [CLS] text [SEP], as BERT's single-sequence template.
+  /// [CLS] text [SEP], as BERT's single-sequence template (an empty cls/sep token is left out).
   std::vector<std::int32_t> encode_with_special_tokens(std::string_view text) const {
-    std::vector<std::int32_t> ids{special_id(opts_.cls_token)};
-    for (const std::string& w : pre_tokenize(text)) encode_word(w, ids);
-    ids.push_back(special_id(opts_.sep_token));
+    std::vector<std::int32_t> ids;
+    if (!opts_.cls_token.empty()) ids.push_back(special_id(opts_.cls_token));
+    encode_into(text, ids);
+    if (!opts_.sep_token.empty()) ids.push_back(special_id(opts_.sep_token));
     return ids;
   }
   /// Tokens of text (vocabulary strings, "##" continuations included).
@@ -408,6 +440,25 @@ class wordpiece_tokenizer {
     return a;
   }
 
+  // Splits text at the added tokens (leftmost match, longest at that position: the
+  // LeftmostLongest matching of tokenizers' AddedVocabulary), encoding the pieces between them.
+  void encode_into(std::string_view text, std::vector<std::int32_t>& ids) const {
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < text.size() && !added_.empty(); ++i) {
+      const std::pair<std::string, std::int32_t>* best = nullptr;
+      for (const auto& a : added_)
+        if (text.compare(i, a.first.size(), a.first) == 0 &&
+            (!best || a.first.size() > best->first.size()))
+          best = &a;
+      if (!best) continue;
+      for (const std::string& w : pre_tokenize(text.substr(start, i - start))) encode_word(w, ids);
+      ids.push_back(best->second);
+      start = i + best->first.size();
+      i = start - 1;
+    }
+    for (const std::string& w : pre_tokenize(text.substr(start))) encode_word(w, ids);
+  }
+
   // tokenizers models/wordpiece/mod.rs, WordPiece::tokenize.
   void encode_word(const std::string& w, std::vector<std::int32_t>& ids) const {
     if (utf8::count(w) > opts_.max_input_chars_per_word) {
@@ -446,6 +497,200 @@ class wordpiece_tokenizer {
   std::unordered_map<std::string, std::int32_t, detail::wp_string_hash, std::equal_to<>> ids_;
   wordpiece_options opts_;
   std::int32_t unk_id_ = -1;
+  std::vector<std::pair<std::string, std::int32_t>> added_;  // (text, id), from added_tokens
 };
+
+namespace detail {
+
+/// The steps of wordpiece_tokenizer::from_hf_json, one per tokenizer.json section.
+struct wp_hf_loader {
+  using value = json::value;
+  std::string_view doc;
+
+  [[noreturn]] void bad(const value& at, std::string_view field, std::string_view what) const {
+    fail(errc::parse, doc, ": ", field, " ", what, " (byte ", at.offset, ").");
+  }
+  static std::string_view type_of(const value& v) {
+    const value* t = v.find("type");
+    return t && t->is_string() ? std::string_view(t->string) : std::string_view();
+  }
+  bool read_bool(const value& obj, std::string_view key, std::string_view field, bool dflt) const {
+    const value* v = obj.find(key);
+    if (!v || v->is_null()) return dflt;
+    if (!v->is_bool()) bad(*v, field, std::string("is not a boolean: ") + json::kind_name(v->type));
+    return v->boolean;
+  }
+  std::string read_string(const value& obj, std::string_view key, std::string_view field,
+                          std::string dflt) const {
+    const value* v = obj.find(key);
+    if (!v || v->is_null()) return dflt;
+    if (!v->is_string())
+      bad(*v, field, std::string("is not a string: ") + json::kind_name(v->type));
+    return v->string;
+  }
+
+  // model: {"type": "WordPiece", "vocab": {token: id}, unk_token, continuing_subword_prefix,
+  // max_input_chars_per_word}. The ids must be 0 .. n-1, each once.
+  std::vector<std::string> read_model(const value& model, wordpiece_options& o) const {
+    if (!model.is_object()) bad(model, "\"model\"", "is not an object");
+    const std::string_view type = type_of(model);
+    if (type != "WordPiece")
+      fail(errc::unsupported, doc, ": model.type is \"", type,
+           "\"; wordpiece_tokenizer reads WordPiece models only (byte ", model.offset, ").");
+    o.unk_token = read_string(model, "unk_token", "model.unk_token", o.unk_token);
+    o.continuing_subword_prefix =
+        read_string(model, "continuing_subword_prefix", "model.continuing_subword_prefix",
+                    o.continuing_subword_prefix);
+    if (const value* m = model.find("max_input_chars_per_word"); m && !m->is_null()) {
+      if (!m->is_number() || !m->integral || m->integer < 0)
+        bad(*m, "model.max_input_chars_per_word", "is not a non-negative integer");
+      o.max_input_chars_per_word = static_cast<std::size_t>(m->integer);
+    }
+    const value* vocab = model.find("vocab");
+    if (!vocab || !vocab->is_object())
+      bad(vocab ? *vocab : model, "model.vocab", "is not an object");
+    const std::size_t n = vocab->object.size();
+    if (n == 0) bad(*vocab, "model.vocab", "is empty");
+    if (n > wordpiece_tokenizer::max_vocab)
+      bad(*vocab, "model.vocab", "has more entries than the limit of 2^24");
+    std::vector<std::string> tokens(n);
+    std::vector<std::uint8_t> seen(n, 0);
+    for (const auto& [tok, id] : vocab->object) {
+      if (!id.is_number() || !id.integral || id.integer < 0 ||
+          static_cast<std::uint64_t>(id.integer) >= n)
+        bad(id, "model.vocab[" + json_quoted(tok) + "]",
+            "is not an id in [0, " + std::to_string(n) + ")");
+      const auto k = static_cast<std::size_t>(id.integer);
+      if (seen[k]) bad(id, "model.vocab[" + json_quoted(tok) + "]", "repeats an id");
+      seen[k] = 1;
+      tokens[k] = tok;
+    }
+    if (std::find(tokens.begin(), tokens.end(), o.unk_token) == tokens.end())
+      bad(model, "model.unk_token " + json_quoted(o.unk_token), "is not in the vocabulary");
+    return tokens;
+  }
+
+  void read_normalizer(const value* norm, wordpiece_options& o) const {
+    if (!norm || norm->is_null()) {
+      o.clean_text = o.handle_chinese_chars = o.lowercase = false;
+      o.strip_accents = false;
+      return;
+    }
+    if (type_of(*norm) != "BertNormalizer")
+      fail(errc::unsupported, doc, ": normalizer.type is \"", type_of(*norm),
+           "\"; only BertNormalizer (or none) is supported (byte ", norm->offset, ").");
+    o.clean_text = read_bool(*norm, "clean_text", "normalizer.clean_text", true);
+    o.handle_chinese_chars =
+        read_bool(*norm, "handle_chinese_chars", "normalizer.handle_chinese_chars", true);
+    o.lowercase = read_bool(*norm, "lowercase", "normalizer.lowercase", true);
+    o.strip_accents.reset();
+    if (const value* sa = norm->find("strip_accents"); sa && !sa->is_null())
+      o.strip_accents = read_bool(*norm, "strip_accents", "normalizer.strip_accents", false);
+  }
+
+  void read_pre_tokenizer(const value* pre) const {
+    if (!pre || type_of(*pre) != "BertPreTokenizer")
+      fail(errc::unsupported, doc, ": pre_tokenizer is ",
+           pre ? "\"" + std::string(type_of(*pre)) + "\"" : std::string("absent"),
+           "; only BertPreTokenizer is supported.");
+  }
+
+  // post_processor: TemplateProcessing with single = [SpecialToken, Sequence A, SpecialToken],
+  // BertProcessing {"cls": [token, id], "sep": [token, id]}, or null (nothing added).
+  void read_post_processor(const value* post, wordpiece_options& o) const {
+    if (!post || post->is_null()) {
+      o.cls_token.clear();
+      o.sep_token.clear();
+      return;
+    }
+    const std::string_view type = type_of(*post);
+    if (type == "BertProcessing") {
+      auto token = [&](std::string_view key) {
+        const value* v = post->find(key);
+        if (!v || !v->is_array() || v->array.empty() || !v->array[0].is_string())
+          bad(v ? *v : *post, "post_processor." + std::string(key), "is not [token, id]");
+        return v->array[0].string;
+      };
+      o.cls_token = token("cls");
+      o.sep_token = token("sep");
+      return;
+    }
+    if (type != "TemplateProcessing")
+      fail(errc::unsupported, doc, ": post_processor.type is \"", type,
+           "\"; only TemplateProcessing, BertProcessing or none is supported (byte ", post->offset,
+           ").");
+    const value* single = post->find("single");
+    auto special = [&](const value& piece) -> const std::string* {
+      const value* st = piece.find("SpecialToken");
+      const value* id = st ? st->find("id") : nullptr;
+      return id && id->is_string() ? &id->string : nullptr;
+    };
+    const bool ok = single && single->is_array() && single->array.size() == 3 &&
+                    special(single->array[0]) && special(single->array[2]) &&
+                    single->array[1].find("Sequence") != nullptr;
+    if (!ok)
+      fail(errc::unsupported, doc,
+           ": post_processor.single is not [SpecialToken, Sequence, SpecialToken]; other "
+           "templates are not supported (byte ",
+           single ? single->offset : post->offset, ").");
+    o.cls_token = *special(single->array[0]);
+    o.sep_token = *special(single->array[2]);
+  }
+
+  // added_tokens: matched in the raw text; each must be in the vocabulary with the same id.
+  void read_added_tokens(const value* added, const std::vector<std::string>& vocab,
+                         wordpiece_options& o) const {
+    if (!added || added->is_null()) return;
+    if (!added->is_array()) bad(*added, "added_tokens", "is not an array");
+    for (const value& a : added->array) {
+      const value* id = a.find("id");
+      const value* content = a.find("content");
+      if (!id || !id->is_number() || !id->integral || !content || !content->is_string() ||
+          content->string.empty())
+        bad(a, "an entry of added_tokens", "lacks an integer \"id\" or a non-empty \"content\"");
+      if (id->integer < 0 || static_cast<std::uint64_t>(id->integer) >= vocab.size() ||
+          vocab[static_cast<std::size_t>(id->integer)] != content->string)
+        bad(a, "added token " + json_quoted(content->string),
+            "does not have its vocabulary id " + std::to_string(id->integer));
+      for (const char* flag : {"single_word", "lstrip", "rstrip", "normalized"})
+        if (read_bool(a, flag, "added_tokens[]." + std::string(flag), false))
+          fail(errc::unsupported, doc, ": added token ", json_quoted(content->string), " sets \"",
+               flag, "\", which is not supported (byte ", a.offset, ").");
+      o.added_tokens.push_back(content->string);
+    }
+  }
+
+  static std::string json_quoted(std::string_view s) {
+    std::string out;
+    json::append_quoted(out, s.substr(0, 64));
+    return out;
+  }
+};
+
+}  // namespace detail
+
+inline wordpiece_tokenizer wordpiece_tokenizer::from_hf_json(std::string_view json_text,
+                                                             std::string_view doc) {
+  const detail::json::value root = detail::json::parse(json_text, doc);
+  if (!root.is_object()) fail(errc::parse, doc, ": the top level is not a JSON object.");
+  const detail::wp_hf_loader L{doc};
+  const detail::json::value* model = root.find("model");
+  if (!model) fail(errc::parse, doc, ": there is no \"model\" object.");
+  wordpiece_options o;
+  std::vector<std::string> vocab = L.read_model(*model, o);
+  L.read_normalizer(root.find("normalizer"), o);
+  L.read_pre_tokenizer(root.find("pre_tokenizer"));
+  L.read_post_processor(root.find("post_processor"), o);
+  L.read_added_tokens(root.find("added_tokens"), vocab, o);
+  return wordpiece_tokenizer(std::move(vocab), std::move(o));
+}
+
+inline wordpiece_tokenizer wordpiece_tokenizer::from_hf_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(errc::io, "wordpiece: cannot open \"", path, "\".");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail(errc::io, "wordpiece: cannot read \"", path, "\".");
+  return from_hf_json(text, path);
+}
 
 TFM_END_NAMESPACE

@@ -2,6 +2,10 @@
 // byte_exact.safetensors, written by safetensors.serialize), round trips of every dtype, its
 // argument checks, sharded checkpoints, and the files check_written.py reads with the Python
 // package (written into TFM_ST_WORK_DIR by the last case).
+// <filesystem> (which brings std::quoted through <iomanip>) first, on purpose: the header must
+// not call an unqualified helper that argument-dependent lookup would confuse with std::quoted.
+#include <filesystem>
+
 #include "typeformer/io/safetensors.hpp"
 #include "typeformer/tokenizer/detail/json.hpp"
 

@@ -1,0 +1,142 @@
+// typeformer/backend/cpu/decoder.hpp
+//
+// WHAT THIS REPRESENTS
+//   The cpu backend's overloads of the decoder kernel entry points declared with their
+//   contracts in backend/reference/decoder.hpp (linear_bt, rms_norm_rows, silu_mul,
+//   cached_attention; rope_rows is the reference loop, reached through tag inheritance).
+//
+//   linear_bt: float weights run cpu_kernels::gemm (M == 1: the GEMV), f16/bf16 weights the
+//   converting kernels of gemm/half_weights.hpp. cached_attention: one query row (decode) runs a
+//   row kernel over the cache (SIMD dots, softmax, SIMD axpy into o; heads in parallel, scratch
+//   from the caller, no allocation); several rows (prefill) run the tiled flash kernel of
+//   attention.hpp on head-major copies of q and o, reading the cache in place (its capacity is
+//   the kernel's key stride; causality hides the unwritten positions).
+#pragma once
+
+#include "typeformer/backend/cpu/attention.hpp"
+#include "typeformer/backend/cpu/gemm.hpp"
+#include "typeformer/backend/cpu/gemm/half_weights.hpp"
+#include "typeformer/backend/cpu/parallel.hpp"
+#include "typeformer/backend/cpu/rows.hpp"
+#include "typeformer/backend/cpu/simd.hpp"
+#include "typeformer/backend/reference/decoder.hpp"
+#include "typeformer/backend/tags.hpp"
+
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+TFM_BEGIN_NAMESPACE
+
+template <class W>
+void linear_bt(cpu, index_t M, index_t N, index_t K, const float* x, index_t ldx, const W* w,
+               float* y, index_t ldy, bool accumulate) {
+  if constexpr (std::is_same_v<W, float>)
+    cpu_kernels::gemm<float>(false, true, M, N, K, 1.0f, x, ldx, w, K, accumulate ? 1.0f : 0.0f, y,
+                             ldy);
+  else
+    cpu_kernels::gemm_half_bt(M, N, K, x, ldx, w, K, y, ldy, accumulate);
+}
+
+inline void rms_norm_rows(cpu, const float* x, index_t ldx, const float* w, float eps, float* y,
+                          index_t ldy, index_t rows, index_t n) {
+  cpu_kernels::rms_norm_rows(x, ldx, w, eps, y, ldy, rows, n);
+}
+
+inline void silu_mul(cpu, const float* g, const float* u, float* out, index_t n) {
+  using V = simd::batch<float>;
+  constexpr index_t w = simd::width<float>;
+  const index_t chunk = 4096;
+  const index_t chunks = (n + chunk - 1) / chunk;
+  TFM_OMP(parallel for schedule(static) if (chunks > 4 && num_threads() > 1 && !in_parallel()))
+  for (index_t c = 0; c < chunks; ++c) {
+    const index_t i1 = std::min(n, (c + 1) * chunk);
+    index_t i = c * chunk;
+    for (; i + w <= i1; i += w) {
+      const V a = simd::load(g + i);
+      const V e = simd::exp(V(0.0f) - a);
+      simd::store(out + i, a / (V(1.0f) + e) * simd::load(u + i));
+    }
+    for (; i < i1; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+namespace cpu_kernels {
+namespace decoder_detail {
+
+/// One query row of one head against n cached positions: s = scale q K^T, softmax, o = p V.
+inline void attend_row(const float* qr, const float* kb, const float* vb, index_t n, index_t D,
+                       float scale, float* s, float* orow) {
+  using V = simd::batch<float>;
+  constexpr index_t w = simd::width<float>;
+  const index_t dv = D / w * w;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (index_t j = 0; j < n; ++j) {
+    const float* kr = kb + j * D;
+    V acc(0.0f);
+    for (index_t d = 0; d < dv; d += w)
+      acc = simd::fma(simd::load(qr + d), simd::load(kr + d), acc);
+    float dot = simd::reduce_add(acc);
+    for (index_t d = dv; d < D; ++d) dot = std::fma(qr[d], kr[d], dot);
+    s[j] = dot * scale;
+    mx = std::max(mx, s[j]);
+  }
+  float sum = 0;
+  for (index_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = 1.0f / sum;
+  for (index_t d = 0; d < D; ++d) orow[d] = 0.0f;
+  for (index_t j = 0; j < n; ++j) {
+    const float p = s[j] * inv;
+    const float* vr = vb + j * D;
+    const V pv(p);
+    for (index_t d = 0; d < dv; d += w)
+      simd::store(orow + d, simd::fma(pv, simd::load(vr + d), simd::load(orow + d)));
+    for (index_t d = dv; d < D; ++d) orow[d] = std::fma(p, vr[d], orow[d]);
+  }
+}
+
+}  // namespace decoder_detail
+}  // namespace cpu_kernels
+
+inline void cached_attention(cpu, const cached_attention_geometry& g, const float* q,
+                             const float* kc, const float* vc, float* o, float* scratch) {
+  if (g.G <= 0 || g.H % g.G != 0)
+    fail(errc::shape, "tfm::cached_attention: H = ", g.H, " is not a multiple of G = ", g.G, ".");
+  const index_t rep = g.H / g.G, HD = g.H * g.D;
+  if (g.T == 1) {
+    const index_t n = g.pos0 + 1;
+    TFM_OMP(parallel for schedule(static) if (n * HD >= (1 << 15) && num_threads() > 1 &&
+                                               !in_parallel()))
+    for (index_t h = 0; h < g.H; ++h)
+      cpu_kernels::decoder_detail::attend_row(
+          q + h * g.D, kc + (h / rep) * g.capacity * g.D, vc + (h / rep) * g.capacity * g.D, n, g.D,
+          static_cast<float>(g.scale), scratch + h * g.capacity, o + h * g.D);
+    return;
+  }
+  // (T, H, D) -> (H, T, D), the flash kernel, and back.
+  float* qh = scratch;
+  float* oh = scratch + g.H * g.T * g.D;
+  float* lse = oh + g.H * g.T * g.D;
+  for (index_t t = 0; t < g.T; ++t)
+    for (index_t h = 0; h < g.H; ++h)
+      std::copy_n(q + t * HD + h * g.D, g.D, qh + (h * g.T + t) * g.D);
+  cpu_kernels::attention_geometry ag;
+  ag.B = 1;
+  ag.H = g.H;
+  ag.G = g.G;
+  ag.T = g.T;
+  ag.S = g.capacity;
+  ag.D = g.D;
+  ag.q_offset = g.pos0;
+  ag.causal = true;
+  ag.scale = g.scale;
+  cpu_kernels::attention_forward<float>(ag, qh, kc, vc, oh, lse);
+  for (index_t t = 0; t < g.T; ++t)
+    for (index_t h = 0; h < g.H; ++h)
+      std::copy_n(oh + (h * g.T + t) * g.D, g.D, o + t * HD + h * g.D);
+}
+
+TFM_END_NAMESPACE

@@ -1,0 +1,199 @@
+// typeformer/backend/cpu/gemm/half_weights.hpp
+//
+// WHAT THIS REPRESENTS
+//   Products with a 16-bit weight matrix W (tfm::f16 or tfm::bf16, N x K row-major, the layout
+//   of nn and GGUF weights) and float activations, converted to float inside the kernel so the
+//   weights stay 16-bit in memory (decode streams W once per token: half the bytes of a float
+//   copy):
+//
+//     gemv_half_dot:  y[n] = sum_k W[n*ldw + k] * x[k]  (+ y[n] when accumulate)        (decode)
+//     gemm_half_bt:   C(M,N) = A(M,K) * W^T  (+ C when accumulate)                       (prefill)
+//
+//   The GEMV converts each 16-value piece of W with load_as_float and FMAs it (eight rows share
+//   each load of x). The GEMM is the packed loop nest of gemm.hpp whose B block is packed from W:
+//   packing already copies B, so converting while packing costs nothing extra; the micro-kernel
+//   is the float one (gemm/microkernel.hpp). Every output element is computed by one thread in
+//   an order fixed by the shape, so 1 and N threads give bitwise identical results; the GEMM
+//   gives the same bits as cpu_kernels::gemm on the converted floats (same blocking, same
+//   micro-kernel), the GEMV the same as gemv_dot on them.
+#pragma once
+
+#include "typeformer/backend/cpu/gemm.hpp"
+#include "typeformer/backend/cpu/half_simd.hpp"
+#include "typeformer/core/half.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+TFM_BEGIN_NAMESPACE
+
+namespace cpu_kernels {
+
+/// The 16-bit weight element types these kernels take.
+template <class H>
+concept half_weight = std::is_same_v<H, f16> || std::is_same_v<H, bf16>;
+
+namespace detail {
+
+/// ROWS dot products of 16-bit rows with x; the per-row order is that of gemv_dot_rows.
+template <class H, int ROWS>
+TFM_ALWAYS_INLINE void gemv_half_rows(index_t K, const H* TFM_RESTRICT w, index_t ldw,
+                                      const float* TFM_RESTRICT x, float* out) {
+  using V = simd::batch<float>;
+  constexpr int W = simd::width<float>;
+  V acc0[ROWS], acc1[ROWS];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) acc0[r] = acc1[r] = V(0.0f);
+  index_t k = 0;
+  for (; k + 2 * W <= K; k += 2 * W) {
+    const V x0 = simd::load(x + k);
+    const V x1 = simd::load(x + k + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+      acc0[r] = simd::fma(load_as_float(w + r * ldw + k), x0, acc0[r]);
+      acc1[r] = simd::fma(load_as_float(w + r * ldw + k + W), x1, acc1[r]);
+    }
+  }
+  if (k + W <= K) {
+    const V x0 = simd::load(x + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) acc0[r] = simd::fma(load_as_float(w + r * ldw + k), x0, acc0[r]);
+    k += W;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+    float s = simd::reduce_add(acc0[r] + acc1[r]);
+    for (index_t t = k; t < K; ++t) s = std::fma(static_cast<float>(w[r * ldw + t]), x[t], s);
+    out[r] = s;
+  }
+}
+
+template <class H>
+void gemv_half_range(index_t n0, index_t n1, index_t K, const H* w, index_t ldw, const float* x,
+                     float* y, bool accumulate) {
+  index_t n = n0;
+  auto groups_of = [&]<int R>() {
+    float s[R];
+    for (; n + R <= n1; n += R) {
+      gemv_half_rows<H, R>(K, w + n * ldw, ldw, x, s);
+      for (int r = 0; r < R; ++r) y[n + r] = accumulate ? y[n + r] + s[r] : s[r];
+    }
+  };
+  groups_of.template operator()<8>();
+  groups_of.template operator()<4>();
+  groups_of.template operator()<1>();
+}
+
+/// pack_b of op(B) = W^T from 16-bit W rows: panel q holds, for each k, the NR floats
+/// W(q*NR + j, k); columns past nc are zero (the layout of gemm_pack_b with trans == true).
+template <class H, int NR>
+void gemm_pack_b_half(index_t kc, index_t nc, const H* w, index_t ldw, float* dst) {
+  for (index_t j0 = 0; j0 < nc; j0 += NR) {
+    const index_t cols = std::min<index_t>(NR, nc - j0);
+    float* panel = dst + j0 * kc;
+    for (index_t k0 = 0; k0 < kc; k0 += 16) {
+      const index_t kn = std::min<index_t>(16, kc - k0);
+#if defined(TFM_GEMM_TRANSPOSE)
+      if constexpr (NR % transpose_rows == 0) {
+        if (kn == 16 && cols == NR) {
+          alignas(64) float tmp[transpose_rows * 16];
+          for (index_t j = 0; j < NR; j += transpose_rows) {
+            for (int r = 0; r < transpose_rows; ++r)
+              convert(w + (j0 + j + r) * ldw + k0, tmp + r * 16, 16);
+            transpose_rows_x16<transpose_rows>(tmp, 16, panel + k0 * NR + j, NR);
+          }
+          continue;
+        }
+      }
+#endif
+      for (index_t r = 0; r < NR; ++r)
+        for (index_t k = 0; k < kn; ++k)
+          panel[(k0 + k) * NR + r] =
+              r < cols ? static_cast<float>(w[(j0 + r) * ldw + k0 + k]) : 0.0f;
+    }
+  }
+}
+
+/// Rows [m0, m1) and columns [n0, n1) of C = A W^T (+ C): gemm_packed_range's loop nest.
+template <class H>
+void gemm_half_range(index_t m0, index_t m1, index_t n0, index_t n1, index_t K, const float* A,
+                     index_t lda, const H* w, index_t ldw, float* C, index_t ldc, bool accumulate) {
+  using Cfg = gemm_config_t<float>;
+  constexpr index_t MR = Cfg::mr, NR = Cfg::nr;
+  const index_t kc_max = std::min(Cfg::kc, K);
+  const index_t m_blocks = (m1 - m0 + Cfg::mc - 1) / Cfg::mc;
+  const index_t mc_step = ((m1 - m0 + m_blocks - 1) / m_blocks + MR - 1) / MR * MR;
+  float* apack = gemm_thread_buffer<float>(0, mc_step * kc_max);
+  float* bpack =
+      gemm_thread_buffer<float>(1, std::min(Cfg::nc, (n1 - n0 + NR - 1) / NR * NR) * kc_max);
+  for (index_t ic = m0; ic < m1; ic += mc_step) {
+    const index_t mc = std::min(mc_step, m1 - ic);
+    for (index_t pc = 0; pc < K; pc += Cfg::kc) {
+      const index_t kc = std::min(Cfg::kc, K - pc);
+      const bool read_c = pc > 0 || accumulate;
+      gemm_pack_a<float, Cfg::mr>(false, mc, kc, A + ic * lda + pc, lda, apack);
+      for (index_t jc = n0; jc < n1; jc += Cfg::nc) {
+        const index_t nc = std::min(Cfg::nc, n1 - jc);
+        gemm_pack_b_half<H, Cfg::nr>(kc, nc, w + jc * ldw + pc, ldw, bpack);
+        gemm_sweep<Cfg>(mc, nc, kc, apack, bpack, C + ic * ldc + jc, ldc, 1.0f, 1.0f, read_c);
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+/// y[n] = sum_k W[n*ldw + k] x[k] (+ y[n] when accumulate) for n < N; x contiguous (K values).
+template <half_weight H>
+void gemv_half_dot(index_t N, index_t K, const H* w, index_t ldw, const float* x, float* y,
+                   bool accumulate = false) {
+  detail::gemm_check<float>("gemv_half_dot", N, 1, K);
+  const int nt = in_parallel() ? 1 : num_threads();
+  detail::gemv_parallel(N, 4, detail::gemv_threads(nt, N * K), [&](index_t n0, index_t n1) {
+    detail::gemv_half_range(n0, n1, K, w, ldw, x, y, accumulate);
+  });
+}
+
+/// C(M,N) = A(M,K) W^T (+ C when accumulate), W (N x K) 16-bit; rows of A at A + i*lda, of C at
+/// C + i*ldc. M == 1 runs the GEMV; otherwise the packed GEMM split over the longer of M and N.
+template <half_weight H>
+void gemm_half_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, const H* w,
+                  index_t ldw, float* C, index_t ldc, bool accumulate = false) {
+  detail::gemm_check<float>("gemm_half_bt", M, N, K);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) detail::gemm_scale_c(M, N, 0.0f, C, ldc);
+    return;
+  }
+  if (M == 1) {
+    gemv_half_dot(N, K, w, ldw, A, C, accumulate);
+    return;
+  }
+  using Cfg = gemm_config_t<float>;
+  const int nt = in_parallel() ? 1 : num_threads();
+  const bool split_m = M >= N;
+  const index_t unit = split_m ? Cfg::mr : Cfg::nr;
+  const index_t units = ((split_m ? M : N) + unit - 1) / unit;
+  const int parts = static_cast<int>(std::max<index_t>(
+      1, std::min<index_t>({index_t(nt), units, M * N * K / detail::gemm_work_per_thread})));
+  auto band = [&](int p) {
+    const index_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
+    if (split_m)
+      detail::gemm_half_range(u0 * unit, std::min(M, u1 * unit), 0, N, K, A, lda, w, ldw, C, ldc,
+                              accumulate);
+    else
+      detail::gemm_half_range(0, M, u0 * unit, std::min(N, u1 * unit), K, A, lda, w, ldw, C, ldc,
+                              accumulate);
+  };
+  if (parts == 1) {
+    band(0);
+    return;
+  }
+  TFM_OMP(parallel for num_threads(parts) schedule(static, 1))
+  for (int p = 0; p < parts; ++p) band(p);
+}
+
+}  // namespace cpu_kernels
+
+TFM_END_NAMESPACE

@@ -1,0 +1,129 @@
+// typeformer/backend/reference/decoder.hpp
+//
+// WHAT THIS REPRESENTS
+//   The kernel entry points of the tape-free decoder (infer/transformer.hpp) for the reference
+//   backend: plain loops, double accumulation, no SIMD, no threads. They are the oracle of the
+//   cpu overloads (backend/cpu/decoder.hpp) and the fallback for every tag derived from
+//   tfm::reference. Activations are float rows; weights are float, f16 or bf16 (N x K
+//   row-major, converted to float as they are read).
+//
+//   linear_bt        y(M,N) = x(M,K) W^T (+ y when accumulate)
+//   rms_norm_rows    y = x / sqrt(mean(x^2) + eps) * w                  (arXiv:1910.07467)
+//   silu_mul         out = silu(g) * u = g / (1 + exp(-g)) * u         (SwiGLU, arXiv:2002.05202)
+//   rope_rows        rotary embedding of `heads` heads of D values in each row (arXiv:2104.09864)
+//   cached_attention causal attention of T query rows against a KV cache (below)
+//
+//   cached_attention: q and o are (T, H*D) rows (query t at position pos0 + t); the cache holds
+//   keys and values (G, capacity, D) for positions 0 .. pos0 + T - 1; query head h reads kv head
+//   h / (H / G). o_t = softmax(scale * q_t K^T over positions <= pos0 + t) V.
+#pragma once
+
+#include "typeformer/backend/reference/rows.hpp"
+#include "typeformer/backend/tags.hpp"
+#include "typeformer/config/error.hpp"
+#include "typeformer/core/half.hpp"
+#include "typeformer/core/index.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+TFM_BEGIN_NAMESPACE
+
+/// Geometry of cached_attention (see the file comment).
+struct cached_attention_geometry {
+  index_t T = 0;         // query rows
+  index_t H = 0, G = 0;  // query heads, kv heads (G divides H)
+  index_t D = 0;         // head dimension
+  index_t capacity = 0;  // positions the cache holds per kv head
+  index_t pos0 = 0;      // position of query row 0
+  double scale = 1.0;    // usually 1 / sqrt(D)
+};
+
+/// Floats of scratch cached_attention needs (both backends).
+inline index_t cached_attention_scratch(const cached_attention_geometry& g) {
+  return std::max(g.H * g.capacity, 2 * g.H * g.T * g.D + g.H * g.T);
+}
+
+/// Where rope_rows takes pairs: (2i, 2i+1) (GGUF llama, GPT-J) or (i, i + D/2) (NeoX, HF).
+enum class rope_pairs { interleaved, half };
+
+template <class W>
+void linear_bt(reference, index_t M, index_t N, index_t K, const float* x, index_t ldx, const W* w,
+               float* y, index_t ldy, bool accumulate) {
+  for (index_t i = 0; i < M; ++i)
+    for (index_t n = 0; n < N; ++n) {
+      double s = 0;
+      for (index_t k = 0; k < K; ++k)
+        s += static_cast<double>(x[i * ldx + k]) *
+             static_cast<double>(static_cast<float>(w[n * K + k]));
+      float& out = y[i * ldy + n];
+      out = accumulate ? static_cast<float>(s + static_cast<double>(out)) : static_cast<float>(s);
+    }
+}
+
+inline void rms_norm_rows(reference, const float* x, index_t ldx, const float* w, float eps,
+                          float* y, index_t ldy, index_t rows, index_t n) {
+  reference_kernels::rms_norm_rows(x, ldx, w, eps, y, ldy, rows, n);
+}
+
+inline void silu_mul(reference, const float* g, const float* u, float* out, index_t n) {
+  for (index_t i = 0; i < n; ++i) {
+    const double a = g[i];
+    out[i] = static_cast<float>(a / (1.0 + std::exp(-a)) * static_cast<double>(u[i]));
+  }
+}
+
+/// Rotates `rows` rows (row t at x + t*ldx, `heads` heads of D values each) by the angles of
+/// table rows t: cos_t[i], sin_t[i] at cs + t*(D/2) + i, sn + t*(D/2) + i.
+inline void rope_rows(reference, float* x, index_t ldx, index_t rows, index_t heads, index_t D,
+                      const float* cs, const float* sn, rope_pairs pairs) {
+  const index_t h2 = D / 2;
+  for (index_t t = 0; t < rows; ++t)
+    for (index_t h = 0; h < heads; ++h) {
+      float* xr = x + t * ldx + h * D;
+      for (index_t i = 0; i < h2; ++i) {
+        const index_t a = pairs == rope_pairs::interleaved ? 2 * i : i;
+        const index_t b = pairs == rope_pairs::interleaved ? 2 * i + 1 : i + h2;
+        const float c = cs[t * h2 + i], s = sn[t * h2 + i];
+        const float x0 = xr[a], x1 = xr[b];
+        xr[a] = x0 * c - x1 * s;
+        xr[b] = x0 * s + x1 * c;
+      }
+    }
+}
+
+inline void cached_attention(reference, const cached_attention_geometry& g, const float* q,
+                             const float* kc, const float* vc, float* o, float* scratch) {
+  if (g.G <= 0 || g.H % g.G != 0)
+    fail(errc::shape, "tfm::cached_attention: H = ", g.H, " is not a multiple of G = ", g.G, ".");
+  const index_t rep = g.H / g.G, HD = g.H * g.D;
+  for (index_t t = 0; t < g.T; ++t)
+    for (index_t h = 0; h < g.H; ++h) {
+      const float* qr = q + t * HD + h * g.D;
+      const float* kb = kc + (h / rep) * g.capacity * g.D;
+      const float* vb = vc + (h / rep) * g.capacity * g.D;
+      const index_t n = g.pos0 + t + 1;
+      double mx = -std::numeric_limits<double>::infinity();
+      for (index_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (index_t d = 0; d < g.D; ++d)
+          s += static_cast<double>(qr[d]) * static_cast<double>(kb[j * g.D + d]);
+        scratch[j] = static_cast<float>(s * g.scale);
+        mx = std::max(mx, static_cast<double>(scratch[j]));
+      }
+      double sum = 0;
+      for (index_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(scratch[j]) - mx);
+      float* orow = o + t * HD + h * g.D;
+      for (index_t d = 0; d < g.D; ++d) {
+        double acc = 0;
+        for (index_t j = 0; j < n; ++j)
+          acc +=
+              std::exp(static_cast<double>(scratch[j]) - mx) * static_cast<double>(vb[j * g.D + d]);
+        orow[d] = static_cast<float>(acc / sum);
+      }
+    }
+}
+
+TFM_END_NAMESPACE

@@ -1,0 +1,69 @@
+// Decoding a token allocates nothing once the session exists: every operator new of the process
+// is counted (this file replaces the global allocation functions of the test executable).
+#include "tiny_model.hpp"
+
+#include "typeformer/core/storage.hpp"
+#include "typeformer/infer/model.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+// GCC flags free() in replaced deletes of blocks from replaced news (a false positive: both
+// sides are this file's malloc/free).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace {
+std::atomic<long> g_news{0};
+}
+
+void* operator new(std::size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t al = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+TEST_CASE("decode allocates nothing per token after warm-up (f32 and f16 weights)") {
+  using namespace tfm;
+  for (ggml_type t : {ggml_type::f32, ggml_type::f16}) {
+    const std::string path =
+        infer_test::work_dir() + "/alloc_" + std::string(ggml_type_name(t)) + ".gguf";
+    infer_test::write_tiny(infer_test::make_tiny(21, t == ggml_type::f16, t), path);
+    auto model = infer::load_gguf(path);
+    infer::session s(model, {.context = 64});
+    auto lg = s.prefill(std::vector<std::int32_t>{1, 2, 3});
+    lg = s.decode(4);  // warm-up: thread pools, per-thread scratch
+    const memory_stats_t before = memory_stats();
+    const long news = g_news.load();
+    std::int32_t tok = 5;
+    for (int i = 0; i < 40; ++i) {
+      lg = s.decode(tok);
+      tok = static_cast<std::int32_t>((tok * 31 + 7) % 64);
+    }
+    const long per_40 = g_news.load() - news;
+    MESSAGE(ggml_type_name(t) << ": operator new calls during 40 decoded tokens: " << per_40);
+    CHECK(per_40 == 0);
+    CHECK(memory_stats().current_bytes == before.current_bytes);
+    CHECK(s.position() == 44);
+  }
+}
