@@ -195,7 +195,7 @@ class jinja_chat_template {
       l.push_back(
           jinja::make_dict({{"role", jinja::value(m.role)}, {"content", jinja::value(m.content)}}));
     }
-    return render(jinja::value(std::move(l)), add_generation_prompt, extra);
+    return render_messages(jinja::value(std::move(l)), add_generation_prompt, extra);
   }
   std::string render(std::initializer_list<chat_message> messages, bool add_generation_prompt,
                      const jinja::variables& extra = {}) const {
@@ -205,8 +205,8 @@ class jinja_chat_template {
 
   /// Renders messages given as a value (e.g. jinja::from_json of OpenAI-style messages with
   /// tool calls). Strings inside must be valid UTF-8.
-  std::string render(const jinja::value& messages, bool add_generation_prompt,
-                     const jinja::variables& extra = {}) const {
+  std::string render_messages(const jinja::value& messages, bool add_generation_prompt,
+                              const jinja::variables& extra = {}) const {
     jinja::variables vars{{"messages", messages},
                           {"tools", jinja::value(nullptr)},
                           {"documents", jinja::value(nullptr)},

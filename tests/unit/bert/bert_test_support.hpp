@@ -26,6 +26,13 @@ inline bool minilm_present() {
          std::filesystem::exists(minilm_dir() + "/tokenizer.json");
 }
 
+#ifndef TFM_PYTHON  // set by CMakeLists.txt
+#define TFM_PYTHON "python3"
+#endif
+#ifndef TFM_BERT_WORK_DIR  // set by tests/unit/bert/CMakeLists.txt; compile-only builds lack it
+#define TFM_BERT_WORK_DIR "bert_test_work"
+#endif
+
 inline std::string work_dir() {
   std::filesystem::create_directories(TFM_BERT_WORK_DIR);
   return TFM_BERT_WORK_DIR;

@@ -17,6 +17,13 @@
 #include <string>
 #include <vector>
 
+#ifndef TFM_GTOK_WORK_DIR  // set by CMakeLists.txt; compile-only builds lack these
+#define TFM_GTOK_WORK_DIR "gguf_tokenizer_work"
+#endif
+#ifndef TFM_PYTHON
+#define TFM_PYTHON "python3"
+#endif
+
 namespace gtok_test {
 
 inline std::string data_dir() { return std::string(TFM_SOURCE_DIR) + "/tests/data/gguf_tokenizer"; }

@@ -15,6 +15,11 @@
 #include <string>
 #include <vector>
 
+#ifndef TFM_INFER_WORK_DIR  // set by CMakeLists.txt; compile-only builds (scripts/test cross
+                            // phases) lack it
+#define TFM_INFER_WORK_DIR "infer_model_work"
+#endif
+
 namespace infer_test {
 
 inline std::string data_dir() { return std::string(TFM_SOURCE_DIR) + "/tests/data/infer_model"; }

@@ -72,18 +72,18 @@ TEST_CASE("jinja: published chat templates render as jinja2 renders them") {
     const std::string expected = unhex(f[4]);
     INFO("template ", f[1], ", conversation ", f[2], ", add_generation_prompt ", gen);
     if (f[0] == "R") {
-      CHECK(tpl.render(c.messages, gen, c.extra) == expected);
+      CHECK(tpl.render_messages(c.messages, gen, c.extra) == expected);
       if (c.is_plain) {
         CHECK(tpl.render(c.plain, gen, c.extra) == expected);
         ++plain_checked;
       }
       ++rendered;
     } else if (f[0] == "E") {
-      CHECK_THROWS_WITH_AS(tpl.render(c.messages, gen, c.extra), expected.c_str(),
+      CHECK_THROWS_WITH_AS(tpl.render_messages(c.messages, gen, c.extra), expected.c_str(),
                            tfm::value_error);
       ++raised;
     } else {
-      CHECK_THROWS_AS(tpl.render(c.messages, gen, c.extra), tfm::value_error);
+      CHECK_THROWS_AS(tpl.render_messages(c.messages, gen, c.extra), tfm::value_error);
       ++errors;
     }
   }
