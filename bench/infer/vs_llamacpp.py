@@ -2,7 +2,7 @@
 """typeformer's `tfm perplexity` against llama.cpp on the same GGUF file and text.
 
     python3 bench/infer/vs_llamacpp.py TFM_BINARY MODEL.gguf [--ctx 512] [--threads 2]
-                                       [--text FILE] [--min-tokens 20000]
+                                       [--text FILE] [--min-tokens 20000] [--max-tokens 24576]
 
 The text (default: the Debian `fortunes` package's fortunes, literature, riddles, computers and
 science files, concatenated) is tokenized by llama.cpp. llama.cpp's side runs through
@@ -80,6 +80,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text")
     ap.add_argument("--min-tokens", type=int, default=20000)
+    ap.add_argument("--max-tokens", type=int, default=24576,
+                    help="cut the text after this many tokens (whole lines)")
     a = ap.parse_args()
 
     import llama_cpp
@@ -89,6 +91,15 @@ def main():
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(tok.model)))
     bos = tok.token_bos()
     ids = tok.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+    if len(ids) > a.max_tokens:  # keep whole lines up to the budget
+        lines, kept, n = text.split("\n"), [], 0
+        for line in lines:
+            n += len(tok.tokenize((line + "\n").encode("utf-8"), add_bos=False, special=False))
+            if n > a.max_tokens:
+                break
+            kept.append(line)
+        text = "\n".join(kept) + "\n"
+        ids = tok.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
     if len(ids) < a.min_tokens:
         sys.exit(f"the text has {len(ids)} tokens, fewer than --min-tokens {a.min_tokens}")
     tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), "tfm_vs_llamacpp.txt")
