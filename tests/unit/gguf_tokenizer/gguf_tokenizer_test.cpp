@@ -304,8 +304,9 @@ TEST_CASE("smollm2: round trip, ChatML special tokens, add_bos" * doctest::skip(
 
 TEST_CASE("llamacpp: the whole corpus against llama-cpp-python, and tokens/s" * doctest::skip()) {
   if (std::getenv("TFM_LIVE_PEERS") == nullptr) {  // minutes of llama.cpp: opt-in
-    MESSAGE("TFM_SKIP: the live comparison with llama.cpp is opt-in (scripts/test --live-peers, "
-            "or TFM_LIVE_PEERS=1); the committed fixtures are compared in every run");
+    MESSAGE(
+        "TFM_SKIP: the live comparison with llama.cpp is opt-in (scripts/test --live-peers, "
+        "or TFM_LIVE_PEERS=1); the committed fixtures are compared in every run");
     return;
   }
   const std::string model = gtok_test::smollm2_path();
