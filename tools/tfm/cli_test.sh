@@ -158,6 +158,33 @@ if [ -f "$model" ]; then
   expect 0 "inspect SmolLM2" "$tfm" inspect "$model"
   grep -q "llama.block_count  *uint32  *30" "$work/out" || fail "inspect SmolLM2: block_count 30 not shown"
   grep -q "272 tensors" "$work/out" || fail "inspect SmolLM2: 272 tensors not shown"
+  # generate: greedy, only the text on stdout (the numpy reference's continuation is " Paris.")
+  expect 0 "generate SmolLM2" "$tfm" generate -m "$model" -p "The capital of France is" -n 8 --temp 0 -t 1
+  grep -q "^ Paris\." "$work/out" || { fail "generate: expected ' Paris.' first"; cat "$work/out"; }
+  grep -q "tokens/s" "$work/err" || fail "generate: no timings on stderr"
+  # chat: a piped conversation through the file's ChatML template
+  printf 'What is the capital of France?\n/exit\n' >"$work/chat_in.txt"
+  "$tfm" chat -m "$model" -n 24 --temp 0 -t 1 <"$work/chat_in.txt" >"$work/out" 2>"$work/err" ||
+    fail "chat exited with $?"
+  grep -q "Paris" "$work/out" || { fail "chat: no 'Paris' in the reply"; cat "$work/out"; }
+  # perplexity: llama.cpp's output line, on a small text with a small window
+  for i in $(seq 1 40); do echo "The quick brown fox jumps over the lazy dog number $i."; done \
+    >"$work/ppl.txt"
+  expect 0 "perplexity SmolLM2" "$tfm" perplexity -m "$model" -f "$work/ppl.txt" --ctx 64 -t 1
+  tail -n 1 "$work/out" | grep -Eq '^PPL = [0-9]+\.[0-9]+ \+/- [0-9]+\.[0-9]+$' ||
+    fail "perplexity: last line is not 'PPL = <value> +/- <err>'"
+  expect 1 "perplexity on a text shorter than 2 windows" \
+    "$tfm" perplexity -m "$model" -f "$work/ppl.txt" --ctx 4096
+  # bench --json: llama-bench's fields
+  expect 0 "bench SmolLM2 --json" "$tfm" bench -m "$model" -p 32 -n 8 -r 1 -t 1 --json
+  python3 -c '
+import json, sys
+rows = {r["test"]: r for r in json.load(open(sys.argv[1]))}
+assert set(rows) == {"pp32", "tg8"}, rows.keys()
+for r in rows.values():
+    assert r["avg_ts"] > 0 and r["n_threads"] == 1 and len(r["samples_ts"]) == 1, r
+' "$work/out" || fail "bench --json: not llama-bench's fields"
+  expect 1 "generate with a safetensors file as the model" "$tfm" generate -m "$st" -p hi
 else
   echo "note: SmolLM2 is not in the model cache (scripts/fetch-models); its checks are skipped"
 fi
