@@ -21,6 +21,7 @@
 
 #include "typeformer/config/config.hpp"
 #include "typeformer/config/error.hpp"
+#include "typeformer/tokenizer/detail/json.hpp"
 #include "typeformer/tokenizer/utf8.hpp"
 
 #include <charconv>
@@ -438,49 +439,7 @@ struct json_style {
 };
 
 inline void json_string(std::string& out, std::string_view s, bool ascii) {
-  out.push_back('"');
-  for (const utf8::decoded& d : utf8::code_points(s)) {
-    const char32_t c = d.cp;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (c < 0x20 || (ascii && c >= 0x7F)) {
-          if (c >= 0x10000) {  // a surrogate pair, as json.dumps writes it
-            const char32_t v = c - 0x10000;
-            out += "\\u";
-            append_hex(out, 0xD800 + (v >> 10), 4);
-            out += "\\u";
-            append_hex(out, 0xDC00 + (v & 0x3FF), 4);
-          } else {
-            out += "\\u";
-            append_hex(out, c, 4);
-          }
-        } else {
-          utf8::append(out, c);
-        }
-    }
-  }
-  out.push_back('"');
+  ::tfm::detail::json::append_quoted(out, s, ascii);  // tojson: json.dumps' escaping
 }
 
 inline void json_newline(std::string& out, const json_style& st, int level) {

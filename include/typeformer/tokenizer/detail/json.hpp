@@ -387,17 +387,34 @@ inline value parse(std::string_view text, std::string_view doc, limits lim = {})
   return parser(text, doc, lim).parse_document();
 }
 
-/// Appends s as a JSON string literal (UTF-8 kept as is; control characters, quote and backslash
-/// escaped; invalid UTF-8 replaced by U+FFFD so the output is always valid JSON).
-inline void append_quoted(std::string& out, std::string_view s) {
+/// Appends \uXXXX for a code point, as a UTF-16 surrogate pair above U+FFFF (json.dumps' form).
+inline void append_u_escape(std::string& out, char32_t c) {
   static constexpr char hex[] = "0123456789abcdef";
+  auto unit = [&](char32_t u) {
+    out += "\\u";
+    for (int k = 3; k >= 0; --k) out.push_back(hex[(u >> (4 * k)) & 0xF]);
+  };
+  if (c >= 0x10000) {
+    unit(0xD800 + ((c - 0x10000) >> 10));
+    unit(0xDC00 + ((c - 0x10000) & 0x3FF));
+  } else {
+    unit(c);
+  }
+}
+
+/// Appends s as a JSON string literal: control characters, quote and backslash escaped; invalid
+/// UTF-8 replaced by U+FFFD, so the output is always valid JSON. ascii (Python's json.dumps
+/// default, ensure_ascii) also escapes every code point from U+007F up; otherwise UTF-8 is kept.
+inline void append_quoted(std::string& out, std::string_view s, bool ascii = false) {
   out.push_back('"');
   std::size_t i = 0;
   while (i < s.size()) {
     const auto b = static_cast<unsigned char>(s[i]);
     if (b >= 0x80) {
       const utf8::decoded d = utf8::decode(s, i);
-      if (d.valid)
+      if (ascii)
+        append_u_escape(out, d.cp);  // U+FFFD when invalid
+      else if (d.valid)
         out.append(s.data() + i, d.length);
       else
         utf8::append(out, utf8::replacement_character);
@@ -427,13 +444,10 @@ inline void append_quoted(std::string& out, std::string_view s) {
         out += "\\f";
         break;
       default:
-        if (b < 0x20) {
-          out += "\\u00";
-          out.push_back(hex[b >> 4]);
-          out.push_back(hex[b & 15]);
-        } else {
+        if (b < 0x20 || (ascii && b == 0x7F))
+          append_u_escape(out, b);
+        else
           out.push_back(static_cast<char>(b));
-        }
     }
     ++i;
   }
