@@ -181,6 +181,14 @@ struct block_q8_0 {
   f16 d;               ///< scale
   std::int8_t qs[32];  ///< quants
 };
+/// Q8_1: 32 weights, x = d * q, q 8-bit signed, with s = d * sum(q) stored for the dot
+/// products with the type-1 formats (Q4_1, Q5_1: sum_j (dw*qw_j + m) * (d*q_j) needs m * s).
+/// An activation format: ggml quantizes to it (quantize_row_q8_1_ref) but never stores it.
+struct block_q8_1 {
+  f16 d;               ///< scale
+  f16 s;               ///< d * sum(qs), rounded to f16
+  std::int8_t qs[32];  ///< quants
+};
 /// Q2_K: super-block of 16 blocks of 16 weights, x = d*sc*q - dmin*m, 4-bit sc and m.
 /// 2.625 bits per weight.
 struct block_q2_K {
@@ -252,6 +260,7 @@ TFM_DETAIL_BLOCK_TRAITS(block_q4_1, q4_1);
 TFM_DETAIL_BLOCK_TRAITS(block_q5_0, q5_0);
 TFM_DETAIL_BLOCK_TRAITS(block_q5_1, q5_1);
 TFM_DETAIL_BLOCK_TRAITS(block_q8_0, q8_0);
+TFM_DETAIL_BLOCK_TRAITS(block_q8_1, q8_1);
 TFM_DETAIL_BLOCK_TRAITS(block_q2_K, q2_K);
 TFM_DETAIL_BLOCK_TRAITS(block_q3_K, q3_K);
 TFM_DETAIL_BLOCK_TRAITS(block_q4_K, q4_K);
@@ -272,5 +281,32 @@ template <class T>
 concept ggml_block = requires {
   block_traits<std::remove_cv_t<T>>::type;
 };
+
+/// Run-time type -> block struct, written once: calls f(static_cast<const B*>(nullptr)) with B
+/// the block struct of the weight format `t` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ... Q6_K; not
+/// the activation formats Q8_1 and Q8_K) and returns true, or returns false for any other type.
+/// Kernels that exist for only some formats test `B` with `if constexpr` inside `f`.
+template <class F>
+bool visit_weight_block(ggml_type t, F&& f) {
+  switch (t) {
+#define TFM_DETAIL_VISIT(B, T)                           \
+  case ggml_type::T:                                     \
+    static_cast<F&&>(f)(static_cast<const B*>(nullptr)); \
+    return true;
+    TFM_DETAIL_VISIT(block_q4_0, q4_0)
+    TFM_DETAIL_VISIT(block_q4_1, q4_1)
+    TFM_DETAIL_VISIT(block_q5_0, q5_0)
+    TFM_DETAIL_VISIT(block_q5_1, q5_1)
+    TFM_DETAIL_VISIT(block_q8_0, q8_0)
+    TFM_DETAIL_VISIT(block_q2_K, q2_K)
+    TFM_DETAIL_VISIT(block_q3_K, q3_K)
+    TFM_DETAIL_VISIT(block_q4_K, q4_K)
+    TFM_DETAIL_VISIT(block_q5_K, q5_K)
+    TFM_DETAIL_VISIT(block_q6_K, q6_K)
+#undef TFM_DETAIL_VISIT
+    default:
+      return false;
+  }
+}
 
 TFM_END_NAMESPACE
