@@ -70,7 +70,7 @@ int run_bench(const std::vector<std::string>& args) {
   if (n_prompt < 0 || n_gen < 0) throw cli::usage_error("-p and -n must be >= 0");
   if (repeats < 1) throw cli::usage_error("-r must be >= 1");
 
-  llm m = load_llm(o.model);
+  llm m = load_llm(o.model, o.dequantize);
   const auto V = m.model.config().vocab;
   const tfm::index_t ctx = std::max<tfm::index_t>(n_prompt, n_gen) + 1;
   tfm::infer::session s(m.model, {.context = ctx, .batch = std::max<tfm::index_t>(n_prompt, 1)});

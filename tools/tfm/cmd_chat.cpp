@@ -37,7 +37,7 @@ int run_chat(const std::vector<std::string>& args) {
   if (!p.parse(args).empty()) throw cli::usage_error("takes no positional arguments");
   o.apply();
 
-  llm m = load_llm(o.model);
+  llm m = load_llm(o.model, o.dequantize);
   const auto* tpl_value = m.model.file()->find("tokenizer.chat_template");
   if (tpl_value == nullptr)
     tfm::fail(tfm::errc::unsupported, "'", o.model,

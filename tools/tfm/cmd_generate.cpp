@@ -25,7 +25,7 @@ int run_generate(const std::vector<std::string>& args) {
   o.apply();
   if (prompt.empty()) throw cli::usage_error("-p PROMPT is required");
 
-  llm m = load_llm(o.model);
+  llm m = load_llm(o.model, o.dequantize);
   const auto ids = m.tok.encode(prompt, {.add_special = true, .parse_special = true});
   if (ids.empty()) throw cli::usage_error("the prompt has no tokens");
   const auto stops = end_tokens(m.tok);

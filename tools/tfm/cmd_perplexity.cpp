@@ -36,7 +36,7 @@ int run_perplexity(const std::vector<std::string>& args) {
   if (batch < 1) throw cli::usage_error("--batch must be positive");
 
   const std::string text = tfm::train::read_text_file(file);
-  llm m = load_llm(o.model);
+  llm m = load_llm(o.model, o.dequantize);
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = m.tok.encode(text, {.add_special = true, .parse_special = false});
   const double tok_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

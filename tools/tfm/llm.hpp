@@ -23,9 +23,13 @@ struct llm {
   double load_ms = 0;  // to ready: map, validate, dequantize, build the tokenizer
 };
 
-inline llm load_llm(const std::string& path) {
+/// `dequantize`: block-quantized weights become f32 on load instead of staying packed (the
+/// engine before packed kernels; for comparisons).
+inline llm load_llm(const std::string& path, bool dequantize = false) {
   const auto t0 = std::chrono::steady_clock::now();
-  llm m{tfm::load_model(path), {}, 0};
+  tfm::infer::load_options lo;
+  if (dequantize) lo.quantized = tfm::infer::quantized_weights::f32;
+  llm m{tfm::load_model(path, lo), {}, 0};
   m.tok = tfm::io::load_gguf_tokenizer(*m.model.file());
   m.load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -45,10 +49,13 @@ struct run_options {
   double top_p = 0.95;
   std::uint64_t seed = 0;
   tfm::index_t context = 0;  // 0: min(model context, 2048)
+  bool dequantize = false;
 
   void declare_model(cli::parser& p) {
-    p.option("-m", "MODEL", "GGUF model file (llama architecture)", model);
+    p.option("-m", "MODEL", "GGUF file (llama, gpt2) or Hugging Face directory", model);
     p.option("-t", "THREADS", "threads (0: all cores)", threads);
+    p.flag("--dequantize", "quantized weights as f32 (default: packed, integer-dot decode)",
+           dequantize);
   }
   void declare_sampling(cli::parser& p) {
     p.option("-n", "N", "tokens to generate at most", n_predict);

@@ -17,8 +17,12 @@
 //     <arch>.rope.dimension_count              must equal D (partial rotary is not supported)
 //     <arch>.rope.scaling.type / .factor / .original_context_length   rope scaling
 //     <arch>.attention.layer_norm_rms_epsilon  norm_eps (absent: 1e-5)
-//   Only `llama` is supported (also the llama-layout families that name themselves llama);
-//   any other architecture raises tfm::unsupported_error naming it.
+//   Architectures: `llama` (also the llama-layout families that name themselves llama) and
+//   `gpt2` (keys gpt2.context_length, .embedding_length, .feed_forward_length, .block_count,
+//   .attention.head_count, .attention.layer_norm_epsilon; LayerNorm with bias, GELU (tanh),
+//   learned positions, biases on every linear layer; no RoPE keys). Any other architecture
+//   raises tfm::unsupported_error naming it. Hugging Face directories (config.json) are read by
+//   infer/hf_model.hpp into the same struct.
 //
 //   RoPE pairs: llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel.permute) reorders the
 //   rows of Hugging Face's q/k projections head by head so that ggml's "normal" rope, which
@@ -51,10 +55,14 @@ struct model_config {
   index_t context_length = 0;
   rope_config rope{};  // base, pair style, scaling
   double norm_eps = 1e-5;
-  nn::norm_kind norm = nn::norm_kind::rms_norm;
-  nn::mlp_kind mlp = nn::mlp_kind::swiglu;
-  bool tied_output = false;  // logits use token_embd (no output.weight)
-  bool qkv_bias = false;     // attn_q/k/v have biases
+  nn::norm_kind norm = nn::norm_kind::rms_norm;  // rms_norm (w) or layer_norm (w, b)
+  nn::mlp_kind mlp = nn::mlp_kind::swiglu;       // swiglu (gate, up, down) or gelu (up, down)
+  nn::position_kind position = nn::position_kind::rope;  // rope, or learned (position_embd)
+  bool tied_output = false;                              // logits use token_embd (no output.weight)
+  bool qkv_bias = false;                                 // attn_q/k/v have biases
+  bool out_bias = false;                                 // attn_output has a bias
+  bool mlp_bias = false;                                 // ffn_gate/up/down have biases
+  bool norm_bias = false;  // the layer norms have a bias (beta); layer_norm only
 };
 
 /// Raises tfm::value_error naming the first field that cannot describe a model.
@@ -67,11 +75,16 @@ inline void validate(const model_config& c) {
   if (c.n_head <= 0) bad("n_head", c.n_head, "must be positive");
   if (c.n_kv_head <= 0 || c.n_head % c.n_kv_head != 0)
     bad("n_kv_head", c.n_kv_head, "must be positive and divide n_head");
-  if (c.head_dim <= 0 || c.head_dim % 2 != 0)
-    bad("head_dim", c.head_dim, "must be positive and even");
+  if (c.head_dim <= 0 || (c.position == nn::position_kind::rope && c.head_dim % 2 != 0))
+    bad("head_dim", c.head_dim, "must be positive (and even with RoPE)");
   if (c.ffn <= 0) bad("ffn", c.ffn, "must be positive");
   if (c.vocab <= 0) bad("vocab", c.vocab, "must be positive");
   if (c.context_length <= 0) bad("context_length", c.context_length, "must be positive");
+  if (c.position != nn::position_kind::rope && c.position != nn::position_kind::learned)
+    fail(errc::unsupported,
+         "tfm::infer::model_config: position embeddings must be rope or learned.");
+  if (c.norm_bias && c.norm != nn::norm_kind::layer_norm)
+    fail(errc::value, "tfm::infer::model_config: norm_bias needs norm = layer_norm.");
 }
 
 namespace detail {
@@ -97,13 +110,14 @@ inline rope_config rope_from_gguf(const io::gguf_file& f, const std::string& a) 
 }  // namespace detail
 
 /// Reads the model_config of a GGUF file (keys in the file comment). vocab falls back to the
-/// rows of token_embd.weight; tied_output and qkv_bias follow from which tensors exist.
+/// rows of token_embd.weight; tied_output and the bias flags follow from which tensors exist.
 inline model_config config_from_gguf(const io::gguf_file& f) {
   model_config c;
   c.architecture = std::string(f.get<std::string_view>("general.architecture"));
-  if (c.architecture != "llama")
+  const bool gpt2 = c.architecture == "gpt2";
+  if (c.architecture != "llama" && !gpt2)
     fail(errc::unsupported, "tfm::infer: '", f.name(), "': general.architecture '", c.architecture,
-         "' is not supported; this engine runs 'llama' models.");
+         "' is not supported; this engine runs 'llama' and 'gpt2' models.");
   const std::string& a = c.architecture;
   c.n_layer = f.get<index_t>(a + ".block_count");
   c.n_embd = f.get<index_t>(a + ".embedding_length");
@@ -116,13 +130,22 @@ inline model_config config_from_gguf(const io::gguf_file& f) {
   if (emb == nullptr)
     fail(errc::parse, "tfm::infer: '", f.name(), "': tensor 'token_embd.weight' is missing.");
   c.vocab = f.get_or<index_t>(a + ".vocab_size", static_cast<index_t>(emb->ne[1]));
+  c.tied_output = f.find_tensor("output.weight") == nullptr;
+  if (gpt2) {  // llama.cpp's LLM_ARCH_GPT2: pre-LN blocks with biases, GELU, learned positions
+    c.norm = nn::norm_kind::layer_norm;
+    c.mlp = nn::mlp_kind::gelu;
+    c.position = nn::position_kind::learned;
+    c.qkv_bias = c.out_bias = c.mlp_bias = c.norm_bias = true;
+    c.norm_eps = f.get_or<double>(a + ".attention.layer_norm_epsilon", 1e-5);
+    validate(c);
+    return c;
+  }
   c.rope = detail::rope_from_gguf(f, a);
   const index_t rot = f.get_or<index_t>(a + ".rope.dimension_count", c.head_dim);
   if (rot != c.head_dim)
     fail(errc::unsupported, "tfm::infer: '", f.name(), "': ", a, ".rope.dimension_count = ", rot,
          " differs from the head dimension ", c.head_dim, " (partial rotary is not supported).");
   c.norm_eps = f.get_or<double>(a + ".attention.layer_norm_rms_epsilon", 1e-5);
-  c.tied_output = f.find_tensor("output.weight") == nullptr;
   c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   validate(c);
   return c;

@@ -17,15 +17,25 @@
 //   re-prefills them from position 0 (the cache is recomputed, not RoPE-shifted: exact, at the
 //   cost of one prefill of `keep` tokens; generate() slides to context / 2).
 //
-//   The forward (one chunk of n tokens at positions p .. p + n - 1), shapes right-aligned:
-//     x = token_embd[ids]                                               (n, C)
-//     per layer:  h = rms_norm(x) * attn_norm
+//   The forward (one chunk of n tokens at positions p .. p + n - 1), shapes right-aligned;
+//   norm() is RMSNorm (* w) or LayerNorm (* w + b) as model_config::norm says, "+b" a bias the
+//   config's flags enable:
+//     x = token_embd[ids] (+ position_embd[p .. p+n) when positions are learned)      (n, C)
+//     per layer:  h = norm(x; attn_norm)
 //                 q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)    (n, HD), (n, GD), (n, GD)
-//                 rope(q), rope(k); cache[p .. p+n) = k, v
-//                 x += attention(q, cache[0 .. p+n)) Wo^T              (n, C)
-//                 h = rms_norm(x) * ffn_norm
-//                 x += (silu(h Wg^T) * (h Wu^T)) Wd^T                   (n, F) -> (n, C)
-//     logits = rms_norm(x) * output_norm  Wout^T     (last row, or every row)     (1 or n, V)
+//                 rope(q), rope(k) (RoPE models); cache[p .. p+n) = k, v
+//                 x += attention(q, cache[0 .. p+n)) Wo^T (+bo)        (n, C)
+//                 h = norm(x; ffn_norm)
+//       swiglu:   x += (silu(h Wg^T + bg) * (h Wu^T + bu)) Wd^T (+bd)   (n, F) -> (n, C)
+//       gelu:     x += gelu_tanh(h Wu^T + bu) Wd^T (+bd)                (n, F) -> (n, C)
+//     logits = norm(x; output_norm) Wout^T     (last row, or every row)           (1 or n, V)
+//   A model with learned positions cannot run past its context_length (its table's rows): the
+//   session's context is capped there.
+//
+//   Block-quantized weights (kept packed by the loader) run the backend's linear_bt_packed: on the
+//   cpu, decode quantizes each input row to 8-bit blocks once and reuses it for q, k, v (and for
+//   gate, up), as llama.cpp does; prefill runs the float GEMM on weights dequantized while packing.
+//   token_embd[ids] dequantizes only the looked-up rows; a tied head reads the packed token_embd.
 #pragma once
 
 #include "typeformer/backend/cpu/decoder.hpp"
@@ -58,6 +68,9 @@ class session {
   explicit session(const transformer<T, Backend>& model, session_options o = {})
       : m_(&model), cfg_(model.config()) {
     cap_ = o.context > 0 ? o.context : std::min<index_t>(cfg_.context_length, 2048);
+    if (cfg_.position == nn::position_kind::learned && cap_ > cfg_.context_length)
+      fail(errc::value, "tfm::infer::session: context ", cap_, " exceeds the ", cfg_.context_length,
+           " learned positions of the model.");
     batch_ = std::max<index_t>(1, std::min(o.batch, cap_));
     cache_ = kv_store(cfg_.n_layer, cfg_.n_kv_head, cap_, cfg_.head_dim);
     allocate();
@@ -78,7 +91,7 @@ class session {
     for (const buffer* p :
          {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &scratch_, &cos_, &sin_, &last_, &all_})
       b += static_cast<std::size_t>(p->size()) * sizeof(float);
-    return b;
+    return b + qin_.bytes();
   }
 
   /// Forgets every position (keeps the memory).
@@ -140,8 +153,10 @@ class session {
     cached_attention_geometry geo{n, cfg_.n_head, cfg_.n_kv_head, cfg_.head_dim, cap_, 0, 1.0};
     scratch_ = make(cached_attention_scratch(geo));
     last_ = make(cfg_.vocab);
+    qin_.reserve(std::max({C, HD, cfg_.ffn}));
     history_.reserve(static_cast<std::size_t>(cap_));
     // cos/sin of every position the cache can hold (rope_config's scalings; ops/rope.hpp).
+    if (cfg_.position != nn::position_kind::rope) return;
     const tfm::detail::rope_table tb =
         tfm::detail::make_rope_table(cfg_.rope, cfg_.head_dim, cap_, 0);
     cos_ = make(static_cast<index_t>(tb.cos.size()));
@@ -167,6 +182,10 @@ class session {
   void forward(const std::int32_t* ids, index_t n, bool all_logits, float* logits) {
     const index_t C = cfg_.n_embd;
     for (index_t t = 0; t < n; ++t) m_->token_embd().row(ids[t], x_.data() + t * C);
+    if (cfg_.position == nn::position_kind::learned) {
+      for (index_t t = 0; t < n; ++t) m_->position_embd().row(pos_ + t, h_.data() + t * C);
+      for (index_t i = 0; i < n * C; ++i) x_.data()[i] += h_.data()[i];
+    }
     for (index_t l = 0; l < cfg_.n_layer; ++l) {
       attention_block(l, n);
       mlp_block(l, n);
@@ -179,57 +198,79 @@ class session {
 
   void attention_block(index_t l, index_t n) {
     const block_weights& b = m_->block(l);
-    const index_t C = cfg_.n_embd, D = cfg_.head_dim, H = cfg_.n_head, G = cfg_.n_kv_head;
+    const index_t D = cfg_.head_dim, H = cfg_.n_head, G = cfg_.n_kv_head;
     const index_t HD = H * D, GD = G * D;
-    rms_norm_rows(Backend{}, x_.data(), C, vec(b.attn_norm), eps(), h_.data(), C, n, C);
-    project(b.wq, b.bq, n, h_.data(), q_.data());
-    project(b.wk, b.bk, n, h_.data(), k_.data());
-    project(b.wv, b.bv, n, h_.data(), v_.data());
-    const rope_pairs pairs = cfg_.rope.pair_style == rope_config::style::interleaved
-                                 ? rope_pairs::interleaved
-                                 : rope_pairs::half;
-    const float* cs = cos_.data() + pos_ * (D / 2);
-    const float* sn = sin_.data() + pos_ * (D / 2);
-    rope_rows(Backend{}, q_.data(), HD, n, H, D, cs, sn, pairs);
-    rope_rows(Backend{}, k_.data(), GD, n, G, D, cs, sn, pairs);
+    norm(b.attn_norm, b.attn_norm_b, x_.data(), h_.data(), n);
+    project(b.wq, b.bq, n, h_.data(), q_.data(), false);
+    project(b.wk, b.bk, n, h_.data(), k_.data(), false);
+    project(b.wv, b.bv, n, h_.data(), v_.data(), false);
+    if (cfg_.position == nn::position_kind::rope) {
+      const rope_pairs pairs = cfg_.rope.pair_style == rope_config::style::interleaved
+                                   ? rope_pairs::interleaved
+                                   : rope_pairs::half;
+      const float* cs = cos_.data() + pos_ * (D / 2);
+      const float* sn = sin_.data() + pos_ * (D / 2);
+      rope_rows(Backend{}, q_.data(), HD, n, H, D, cs, sn, pairs);
+      rope_rows(Backend{}, k_.data(), GD, n, G, D, cs, sn, pairs);
+    }
     cache_.write(l, pos_, n, k_.data(), v_.data(), GD);
     const cached_attention_geometry geo{
         n, H, G, D, cap_, pos_, 1.0 / std::sqrt(static_cast<double>(D))};
     cached_attention(Backend{}, geo, q_.data(), cache_.keys(l), cache_.values(l), att_.data(),
                      scratch_.data());
-    linear(b.wo, n, att_.data(), x_.data(), true);  // x += o Wo^T
+    qin_.valid = false;                                    // new input: att_
+    project(b.wo, b.bo, n, att_.data(), x_.data(), true);  // x += o Wo^T (+ bo)
   }
 
   void mlp_block(index_t l, index_t n) {
     const block_weights& b = m_->block(l);
-    const index_t C = cfg_.n_embd;
-    rms_norm_rows(Backend{}, x_.data(), C, vec(b.ffn_norm), eps(), h_.data(), C, n, C);
-    linear(b.w_gate, n, h_.data(), g_.data(), false);
-    linear(b.w_up, n, h_.data(), u_.data(), false);
-    silu_mul(Backend{}, g_.data(), u_.data(), g_.data(), n * cfg_.ffn);
-    linear(b.w_down, n, g_.data(), x_.data(), true);  // x += a Wd^T
+    norm(b.ffn_norm, b.ffn_norm_b, x_.data(), h_.data(), n);
+    project(b.w_up, b.b_up, n, h_.data(), u_.data(), false);
+    if (cfg_.mlp == nn::mlp_kind::swiglu) {
+      project(b.w_gate, b.b_gate, n, h_.data(), g_.data(), false);
+      silu_mul(Backend{}, g_.data(), u_.data(), g_.data(), n * cfg_.ffn);
+    } else {
+      gelu_tanh(Backend{}, u_.data(), g_.data(), n * cfg_.ffn);
+    }
+    qin_.valid = false;                                          // new input: g_
+    project(b.w_down, b.b_down, n, g_.data(), x_.data(), true);  // x += a Wd^T (+ bd)
   }
 
   void head(index_t n, bool all_logits, float* logits) {
     const index_t C = cfg_.n_embd, first = all_logits ? 0 : n - 1, rows = n - first;
-    rms_norm_rows(Backend{}, x_.data() + first * C, C, vec(m_->output_norm()), eps(), h_.data(), C,
-                  rows, C);
+    norm(m_->output_norm(), m_->output_norm_bias(), x_.data() + first * C, h_.data(), rows);
     linear(m_->output(), rows, h_.data(), logits, false);
   }
 
-  /// y(n, w.rows) = x(n, w.cols) w^T (+ y): the backend's kernel for w's element type.
+  /// y (rows, C) = norm(x (rows, C)) with weight w and, for LayerNorm, bias b (may be empty).
+  void norm(const weight_matrix& w, const weight_matrix& b, const float* x, float* y,
+            index_t rows) {
+    const index_t C = cfg_.n_embd;
+    qin_.valid = false;  // y is the next products' input
+    if (cfg_.norm == nn::norm_kind::layer_norm)
+      layer_norm_rows(Backend{}, x, C, vec(w), vec(b), eps(), y, C, rows, C);
+    else
+      rms_norm_rows(Backend{}, x, C, vec(w), eps(), y, C, rows, C);
+  }
+
+  /// y(n, w.rows) = x(n, w.cols) w^T (+ y): the backend's kernel for w's element type. A packed
+  /// weight's quantized input is reused while qin_.valid (the caller clears it when x changes).
   void linear(const weight_matrix& w, index_t n, const float* x, float* y, bool accumulate) {
+    if (w.quantized()) {
+      linear_bt_packed(Backend{}, w.type(), n, w.rows(), w.cols(), x, w.cols(),
+                       static_cast<const std::byte*>(w.data()), w.row_bytes(), y, w.rows(),
+                       accumulate, qin_);
+      return;
+    }
     w.visit([&](const auto* p) {
       linear_bt(Backend{}, n, w.rows(), w.cols(), x, w.cols(), p, y, w.rows(), accumulate);
     });
   }
+  /// y = x w^T (+ y when accumulate) (+ bias when it is not empty).
   void project(const weight_matrix& w, const weight_matrix& bias, index_t n, const float* x,
-               float* y) {
-    linear(w, n, x, y, false);
-    if (bias.data() == nullptr) return;
-    const float* bp = vec(bias);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < w.rows(); ++j) y[t * w.rows() + j] += bp[j];
+               float* y, bool accumulate) {
+    linear(w, n, x, y, accumulate);
+    if (bias.data() != nullptr) add_bias_rows(Backend{}, y, w.rows(), vec(bias), n, w.rows());
   }
   static const float* vec(const weight_matrix& w) { return static_cast<const float*>(w.data()); }
   float eps() const noexcept { return static_cast<float>(cfg_.norm_eps); }
@@ -239,6 +280,7 @@ class session {
   index_t cap_ = 0, batch_ = 0, pos_ = 0;
   kv_store cache_;
   buffer x_, h_, q_, k_, v_, att_, g_, u_, scratch_, cos_, sin_, last_, all_;
+  quantized_input qin_;  // the current input row quantized to 8-bit blocks (cpu decode)
   std::vector<std::int32_t> history_;
 };
 

@@ -2,22 +2,33 @@
 //
 // WHAT THIS REPRESENTS
 //   infer::transformer<T, Backend>: the weights and config of a decoder-only transformer run
-//   without the autodiff tape (LLaMA: pre-norm RMSNorm, grouped-query attention with RoPE,
-//   SwiGLU MLP; Touvron et al., arXiv:2302.13971). It is immutable once loaded and can be shared
-//   by several infer::session objects (infer/session.hpp), which hold the mutable state: KV
-//   cache, activations, position.
+//   without the autodiff tape: LLaMA (pre-norm RMSNorm, grouped-query attention with RoPE,
+//   SwiGLU MLP; Touvron et al., arXiv:2302.13971) and GPT-2 (pre-norm LayerNorm with bias,
+//   learned positions, GELU MLP, biases on every linear layer; Radford et al. 2019), the two
+//   being points of one model_config (norm, mlp, position, bias flags). It is immutable once
+//   loaded and can be shared by several infer::session objects (infer/session.hpp), which hold
+//   the mutable state: KV cache, activations, position.
 //
 //   T is the compute type (float). Backend is the tag whose kernels run it (tfm::cpu by default,
 //   tfm::reference for the scalar oracle; backend/*/decoder.hpp).
 //
 //   Loading (load_gguf / tfm::load_model): the file is memory-mapped and kept open by the model;
-//   F32/F16/BF16 tensors are used in place (F16/BF16 stay 16-bit: the kernels convert them),
-//   block-quantized tensors are dequantized to float (the quantized kernels will keep them
-//   packed). stats() tells what was borrowed and allocated.
+//   F32/F16/BF16 tensors are used in place (F16/BF16 stay 16-bit: the kernels convert them), and
+//   so are block-quantized tensors (Q4_0 ... Q8_0, Q2_K ... Q6_K): they stay packed, decode runs
+//   the integer-dot GEMV (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) or the dequantize-in-pack GEMM (the
+//   K-quants), prefill the dequantize-in-pack GEMM (backend/cpu/decoder.hpp). load_options
+//   {.quantized = quantized_weights::f32} dequantizes them to float on load instead (the engine's
+//   earlier behaviour, for comparison). stats() tells what was borrowed and allocated.
 //
 //   Tensor names (llama.cpp's): token_embd, blk.N.{attn_norm, attn_q, attn_k, attn_v,
 //   attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}.weight, optional blk.N.attn_{q,k,v}.bias,
-//   output_norm, output (absent: tied to token_embd).
+//   output_norm, output (absent: tied to token_embd). gpt2 adds position_embd.weight and a .bias
+//   beside every weight (norms included), has no ffn_gate, and fuses q, k, v into
+//   blk.N.attn_qkv.{weight,bias} (rows q, then k, then v), which the loader splits into views
+//   (no copy). Any architecture whose file has attn_qkv instead of attn_q is read that way.
+//
+//   Hugging Face directories (config.json + safetensors) are loaded by infer/hf_model.hpp into
+//   the same model through the model_weights constructor.
 #pragma once
 
 #include "typeformer/backend/cpu/parallel.hpp"
@@ -37,12 +48,25 @@
 TFM_BEGIN_NAMESPACE
 namespace infer {
 
-/// The weights of one block (biases are empty matrices when the model has none).
+/// The weights of one block; a weight the config does not use is an empty matrix (biases
+/// without the bias flags, w_gate / b_gate of a GELU MLP, the norm biases of RMSNorm).
 struct block_weights {
-  weight_matrix attn_norm, ffn_norm;   // (1, C)
-  weight_matrix wq, wk, wv, wo;        // (H D, C), (G D, C), (G D, C), (C, H D)
-  weight_matrix bq, bk, bv;            // (1, H D), (1, G D), (1, G D) or empty
-  weight_matrix w_gate, w_up, w_down;  // (F, C), (F, C), (C, F)
+  weight_matrix attn_norm, ffn_norm;      // (1, C)
+  weight_matrix attn_norm_b, ffn_norm_b;  // (1, C) when norm_bias
+  weight_matrix wq, wk, wv, wo;           // (H D, C), (G D, C), (G D, C), (C, H D)
+  weight_matrix bq, bk, bv;               // (1, H D), (1, G D), (1, G D) when qkv_bias
+  weight_matrix bo;                       // (1, C) when out_bias
+  weight_matrix w_gate, w_up, w_down;     // (F, C) (swiglu only), (F, C), (C, F)
+  weight_matrix b_gate, b_up, b_down;     // (1, F), (1, F), (1, C) when mlp_bias
+};
+
+/// Every weight of a model (what the loaders fill and the model_weights constructor takes).
+struct model_weights {
+  weight_matrix token_embd;     // (V, C)
+  weight_matrix position_embd;  // (context_length, C) for learned positions, else empty
+  std::vector<block_weights> blocks;
+  weight_matrix output_norm, output_norm_b;  // (1, C); the bias when norm_bias
+  weight_matrix output;                      // (V, C): token_embd's matrix when tied
 };
 
 template <class T = float, class Backend = cpu>
@@ -57,38 +81,59 @@ class transformer {
   using backend_type = Backend;
 
   transformer() = default;
-  /// A model from weights already in memory (tests, conversions); `file` may be empty.
+  /// A llama model from weights already in memory (tests, conversions).
   transformer(model_config cfg, weight_matrix token_embd, std::vector<block_weights> blocks,
               weight_matrix output_norm, weight_matrix output)
+      : transformer(std::move(cfg), model_weights{std::move(token_embd),
+                                                  {},
+                                                  std::move(blocks),
+                                                  std::move(output_norm),
+                                                  {},
+                                                  std::move(output)}) {}
+  /// A model from its weights (any config). `keep_alive` owns what borrowed weights point into
+  /// (a mapped safetensors set); `file` is the GGUF metadata file() returns (may be null);
+  /// `st` the load figures so far.
+  transformer(model_config cfg, model_weights w, std::shared_ptr<const void> keep_alive = {},
+              std::shared_ptr<const io::gguf_file> file = {}, load_stats st = {})
       : cfg_(std::move(cfg)),
-        token_embd_(std::move(token_embd)),
-        blocks_(std::move(blocks)),
-        output_norm_(std::move(output_norm)),
-        output_(std::move(output)) {
+        stats_(st),
+        file_(std::move(file)),
+        keep_alive_(std::move(keep_alive)),
+        w_(std::move(w)) {
     validate(cfg_);
+    if (static_cast<index_t>(w_.blocks.size()) != cfg_.n_layer)
+      fail(errc::value, "tfm::infer::transformer: ", w_.blocks.size(),
+           " blocks for n_layer = ", cfg_.n_layer, ".");
+    if (w_.output.data() == nullptr) w_.output = w_.token_embd;
+    check_shapes();
     float_vectors();
   }
 
   const model_config& config() const noexcept { return cfg_; }
   const load_stats& stats() const noexcept { return stats_; }
-  /// The GGUF file the model was loaded from (metadata, tokenizer), or null.
+  /// The GGUF file the model was loaded from (metadata, tokenizer), or for a Hugging Face
+  /// directory the metadata that describes it in GGUF keys (infer/hf_model.hpp), or null.
   const io::gguf_file* file() const noexcept { return file_.get(); }
 
-  const weight_matrix& token_embd() const noexcept { return token_embd_; }
-  const block_weights& block(index_t l) const { return blocks_.at(static_cast<std::size_t>(l)); }
-  const weight_matrix& output_norm() const noexcept { return output_norm_; }
+  const weight_matrix& token_embd() const noexcept { return w_.token_embd; }
+  /// The learned position table (context_length, C), or empty with RoPE.
+  const weight_matrix& position_embd() const noexcept { return w_.position_embd; }
+  const block_weights& block(index_t l) const { return w_.blocks.at(static_cast<std::size_t>(l)); }
+  const weight_matrix& output_norm() const noexcept { return w_.output_norm; }
+  /// The final norm's bias (norm_bias), or empty.
+  const weight_matrix& output_norm_bias() const noexcept { return w_.output_norm_b; }
   /// The head (V, C): token_embd's matrix when the output is tied.
-  const weight_matrix& output() const noexcept { return output_; }
+  const weight_matrix& output() const noexcept { return w_.output; }
 
   /// Loads a GGUF model (see the file comment); errors name the file and the key or tensor.
-  static transformer from_gguf(const std::string& path) {
+  static transformer from_gguf(const std::string& path, const load_options& options = {}) {
     const auto t0 = std::chrono::steady_clock::now();
     transformer m;
     m.file_ = std::make_shared<io::gguf_file>(path);
     const io::gguf_file& f = *m.file_;
     m.cfg_ = config_from_gguf(f);
     m.stats_.bytes_mapped = f.bytes().size();
-    m.load_tensors(f);
+    m.load_tensors(f, options);
     m.stats_.load_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return m;
@@ -102,43 +147,75 @@ class transformer {
     index_t rows, cols;
   };
 
-  void load_tensors(const io::gguf_file& f) {
+  void load_tensors(const io::gguf_file& f, const load_options& options) {
     const model_config& c = cfg_;
     const index_t C = c.n_embd, HD = c.n_head * c.head_dim, GD = c.n_kv_head * c.head_dim;
     std::vector<pending> jobs;
     auto w = [&](weight_matrix& dst, const std::string& n, index_t r, index_t k) {
       jobs.push_back({&dst, n, r, k});
     };
-    w(token_embd_, "token_embd.weight", c.vocab, C);
-    blocks_.resize(static_cast<std::size_t>(c.n_layer));
+    w(w_.token_embd, "token_embd.weight", c.vocab, C);
+    if (c.position == nn::position_kind::learned)
+      w(w_.position_embd, "position_embd.weight", c.context_length, C);
+    const bool fused = f.find_tensor("blk.0.attn_qkv.weight") != nullptr;
+    std::vector<weight_matrix> qkv(static_cast<std::size_t>(2 * c.n_layer));  // weight, bias
+    w_.blocks.resize(static_cast<std::size_t>(c.n_layer));
     for (index_t l = 0; l < c.n_layer; ++l) {
       const std::string p = "blk." + std::to_string(l) + ".";
-      block_weights& b = blocks_[static_cast<std::size_t>(l)];
+      block_weights& b = w_.blocks[static_cast<std::size_t>(l)];
       w(b.attn_norm, p + "attn_norm.weight", 1, C);
-      w(b.wq, p + "attn_q.weight", HD, C);
-      w(b.wk, p + "attn_k.weight", GD, C);
-      w(b.wv, p + "attn_v.weight", GD, C);
-      if (c.qkv_bias) {
-        w(b.bq, p + "attn_q.bias", 1, HD);
-        w(b.bk, p + "attn_k.bias", 1, GD);
-        w(b.bv, p + "attn_v.bias", 1, GD);
+      if (c.norm_bias) w(b.attn_norm_b, p + "attn_norm.bias", 1, C);
+      if (fused) {
+        w(qkv[static_cast<std::size_t>(2 * l)], p + "attn_qkv.weight", HD + 2 * GD, C);
+        if (c.qkv_bias)
+          w(qkv[static_cast<std::size_t>(2 * l + 1)], p + "attn_qkv.bias", 1, HD + 2 * GD);
+      } else {
+        w(b.wq, p + "attn_q.weight", HD, C);
+        w(b.wk, p + "attn_k.weight", GD, C);
+        w(b.wv, p + "attn_v.weight", GD, C);
+        if (c.qkv_bias) {
+          w(b.bq, p + "attn_q.bias", 1, HD);
+          w(b.bk, p + "attn_k.bias", 1, GD);
+          w(b.bv, p + "attn_v.bias", 1, GD);
+        }
       }
       w(b.wo, p + "attn_output.weight", C, HD);
+      if (c.out_bias) w(b.bo, p + "attn_output.bias", 1, C);
       w(b.ffn_norm, p + "ffn_norm.weight", 1, C);
-      w(b.w_gate, p + "ffn_gate.weight", c.ffn, C);
+      if (c.norm_bias) w(b.ffn_norm_b, p + "ffn_norm.bias", 1, C);
+      if (c.mlp == nn::mlp_kind::swiglu) w(b.w_gate, p + "ffn_gate.weight", c.ffn, C);
       w(b.w_up, p + "ffn_up.weight", c.ffn, C);
       w(b.w_down, p + "ffn_down.weight", C, c.ffn);
+      if (c.mlp_bias) {
+        if (c.mlp == nn::mlp_kind::swiglu) w(b.b_gate, p + "ffn_gate.bias", 1, c.ffn);
+        w(b.b_up, p + "ffn_up.bias", 1, c.ffn);
+        w(b.b_down, p + "ffn_down.bias", 1, C);
+      }
     }
-    w(output_norm_, "output_norm.weight", 1, C);
-    if (!c.tied_output) w(output_, "output.weight", c.vocab, C);
-    run(f, jobs);
-    if (c.tied_output) output_ = token_embd_;
+    w(w_.output_norm, "output_norm.weight", 1, C);
+    if (c.norm_bias) w(w_.output_norm_b, "output_norm.bias", 1, C);
+    if (!c.tied_output) w(w_.output, "output.weight", c.vocab, C);
+    run(f, jobs, options);
+    if (fused)
+      for (index_t l = 0; l < c.n_layer; ++l) {
+        block_weights& b = w_.blocks[static_cast<std::size_t>(l)];
+        const weight_matrix& m = qkv[static_cast<std::size_t>(2 * l)];
+        b.wq = m.rows_slice(0, HD);
+        b.wk = m.rows_slice(HD, GD);
+        b.wv = m.rows_slice(HD + GD, GD);
+        if (!c.qkv_bias) continue;
+        const weight_matrix& v = qkv[static_cast<std::size_t>(2 * l + 1)];
+        b.bq = v.vector_slice(0, HD);
+        b.bk = v.vector_slice(HD, GD);
+        b.bv = v.vector_slice(HD + GD, GD);
+      }
+    if (c.tied_output) w_.output = w_.token_embd;
     float_vectors();
   }
 
   /// Checks every tensor first (errors in file order), then loads them on the cpu threads
-  /// (dequantization is the bulk of a quantized model's load time).
-  void run(const io::gguf_file& f, std::vector<pending>& jobs) {
+  /// (dequantization, with quantized_weights::f32, is the bulk of a quantized model's load time).
+  void run(const io::gguf_file& f, std::vector<pending>& jobs, const load_options& options) {
     for (const pending& j : jobs) detail::checked_tensor(f, j.name, j.rows, j.cols);
     std::vector<load_stats> part(jobs.size());
     std::vector<std::exception_ptr> err(jobs.size());
@@ -148,10 +225,10 @@ class transformer {
       const auto k = static_cast<std::size_t>(i);
 #if TFM_NO_EXCEPTIONS
       // An error calls the installed handler, which does not return (config/error.hpp).
-      *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k]);
+      *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k], options);
 #else
       try {  // an exception must not leave an OpenMP region: kept and rethrown below
-        *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k]);
+        *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k], options);
       } catch (...) {
         err[k] = std::current_exception();
       }
@@ -165,6 +242,50 @@ class transformer {
       stats_.bytes_allocated += part[k].bytes_allocated;
     }
   }
+  /// Every weight the config uses is present with its shape (shape_error naming it otherwise).
+  void check_shapes() const {
+    const model_config& c = cfg_;
+    const index_t C = c.n_embd, HD = c.n_head * c.head_dim, GD = c.n_kv_head * c.head_dim;
+    auto need = [](const weight_matrix& m, const std::string& what, index_t r, index_t k) {
+      if (m.data() == nullptr || m.rows() != r || m.cols() != k)
+        fail(errc::shape, "tfm::infer::transformer: ", what, " is (", m.rows(), ", ", m.cols(), ")",
+             m.data() == nullptr ? " (missing)" : "", "; the config needs (", r, ", ", k, ").");
+    };
+    need(w_.token_embd, "token_embd", c.vocab, C);
+    need(w_.output, "output", c.vocab, C);
+    need(w_.output_norm, "output_norm", 1, C);
+    if (c.norm_bias) need(w_.output_norm_b, "output_norm bias", 1, C);
+    if (c.position == nn::position_kind::learned)
+      need(w_.position_embd, "position_embd", c.context_length, C);
+    for (index_t l = 0; l < c.n_layer; ++l) {
+      const block_weights& b = w_.blocks[static_cast<std::size_t>(l)];
+      const std::string p = "block " + std::to_string(l) + " ";
+      need(b.attn_norm, p + "attn_norm", 1, C);
+      need(b.ffn_norm, p + "ffn_norm", 1, C);
+      need(b.wq, p + "wq", HD, C);
+      need(b.wk, p + "wk", GD, C);
+      need(b.wv, p + "wv", GD, C);
+      need(b.wo, p + "wo", C, HD);
+      need(b.w_up, p + "w_up", c.ffn, C);
+      need(b.w_down, p + "w_down", C, c.ffn);
+      if (c.mlp == nn::mlp_kind::swiglu) need(b.w_gate, p + "w_gate", c.ffn, C);
+      if (c.norm_bias) {
+        need(b.attn_norm_b, p + "attn_norm bias", 1, C);
+        need(b.ffn_norm_b, p + "ffn_norm bias", 1, C);
+      }
+      if (c.qkv_bias) {
+        need(b.bq, p + "bq", 1, HD);
+        need(b.bk, p + "bk", 1, GD);
+        need(b.bv, p + "bv", 1, GD);
+      }
+      if (c.out_bias) need(b.bo, p + "bo", 1, C);
+      if (c.mlp_bias) {
+        if (c.mlp == nn::mlp_kind::swiglu) need(b.b_gate, p + "b_gate", 1, c.ffn);
+        need(b.b_up, p + "b_up", 1, c.ffn);
+        need(b.b_down, p + "b_down", 1, C);
+      }
+    }
+  }
   /// Norms and biases are read as float rows by the kernels: convert any 16-bit ones.
   void float_vectors() {
     auto to_float = [&](weight_matrix& v) {
@@ -174,22 +295,25 @@ class transformer {
       stats_.bytes_allocated += x.size() * sizeof(float);
       v = weight_matrix(std::move(x), 1, v.cols());
     };
-    for (block_weights& b : blocks_)
-      for (weight_matrix* v : {&b.attn_norm, &b.ffn_norm, &b.bq, &b.bk, &b.bv}) to_float(*v);
-    to_float(output_norm_);
+    for (block_weights& b : w_.blocks)
+      for (weight_matrix* v : {&b.attn_norm, &b.ffn_norm, &b.attn_norm_b, &b.ffn_norm_b, &b.bq,
+                               &b.bk, &b.bv, &b.bo, &b.b_gate, &b.b_up, &b.b_down})
+        to_float(*v);
+    to_float(w_.output_norm);
+    to_float(w_.output_norm_b);
   }
 
   model_config cfg_;
   load_stats stats_;
   std::shared_ptr<const io::gguf_file> file_;
-  weight_matrix token_embd_;
-  std::vector<block_weights> blocks_;
-  weight_matrix output_norm_, output_;
+  std::shared_ptr<const void> keep_alive_;
+  model_weights w_;
 };
 
 /// Loads a GGUF model for the cpu backend (transformer::from_gguf).
-inline transformer<float, cpu> load_gguf(const std::string& path) {
-  return transformer<float, cpu>::from_gguf(path);
+inline transformer<float, cpu> load_gguf(const std::string& path,
+                                         const load_options& options = {}) {
+  return transformer<float, cpu>::from_gguf(path, options);
 }
 
 }  // namespace infer

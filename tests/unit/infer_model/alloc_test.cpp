@@ -43,12 +43,17 @@ void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
-TEST_CASE("decode allocates nothing per token after warm-up (f32 and f16 weights)") {
+TEST_CASE("decode allocates nothing per token after warm-up (f32, f16 and packed weights)") {
   using namespace tfm;
-  for (ggml_type t : {ggml_type::f32, ggml_type::f16}) {
+  // q4_1 stands for the packed case: Q4_1 (integer-dot GEMV) and Q4_K (dequantize-in-pack).
+  for (ggml_type t : {ggml_type::f32, ggml_type::f16, ggml_type::q4_1}) {
     const std::string path =
         infer_test::work_dir() + "/alloc_" + std::string(ggml_type_name(t)) + ".gguf";
-    infer_test::write_tiny(infer_test::make_tiny(21, t == ggml_type::f16, t), path);
+    if (t == ggml_type::q4_1)
+      infer_test::write_tiny(
+          infer_test::make_quant_tiny(21, true, {ggml_type::q4_1, ggml_type::q4_K}), path);
+    else
+      infer_test::write_tiny(infer_test::make_tiny(21, t == ggml_type::f16, t), path);
     auto model = infer::load_gguf(path);
     infer::session s(model, {.context = 64});
     auto lg = s.prefill(std::vector<std::int32_t>{1, 2, 3});

@@ -119,3 +119,55 @@ TEST_CASE("silu_mul: cpu vs reference") {
   silu_mul(reference{}, g.data(), u.data(), b.data(), 1000);
   for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-5));
 }
+
+TEST_CASE("gelu_tanh: cpu vs reference (double tanh formula), sizes 0..33 and 1e4") {
+  // Arguments from -1e4 to 1e4 (exp overflow gives -0 / x) and a dense sweep of [-8, 8].
+  for (index_t n : {0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 10000}) {
+    std::vector<float> x(static_cast<std::size_t>(n)), a(x.size()), b(x.size());
+    for (index_t i = 0; i < n; ++i)
+      x[static_cast<std::size_t>(i)] =
+          n > 100 ? -8.0f + 16.0f * static_cast<float>(i) / static_cast<float>(n)
+                  : (i % 2 ? 1.0f : -1.0f) * std::pow(10.0f, static_cast<float>(i % 9) - 4.0f);
+    if (n > 100) {
+      x[0] = -1e4f;
+      x[1] = 1e4f;
+    }
+    gelu_tanh(cpu{}, x.data(), a.data(), n);
+    gelu_tanh(reference{}, x.data(), b.data(), n);
+    double worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      REQUIRE(std::isfinite(a[i]));
+      worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]) /
+                                  std::max(1e-6, std::abs(static_cast<double>(b[i]))));
+    }
+    CAPTURE(n);
+    CHECK(worst < 1e-5);  // relative, floored at 1e-6 absolute
+  }
+}
+
+TEST_CASE("layer_norm_rows and add_bias_rows: cpu vs reference") {
+  std::mt19937_64 rng(20261207);
+  MESSAGE("seed 20261207");
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (index_t n : {1, 7, 16, 33, 576}) {
+    const index_t rows = 5, ld = n + 3;
+    std::vector<float> x(static_cast<std::size_t>(rows * ld)), w(static_cast<std::size_t>(n)),
+        b(w.size()), ya(x.size()), yb(x.size());
+    for (float& v : x) v = 3.0f + nd(rng);
+    for (float& v : w) v = 1.0f + 0.1f * nd(rng);
+    for (float& v : b) v = 0.1f * nd(rng);
+    for (const float* bias : std::vector<const float*>{b.data(), nullptr}) {
+      layer_norm_rows(cpu{}, x.data(), ld, w.data(), bias, 1e-5f, ya.data(), ld, rows, n);
+      layer_norm_rows(reference{}, x.data(), ld, w.data(), bias, 1e-5f, yb.data(), ld, rows, n);
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t i = 0; i < n; ++i)
+          CHECK(ya[static_cast<std::size_t>(r * ld + i)] ==
+                doctest::Approx(yb[static_cast<std::size_t>(r * ld + i)]).epsilon(1e-5));
+    }
+    ya = x;
+    yb = x;
+    add_bias_rows(cpu{}, ya.data(), ld, b.data(), rows, n);
+    add_bias_rows(reference{}, yb.data(), ld, b.data(), rows, n);
+    CHECK(ya == yb);  // one rounding each: exact
+  }
+}

@@ -243,9 +243,9 @@ TEST_CASE("sampling options reach the sampler: same seed, same tokens") {
 TEST_CASE("load errors name the file, the key or tensor") {
   infer_test::tiny_model m = infer_test::make_tiny(9, false, ggml_type::f32);
   const std::string dir = infer_test::work_dir();
-  infer_test::write_tiny(m, dir + "/gpt2.gguf", "gpt2");
-  CHECK_THROWS_WITH_AS(infer::load_gguf(dir + "/gpt2.gguf"),
-                       doctest::Contains("general.architecture 'gpt2' is not supported"),
+  infer_test::write_tiny(m, dir + "/mamba.gguf", "mamba");
+  CHECK_THROWS_WITH_AS(infer::load_gguf(dir + "/mamba.gguf"),
+                       doctest::Contains("general.architecture 'mamba' is not supported"),
                        unsupported_error);
   infer_test::tiny_model missing = m;
   missing.w.erase("blk.1.ffn_up.weight");

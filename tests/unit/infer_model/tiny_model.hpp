@@ -4,6 +4,8 @@
 
 #include "typeformer/core/half.hpp"
 #include "typeformer/io/gguf.hpp"
+#include "typeformer/quant/dequantize.hpp"
+#include "typeformer/quant/quantize.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -35,6 +37,8 @@ struct tiny_model {
   std::int64_t V = 64, C = 32, H = 4, G = 2, D = 8, F = 48, L = 2, ctx = 64;
   bool tied = false;
   tfm::ggml_type type = tfm::ggml_type::f32;
+  std::map<std::string, tfm::ggml_type> qtype;  // block-quantized tensors (w holds their values)
+  std::map<std::string, std::vector<std::byte>> qbytes;  // ... and their GGUF bytes
   std::map<std::string, std::vector<float>> w;
   std::map<std::string, std::pair<std::int64_t, std::int64_t>> shape;
 };
@@ -45,9 +49,19 @@ inline float stored(float x, tfm::ggml_type t) {
   return x;
 }
 
-/// Random weights (seed printed by the caller); matrices stored as `type`, norms as F32.
-inline tiny_model make_tiny(std::uint64_t seed, bool tied, tfm::ggml_type type) {
+/// Random weights (seed printed by the caller); matrices stored as `type`, norms as F32; sizes
+/// from `sizes` (V, C, H, G, D, F, L, ctx).
+inline tiny_model make_tiny(std::uint64_t seed, bool tied, tfm::ggml_type type,
+                            const tiny_model& sizes = {}) {
   tiny_model m;
+  m.V = sizes.V;
+  m.C = sizes.C;
+  m.H = sizes.H;
+  m.G = sizes.G;
+  m.D = sizes.D;
+  m.F = sizes.F;
+  m.L = sizes.L;
+  m.ctx = sizes.ctx;
   m.tied = tied;
   m.type = type;
   std::mt19937_64 rng(seed);
@@ -82,6 +96,38 @@ inline tiny_model make_tiny(std::uint64_t seed, bool tied, tfm::ggml_type type) 
   return m;
 }
 
+/// A tiny llama model whose matrices cycle through `types` (block-quantized with
+/// tfm::quantize; w holds the dequantized values, what the file stores). Sizes are multiples of
+/// 256 so that every format, K-quants included, fits: V 96, C 256, H 4, G 2, D 64, F 512, L 2.
+inline tiny_model make_quant_tiny(std::uint64_t seed, bool tied,
+                                  const std::vector<tfm::ggml_type>& types) {
+  tiny_model sizes;
+  sizes.V = 96;
+  sizes.C = 256;
+  sizes.H = 4;
+  sizes.G = 2;
+  sizes.D = 64;
+  sizes.F = 512;
+  sizes.L = 2;
+  tiny_model m = make_tiny(seed, tied, tfm::ggml_type::f32, sizes);
+  std::size_t i = 0;
+  for (auto& [name, v] : m.w) {
+    const auto [r, c] = m.shape.at(name);
+    if (r == 1) continue;
+    const tfm::ggml_type t = types[i++ % types.size()];
+    // make_tiny's scales suit C = 32; at 8x the width, 1/sqrt(8) keeps the activations (and the
+    // attention logits) near unit size, so the model is not chaotic: no softmax near-ties that
+    // the 8-bit activations of the packed decode could flip.
+    if (name != "token_embd.weight")
+      for (float& x : v) x *= 0.35f;
+    m.qbytes[name] =
+        tfm::quantize(t, v, static_cast<std::size_t>(r), static_cast<std::size_t>(c), name);
+    v = tfm::dequantize(t, m.qbytes[name]);
+    m.qtype[name] = t;
+  }
+  return m;
+}
+
 /// Writes m as a GGUF llama file with tfm::io::gguf_writer.
 inline void write_tiny(const tiny_model& m, const std::string& path,
                        const std::string& arch = "llama") {
@@ -101,7 +147,9 @@ inline void write_tiny(const tiny_model& m, const std::string& path,
     const bool vec = r == 1;
     std::vector<std::int64_t> ne =
         vec ? std::vector<std::int64_t>{c} : std::vector<std::int64_t>{c, r};
-    if (vec || m.type == tfm::ggml_type::f32) {
+    if (const auto q = m.qtype.find(name); q != m.qtype.end()) {
+      out.add_tensor(name, ne, q->second, std::span<const std::byte>(m.qbytes.at(name)));
+    } else if (vec || m.type == tfm::ggml_type::f32) {
       out.add_tensor(name, ne, tfm::ggml_type::f32, std::as_bytes(std::span(v)));
     } else {
       auto& h = halves[name];

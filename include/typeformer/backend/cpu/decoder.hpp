@@ -2,11 +2,22 @@
 //
 // WHAT THIS REPRESENTS
 //   The cpu backend's overloads of the decoder kernel entry points declared with their
-//   contracts in backend/reference/decoder.hpp (linear_bt, rms_norm_rows, silu_mul,
-//   cached_attention; rope_rows is the reference loop, reached through tag inheritance).
+//   contracts in backend/reference/decoder.hpp (linear_bt, rms_norm_rows, layer_norm_rows,
+//   silu_mul, gelu_tanh, add_bias_rows, cached_attention; rope_rows is the reference loop,
+//   reached through tag inheritance).
+//
+//   gelu_tanh uses 0.5 x (1 + tanh u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+//   so that it runs on simd::exp as silu_mul does (exp(-2u) = inf gives -0 for large negative x).
 //
 //   linear_bt: float weights run cpu_kernels::gemm (M == 1: the GEMV), f16/bf16 weights the
-//   converting kernels of gemm/half_weights.hpp. cached_attention: one query row (decode) runs a
+//   converting kernels of gemm/half_weights.hpp. linear_bt_packed (block-quantized weights, kept
+//   packed): M == 1 with Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 quantizes x once to 8-bit blocks (ggml's
+//   quantize_row_q8_1_ref) into `in` and runs the integer-dot GEMV (quant/gemv_q.hpp), the way
+//   llama.cpp decodes; the caller reuses `in` for products with the same input (q/k/v, gate/up)
+//   and clears in.valid when the input changes. Every other case (M > 1, or the K-quants, which
+//   have no dot kernel yet) runs the float GEMM with W dequantized while packing
+//   (quant/gemm_q.hpp): the exact product with the dequantized weights. Both are bitwise
+//   independent of the thread count. cached_attention: one query row (decode) runs a
 //   row kernel over the cache (SIMD dots, softmax, SIMD axpy into o; heads in parallel, scratch
 //   from the caller, no allocation); several rows (prefill) run the tiled flash kernel of
 //   attention.hpp on head-major copies of q and o, reading the cache in place (its capacity is
@@ -17,6 +28,8 @@
 #include "typeformer/backend/cpu/gemm.hpp"
 #include "typeformer/backend/cpu/gemm/half_weights.hpp"
 #include "typeformer/backend/cpu/parallel.hpp"
+#include "typeformer/backend/cpu/quant/gemm_q.hpp"
+#include "typeformer/backend/cpu/quant/gemv_q.hpp"
 #include "typeformer/backend/cpu/rows.hpp"
 #include "typeformer/backend/cpu/simd.hpp"
 #include "typeformer/backend/reference/decoder.hpp"
@@ -38,9 +51,85 @@ void linear_bt(cpu, index_t M, index_t N, index_t K, const float* x, index_t ldx
     cpu_kernels::gemm_half_bt(M, N, K, x, ldx, w, K, y, ldy, accumulate);
 }
 
+/// Activations quantized to 8-bit blocks for the integer-dot GEMV, kept for the next product
+/// with the same input (see linear_bt_packed).
+struct quantized_input {
+  cpu_kernels::q8_activations q;
+  bool valid = false;  ///< q holds the current input row; the caller clears it when x changes
+  /// Sizes the buffers for one row of up to K values, so that decoding allocates nothing.
+  void reserve(index_t K) {
+    K = (K + 31) / 32 * 32;
+    if (K <= 0) return;
+    std::vector<float> zero(static_cast<std::size_t>(K), 0.0f);
+    cpu_kernels::quantize_activations(1, K, zero.data(), K, q);
+    valid = false;
+  }
+  std::size_t bytes() const noexcept {
+    return q.qs.capacity() + (q.d.capacity() + q.s.capacity()) * sizeof(float) +
+           q.sum.capacity() * sizeof(std::int32_t);
+  }
+};
+
+inline void linear_bt_packed(cpu, ggml_type t, index_t M, index_t N, index_t K, const float* x,
+                             index_t ldx, const std::byte* w, std::size_t row_bytes, float* y,
+                             index_t ldy, bool accumulate, quantized_input& in) {
+  if (M == 1 && cpu_kernels::q8_dot_supported(t)) {
+    if (!in.valid || in.q.rows != 1 || in.q.cols != K) {
+      cpu_kernels::quantize_activations(1, K, x, ldx, in.q);
+      in.valid = true;
+    }
+    auto run = [&]<class B>(const B*) {
+      if constexpr (cpu_kernels::q8_dot_weight<B>)
+        cpu_kernels::gemv_q(N, K, reinterpret_cast<const B*>(w),
+                            static_cast<index_t>(row_bytes / sizeof(B)), in.q.row(0), y,
+                            accumulate);
+    };
+    visit_weight_block(t, run);  // q8_dot_supported(t) was checked
+    return;
+  }
+  cpu_kernels::gemm_dq_bt(t, M, N, K, x, ldx, w, row_bytes, y, ldy, accumulate);
+}
+
 inline void rms_norm_rows(cpu, const float* x, index_t ldx, const float* w, float eps, float* y,
                           index_t ldy, index_t rows, index_t n) {
   cpu_kernels::rms_norm_rows(x, ldx, w, eps, y, ldy, rows, n);
+}
+
+inline void layer_norm_rows(cpu, const float* x, index_t ldx, const float* w, const float* b,
+                            float eps, float* y, index_t ldy, index_t rows, index_t n) {
+  cpu_kernels::layer_norm_rows(x, ldx, w, b, eps, y, ldy, rows, n);
+}
+
+inline void add_bias_rows(cpu, float* y, index_t ldy, const float* b, index_t rows, index_t n) {
+  constexpr index_t w = simd::width<float>;
+  for (index_t t = 0; t < rows; ++t) {
+    float* yr = y + t * ldy;
+    index_t j = 0;
+    for (; j + w <= n; j += w) simd::store(yr + j, simd::load(yr + j) + simd::load(b + j));
+    for (; j < n; ++j) yr[j] += b[j];
+  }
+}
+
+inline void gelu_tanh(cpu, const float* x, float* out, index_t n) {
+  using V = simd::batch<float>;
+  constexpr index_t w = simd::width<float>;
+  constexpr float k2 = -2.0f * 0.79788456080286535588f, c = 0.044715f;
+  const index_t chunk = 4096;
+  const index_t chunks = (n + chunk - 1) / chunk;
+  TFM_OMP(parallel for schedule(static) if (chunks > 4 && num_threads() > 1 && !in_parallel()))
+  for (index_t ch = 0; ch < chunks; ++ch) {
+    const index_t i1 = std::min(n, (ch + 1) * chunk);
+    index_t i = ch * chunk;
+    for (; i + w <= i1; i += w) {
+      const V a = simd::load(x + i);
+      const V e = simd::exp(V(k2) * simd::fma(V(c) * a, a * a, a));
+      simd::store(out + i, a / (V(1.0f) + e));
+    }
+    for (; i < i1; ++i) {
+      const float a = x[i];
+      out[i] = a / (1.0f + std::exp(k2 * std::fma(c * a, a * a, a)));
+    }
+  }
 }
 
 inline void silu_mul(cpu, const float* g, const float* u, float* out, index_t n) {

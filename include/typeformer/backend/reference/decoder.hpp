@@ -8,8 +8,19 @@
 //   row-major, converted to float as they are read).
 //
 //   linear_bt        y(M,N) = x(M,K) W^T (+ y when accumulate)
+//   linear_bt_packed the same with W block-quantized (N rows of row_bytes bytes of GGML blocks
+//                    of type t, the GGUF tensor data): y = x deq(W)^T (+ y). The reference
+//                    dequantizes each row on use (quant/dequantize.hpp, bitwise gguf-py) and
+//                    accumulates in double; the cpu backend quantizes x to 8-bit blocks for
+//                    M == 1 (see backend/cpu/decoder.hpp), so it agrees to that rounding only.
+//                    `in` is the cpu backend's cache of the quantized x (ignored here).
 //   rms_norm_rows    y = x / sqrt(mean(x^2) + eps) * w                  (arXiv:1910.07467)
+//   layer_norm_rows  y = (x - mean) / sqrt(var + eps) * w + b           (arXiv:1607.06450;
+//                    biased variance as PyTorch; b may be null)
 //   silu_mul         out = silu(g) * u = g / (1 + exp(-g)) * u         (SwiGLU, arXiv:2002.05202)
+//   gelu_tanh        out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (arXiv:1606.08415
+//                    eq. 2; GPT-2's and ggml's gelu, Hugging Face's "gelu_new")
+//   add_bias_rows    y[t, j] += b[j] for t < rows, j < n
 //   rope_rows        rotary embedding of `heads` heads of D values in each row (arXiv:2104.09864)
 //   cached_attention causal attention of T query rows against a KV cache (below)
 //
@@ -23,11 +34,15 @@
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/half.hpp"
 #include "typeformer/core/index.hpp"
+#include "typeformer/quant/blocks.hpp"
+#include "typeformer/quant/dequantize.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <span>
+#include <vector>
 
 TFM_BEGIN_NAMESPACE
 
@@ -63,9 +78,51 @@ void linear_bt(reference, index_t M, index_t N, index_t K, const float* x, index
     }
 }
 
+/// The cpu backend's activations quantized once for several linear_bt_packed calls on the same
+/// input (backend/cpu/decoder.hpp defines it; the reference backend ignores it).
+struct quantized_input;
+
+inline void linear_bt_packed(reference, ggml_type t, index_t M, index_t N, index_t K,
+                             const float* x, index_t ldx, const std::byte* w, std::size_t row_bytes,
+                             float* y, index_t ldy, bool accumulate, quantized_input& /*in*/) {
+  std::vector<float> row(static_cast<std::size_t>(K));
+  for (index_t n = 0; n < N; ++n) {
+    dequantize(t,
+               std::span<const std::byte>(w + static_cast<std::size_t>(n) * row_bytes, row_bytes),
+               std::span<float>(row));
+    for (index_t i = 0; i < M; ++i) {
+      double s = 0;
+      for (index_t k = 0; k < K; ++k)
+        s += static_cast<double>(x[i * ldx + k]) *
+             static_cast<double>(row[static_cast<std::size_t>(k)]);
+      float& out = y[i * ldy + n];
+      out = accumulate ? static_cast<float>(s + static_cast<double>(out)) : static_cast<float>(s);
+    }
+  }
+}
+
 inline void rms_norm_rows(reference, const float* x, index_t ldx, const float* w, float eps,
                           float* y, index_t ldy, index_t rows, index_t n) {
   reference_kernels::rms_norm_rows(x, ldx, w, eps, y, ldy, rows, n);
+}
+
+inline void layer_norm_rows(reference, const float* x, index_t ldx, const float* w, const float* b,
+                            float eps, float* y, index_t ldy, index_t rows, index_t n) {
+  reference_kernels::layer_norm_rows(x, ldx, w, b, eps, y, ldy, rows, n);
+}
+
+inline void gelu_tanh(reference, const float* x, float* out, index_t n) {
+  const double k = 0.79788456080286535588;  // sqrt(2 / pi)
+  for (index_t i = 0; i < n; ++i) {
+    const double a = x[i];
+    out[i] = static_cast<float>(0.5 * a * (1.0 + std::tanh(k * (a + 0.044715 * a * a * a))));
+  }
+}
+
+inline void add_bias_rows(reference, float* y, index_t ldy, const float* b, index_t rows,
+                          index_t n) {
+  for (index_t t = 0; t < rows; ++t)
+    for (index_t j = 0; j < n; ++j) y[t * ldy + j] += b[j];
 }
 
 inline void silu_mul(reference, const float* g, const float* u, float* out, index_t n) {
