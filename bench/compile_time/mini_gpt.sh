@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Compile-time bench for examples/mini_gpt (issue goal: <= 30 s with -O2 on the 2-core machine):
-# configures a fresh Ninja build directory with -O2 (tests, bench and the other examples off),
-# builds the target REPEATS times from scratch (objects removed between runs) and prints the
-# wall and CPU (user + sys) time of each build, then each translation unit compiled alone.
+# Compile-time bench for the training programs (issue goal: <= 30 s with -O2 on the 2-core
+# machine): configures a fresh Ninja build directory with -O2 (tests, bench and the other examples
+# off), builds examples/mini_gpt REPEATS times from scratch (objects removed between runs) and
+# prints the wall and CPU (user + sys) time of each build, then each translation unit of
+# mini_gpt and of `tfm train` (tools/tfm/cmd_train*.cpp, the f32 and bf16 halves that build in
+# parallel) compiled alone.
 #
 #   bench/compile_time/mini_gpt.sh [REPEATS]
 set -euo pipefail
@@ -31,7 +33,8 @@ done
 echo
 echo "| translation unit (alone) | CPU s |"
 echo "|---|---|"
-ninja -C "$build" -t commands mini_gpt | grep -- ' -c ' | while read -r cmd; do
+{ ninja -C "$build" -t commands mini_gpt; ninja -C "$build" -t commands tfm | grep 'cmd_train'; } |
+  grep -- ' -c ' | while read -r cmd; do
   src=$(sed -n 's/.* -c \([^ ]*\).*/\1/p' <<<"$cmd")
   (cd "$build" && /usr/bin/time -f "%U %S" -o "$build/t" bash -c "$cmd" >/dev/null 2>&1)
   read -r user sys <"$build/t"

@@ -97,10 +97,31 @@ class parser {
     opts_.push_back({std::move(name), list, std::move(help), set});
   }
 
+  /// An option whose value goes to `set` (which throws usage_error when it is malformed); the
+  /// help line is shown as given. Repeating the option calls `set` again.
+  void custom(std::string name, std::string value_name, std::string help,
+              std::function<void(std::string_view)> set) {
+    opts_.push_back({std::move(name), std::move(value_name), std::move(help), std::move(set)});
+  }
+  /// A heading in --help before the options declared next.
+  void section(std::string title) { opts_.push_back({"", "", std::move(title), nullptr}); }
+  /// A paragraph at the end of --help.
+  void epilog(std::string text) { epilog_ = std::move(text); }
+
+  /// Whether option `name` was on the command line of the last parse().
+  bool given(const std::string& name) const {
+    for (const auto& n : given_)
+      if (n == name) return true;
+    return false;
+  }
+  /// The options of the last parse(), in order, each once.
+  const std::vector<std::string>& given_names() const { return given_; }
+
   /// Parses args (after the subcommand name); returns the positional arguments. "--" ends the
   /// options; "-h"/"--help" prints help() and throws help_shown.
   std::vector<std::string> parse(const std::vector<std::string>& args) const {
     std::vector<std::string> pos;
+    given_.clear();
     bool options_done = false;
     for (std::size_t i = 0; i < args.size(); ++i) {
       const std::string& a = args[i];
@@ -125,6 +146,7 @@ class parser {
       }
       const option_def* o = find(name);
       if (o == nullptr) throw usage_error("unknown option " + name);
+      if (!given(name)) given_.push_back(name);
       if (o->value_name.empty()) {
         if (has_inline) throw usage_error(name + " takes no value");
         o->set("");
@@ -144,14 +166,19 @@ class parser {
     std::string s = command_ + ": " + summary_ + "\n\nusage: " + command_ + " [options] " +
                     positionals_ + "\n\noptions:\n";
     for (const auto& o : opts_) {
+      if (o.name.empty()) {  // a section()
+        s += o.help + "\n";
+        continue;
+      }
       std::string left = "  " + o.name + (o.value_name.empty() ? "" : " " + o.value_name);
       if (left.size() < 28)
         left.resize(28, ' ');
       else
         left += "\n" + std::string(28, ' ');
-      s += left + o.help + "\n";
+      s += left + wrap(o.help, 28, 100) + "\n";
     }
     s += "  -h, --help                this text\n";
+    if (!epilog_.empty()) s += "\n" + epilog_;
     return s;
   }
   const std::string& command() const { return command_; }
@@ -163,8 +190,30 @@ class parser {
   };
   const option_def* find(const std::string& name) const {
     for (const auto& o : opts_)
-      if (o.name == name) return &o;
+      if (!o.name.empty() && o.name == name) return &o;
     return nullptr;
+  }
+  // `text` broken at spaces into lines of at most `width` columns, continuation lines indented
+  // by `indent` (the first line starts at column `indent`).
+  static std::string wrap(const std::string& text, std::size_t indent, std::size_t width) {
+    std::string out;
+    std::size_t col = indent, pos = 0;
+    while (pos < text.size()) {
+      std::size_t end = text.find(' ', pos);
+      if (end == std::string::npos) end = text.size();
+      const std::size_t len = end - pos;
+      if (col > indent && col + 1 + len > width) {
+        out += "\n" + std::string(indent, ' ');
+        col = indent;
+      } else if (col > indent) {
+        out += ' ';
+        ++col;
+      }
+      out.append(text, pos, len);
+      col += len;
+      pos = end + 1;
+    }
+    return out;
   }
   static bool is_negative_number(const std::string& a) {
     return a.size() > 1 && a[0] == '-' && (std::isdigit(static_cast<unsigned char>(a[1])) != 0);
@@ -183,8 +232,9 @@ class parser {
     }
   }
 
-  std::string command_, positionals_, summary_;
+  std::string command_, positionals_, summary_, epilog_;
   std::vector<option_def> opts_;
+  mutable std::vector<std::string> given_;
 };
 
 /// JSON string literal of s (invalid UTF-8 becomes U+FFFD, so the output is valid JSON).

@@ -15,7 +15,9 @@ int run_convert(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_perplexity(const std::vector<std::string>& args);
+int run_quantize(const std::vector<std::string>& args);
 int run_embed(const std::vector<std::string>& args);
+int run_train(const std::vector<std::string>& args);
 
 inline std::span<const cli::command> commands() {
   static const cli::command table[] = {
@@ -23,11 +25,14 @@ inline std::span<const cli::command> commands() {
       {"embed", "sentence embeddings of stdin's lines with a BERT encoder (JSON per line)",
        &run_embed},
       {"convert", "a GGUF file's tensors as F32/F16/BF16, to GGUF or safetensors", &run_convert},
+      {"quantize", "quantize a GGUF model (q8_0, q4_0, q4_k, ...) as llama-quantize does",
+       &run_quantize},
       {"generate", "continue a prompt with a GGUF model (prints only the text)", &run_generate},
       {"chat", "talk to a GGUF model through its chat template", &run_chat},
       {"perplexity", "a GGUF model's perplexity on a text file (llama.cpp's definition)",
        &run_perplexity},
       {"bench", "prompt and generation tokens/s, as llama-bench reports them", &run_bench},
+      {"train", "train a small GPT on text files and sample from it (resumable)", &run_train},
   };
   return table;
 }

@@ -15,6 +15,10 @@
 //   tie_embeddings  output projection = token embedding^T
 //   norm_eps, rope_base, dropout
 //
+// The fields are declared once, in TFM_NN_CONFIG_FIELDS below (type, default, flag, rule, doc);
+// dynamic_config, to_dynamic, validate's per-field checks, the checkpoint entries and the
+// `tfm train` flags are generated from it.
+//
 // GPT-2 style: layer_norm, gelu, learned positions, bias, tied embeddings.
 // LLaMA style: rms_norm, swiglu, rope, no bias, untied, G <= H.
 #pragma once
@@ -62,45 +66,92 @@ TFM_NN_STATIC_DIM(n_kv_head)
 TFM_NN_STATIC_DIM(ffn)
 #undef TFM_NN_STATIC_DIM
 
-/// A config whose fields are run-time values (same names as the static presets).
-struct dynamic_config {
-  index_t vocab = 256;
-  index_t block_size = 128;
-  index_t n_layer = 4;
-  index_t n_embd = 128;
-  index_t n_head = 4;
-  index_t n_kv_head = 4;
-  index_t ffn = 512;
-  index_t window = 0;
-  norm_kind norm = norm_kind::layer_norm;
-  mlp_kind mlp = mlp_kind::gelu;
-  position_kind position = position_kind::learned;
-  bool bias = true;
-  bool tie_embeddings = true;
-  double norm_eps = 1e-5;
-  double rope_base = 10000.0;
-  double dropout = 0.0;
+/// The fields of a model config, declared once:
+///   X(type, name, default, flag, rule, doc)
+/// `default` is tfm::nn::dynamic_config's initial value; `flag` the command-line spelling
+/// (tfm train; "" for a field no flag sets: the vocabulary is the tokenizer's); `rule` a check
+/// of the field alone (field_rule; cross-field rules stay in validate); `doc` one line of help.
+/// From this list come dynamic_config's members, to_dynamic, validate's per-field checks, the
+/// checkpoint entries "config.<name>" (train::put_config / get_config) and the model flags of
+/// `tfm train` (train::set_config_flag): a new field is one line here.
+///
+/// An X-macro rather than a constexpr table of member pointers: the presets below declare their
+/// fields `static constexpr`, which have no member pointers, and the fields have six types, so
+/// a pointer table would need a tuple and still could not read a preset. The macro expands to
+/// plain `c.name` for static and run-time configs alike.
+#define TFM_NN_CONFIG_FIELDS(X)                                                                   \
+  X(index_t, vocab, 256, "", positive, "vocabulary size V (the tokenizer's)")                     \
+  X(index_t, block_size, 128, "--block-size", positive, "maximum sequence length T")              \
+  X(index_t, n_layer, 4, "--n-layer", nonnegative, "transformer blocks L")                        \
+  X(index_t, n_embd, 128, "--n-embd", positive, "model width C")                                  \
+  X(index_t, n_head, 4, "--n-head", any, "query heads H (divides n_embd)")                        \
+  X(index_t, n_kv_head, 4, "--n-kv-head", any,                                                    \
+    "key/value heads G (divides H; --n-head sets G = H)")                                         \
+  X(index_t, ffn, 512, "--ffn", positive, "MLP hidden width F")                                   \
+  X(index_t, window, 0, "--window", nonnegative, "sliding attention window, 0 = off")             \
+  X(norm_kind, norm, norm_kind::layer_norm, "--norm", any, "normalisation")                       \
+  X(mlp_kind, mlp, mlp_kind::gelu, "--mlp", any, "MLP activation")                                \
+  X(position_kind, position, position_kind::learned, "--position", any, "position encoding")      \
+  X(bool, bias, true, "--bias", any, "biases in linear layers and norms")                         \
+  X(bool, tie_embeddings, true, "--tie-embeddings", any, "output projection = token embedding^T") \
+  X(double, norm_eps, 1e-5, "--norm-eps", any, "epsilon of the norms")                            \
+  X(double, rope_base, 10000.0, "--rope-base", any, "RoPE frequency base")                        \
+  X(double, dropout, 0.0, "--dropout", fraction, "dropout on residual branches while training")
+
+/// Checks of one field on its own (the `rule` column above).
+enum class field_rule {
+  any,          // no check of its own (or only cross-field ones, in validate)
+  positive,     // > 0
+  nonnegative,  // >= 0
+  fraction,     // in [0, 1) (NaN fails)
 };
 
-/// Checks a config's fields; raises tfm::value_error naming the first bad field.
+/// Why `v` breaks `r` ("must be ..."), or nullptr when it does not.
+template <class V>
+constexpr const char* field_rule_violation(field_rule r, const V& v) {
+  if constexpr (std::is_arithmetic_v<V> && !std::is_same_v<V, bool>) {
+    switch (r) {
+      case field_rule::any:
+        return nullptr;
+      case field_rule::positive:
+        return v > 0 ? nullptr : "must be positive";
+      case field_rule::nonnegative:
+        return v >= 0 ? nullptr : "must be >= 0";
+      case field_rule::fraction:
+        return v >= 0 && v < 1 ? nullptr : "must be in [0, 1)";
+    }
+    return nullptr;
+  } else {
+    return r == field_rule::any ? nullptr : "has a rule its type cannot have";
+  }
+}
+
+/// A config whose fields are run-time values (same names as the static presets).
+struct dynamic_config {
+#define TFM_NN_FIELD_MEMBER(type, name, init, flag, rule, doc) type name = init;
+  TFM_NN_CONFIG_FIELDS(TFM_NN_FIELD_MEMBER)
+#undef TFM_NN_FIELD_MEMBER
+};
+
+/// Checks a config's fields; raises tfm::value_error naming the first bad field (the per-field
+/// rules of the list in its order, then the rules between fields).
 template <class C>
 void validate(const C& c) {
   auto bad = [](const char* f, const std::string& why) {
     fail(errc::value, "tfm::nn config: ", f, " ", why, ".");
   };
-  if (c.vocab <= 0) bad("vocab", "must be positive");
-  if (c.block_size <= 0) bad("block_size", "must be positive");
-  if (c.n_layer < 0) bad("n_layer", "must be >= 0");
+#define TFM_NN_FIELD_CHECK(type, name, init, flag, rule, doc)                                \
+  if constexpr (requires { c.name; })                                                        \
+    if (const char* why = field_rule_violation(field_rule::rule, static_cast<type>(c.name))) \
+      bad(#name, why);
+  TFM_NN_CONFIG_FIELDS(TFM_NN_FIELD_CHECK)
+#undef TFM_NN_FIELD_CHECK
   if (c.n_head <= 0 || c.n_embd % c.n_head != 0)
     bad("n_head", "must be positive and divide n_embd (" + std::to_string(c.n_embd) + ")");
   if (c.n_kv_head <= 0 || c.n_head % c.n_kv_head != 0)
     bad("n_kv_head", "must be positive and divide n_head (" + std::to_string(c.n_head) + ")");
-  if (c.ffn <= 0) bad("ffn", "must be positive");
-  if (c.window < 0) bad("window", "must be >= 0");
   if (c.position == position_kind::rope && (c.n_embd / c.n_head) % 2 != 0)
     bad("position", "rope needs an even head dimension");
-  if (!(c.dropout >= 0 && c.dropout < 1)) bad("dropout", "must be in [0, 1)");
-  if (c.tie_embeddings && c.vocab <= 0) bad("tie_embeddings", "needs a vocabulary");
 }
 
 /// Presets. GPT-2 124M (Radford et al. 2019) and small models for laptops and tests.
@@ -137,26 +188,15 @@ struct llama_tiny {
   static constexpr double norm_eps = 1e-5, rope_base = 10000.0, dropout = 0.0;
 };
 
-/// A run-time copy of any config.
+/// A run-time copy of any config. A field the config does not declare keeps dynamic_config's
+/// default (so a field added to the list does not break existing static configs).
 template <class C>
 dynamic_config to_dynamic(const C& c) {
   dynamic_config d;
-  d.vocab = c.vocab;
-  d.block_size = c.block_size;
-  d.n_layer = c.n_layer;
-  d.n_embd = c.n_embd;
-  d.n_head = c.n_head;
-  d.n_kv_head = c.n_kv_head;
-  d.ffn = c.ffn;
-  d.window = c.window;
-  d.norm = c.norm;
-  d.mlp = c.mlp;
-  d.position = c.position;
-  d.bias = c.bias;
-  d.tie_embeddings = c.tie_embeddings;
-  d.norm_eps = c.norm_eps;
-  d.rope_base = c.rope_base;
-  d.dropout = c.dropout;
+#define TFM_NN_FIELD_COPY(type, name, init, flag, rule, doc) \
+  if constexpr (requires { c.name; }) d.name = c.name;
+  TFM_NN_CONFIG_FIELDS(TFM_NN_FIELD_COPY)
+#undef TFM_NN_FIELD_COPY
   return d;
 }
 

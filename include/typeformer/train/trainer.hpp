@@ -84,6 +84,11 @@ inline constexpr std::string_view training_state_format = "tfm-train-1";
 
 // ---- text forms of config enums and numbers ------------------------------------------------
 
+/// The words of a config enum, in enumerator order ("|"-separated, as help text shows them).
+inline const char* words_of(nn::norm_kind) { return "layer_norm|rms_norm"; }
+inline const char* words_of(nn::mlp_kind) { return "gelu|swiglu"; }
+inline const char* words_of(nn::position_kind) { return "learned|rope|alibi"; }
+
 inline const char* to_string(nn::norm_kind k) {
   return k == nn::norm_kind::rms_norm ? "rms_norm" : "layer_norm";
 }
@@ -95,22 +100,60 @@ inline const char* to_string(nn::position_kind k) {
          : k == nn::position_kind::alibi ? "alibi"
                                          : "learned";
 }
+
+namespace detail {
+// Enum words; false for anything else.
+inline bool parse_word(std::string_view s, nn::norm_kind& k) {
+  if (s == "layer_norm" || s == "layernorm") return k = nn::norm_kind::layer_norm, true;
+  if (s == "rms_norm" || s == "rmsnorm") return k = nn::norm_kind::rms_norm, true;
+  return false;
+}
+inline bool parse_word(std::string_view s, nn::mlp_kind& k) {
+  if (s == "gelu") return k = nn::mlp_kind::gelu, true;
+  if (s == "swiglu") return k = nn::mlp_kind::swiglu, true;
+  return false;
+}
+inline bool parse_word(std::string_view s, nn::position_kind& k) {
+  if (s == "learned") return k = nn::position_kind::learned, true;
+  if (s == "rope") return k = nn::position_kind::rope, true;
+  if (s == "alibi") return k = nn::position_kind::alibi, true;
+  return false;
+}
+// "a|b|c" -> "a, b or c"
+inline std::string words_sentence(std::string_view w) {
+  std::string r(w);
+  const auto last = r.rfind('|');
+  for (auto& ch : r)
+    if (ch == '|') ch = ',';
+  std::string out;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    if (r[i] == ',') {
+      out += i == last ? " or " : ", ";
+    } else {
+      out += r[i];
+    }
+  }
+  return out;
+}
+template <class E>
+E parse_enum(std::string_view s, const char* field) {
+  E k{};
+  if (!parse_word(s, k))
+    fail(errc::value, field, " must be ", words_sentence(words_of(E{})), ", not '", std::string(s),
+         "'.");
+  return k;
+}
+}  // namespace detail
+
 /// Parses "layer_norm" | "rms_norm" (value_error naming the accepted words otherwise).
 inline nn::norm_kind parse_norm(std::string_view s) {
-  if (s == "layer_norm" || s == "layernorm") return nn::norm_kind::layer_norm;
-  if (s == "rms_norm" || s == "rmsnorm") return nn::norm_kind::rms_norm;
-  fail(errc::value, "norm must be layer_norm or rms_norm, not '", std::string(s), "'.");
+  return detail::parse_enum<nn::norm_kind>(s, "norm");
 }
 inline nn::mlp_kind parse_mlp(std::string_view s) {
-  if (s == "gelu") return nn::mlp_kind::gelu;
-  if (s == "swiglu") return nn::mlp_kind::swiglu;
-  fail(errc::value, "mlp must be gelu or swiglu, not '", std::string(s), "'.");
+  return detail::parse_enum<nn::mlp_kind>(s, "mlp");
 }
 inline nn::position_kind parse_position(std::string_view s) {
-  if (s == "learned") return nn::position_kind::learned;
-  if (s == "rope") return nn::position_kind::rope;
-  if (s == "alibi") return nn::position_kind::alibi;
-  fail(errc::value, "position must be learned, rope or alibi, not '", std::string(s), "'.");
+  return detail::parse_enum<nn::position_kind>(s, "position");
 }
 
 /// Exact text of a double (shortest round-trip form; "nan" for NaN).
@@ -138,68 +181,136 @@ inline const std::string& lookup(const std::map<std::string, std::string>& m,
   if (it == m.end()) fail(errc::parse, "tfm::train: the checkpoint has no '", k, "' entry.");
   return it->second;
 }
+
+// The text form of a config field (the checkpoint's and the command line's): integers in
+// decimal, doubles exact (exact_string), bools 0 | 1, enums their words.
+inline std::string field_text(index_t v) { return std::to_string(v); }
+inline std::string field_text(bool v) { return v ? "1" : "0"; }
+inline std::string field_text(double v) { return exact_string(v); }
+template <class E>
+requires std::is_enum_v<E> std::string field_text(E v) { return to_string(v); }
+// The value of a field's text; false when malformed. Doubles accept "nan" (a checkpoint may
+// hold one); callers that need finite values check.
+inline bool parse_field_text(std::string_view s, index_t& v) {
+  auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  return !s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+inline bool parse_field_text(std::string_view s, double& v) {
+  if (s == "nan") return v = std::numeric_limits<double>::quiet_NaN(), true;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  return !s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+inline bool parse_field_text(std::string_view s, bool& v) {
+  if (s != "0" && s != "1") return false;
+  v = s == "1";
+  return true;
+}
+template <class E>
+requires std::is_enum_v<E>
+bool parse_field_text(std::string_view s, E& v) { return parse_word(s, v); }
+// What a field's text must look like, for messages and help ("N", "X", "0|1", the words).
+inline const char* field_form(index_t) { return "N"; }
+inline const char* field_form(double) { return "X"; }
+inline const char* field_form(bool) { return "0|1"; }
+template <class E>
+requires std::is_enum_v<E>
+const char* field_form(E v) { return words_of(v); }
+template <class V>
+bool finite_field(const V&) {
+  return true;
+}
+inline bool finite_field(double v) { return std::isfinite(v); }
+inline std::string field_expected(const char* form) {
+  const std::string_view f(form);
+  if (f == "N") return "an integer";
+  if (f == "X") return "a number";
+  return words_sentence(f);
+}
 }  // namespace detail
 
-/// Stores `c` in `meta` under "config.<field>".
+/// Stores `c` in `meta` under "config.<field>" (every field of TFM_NN_CONFIG_FIELDS).
 inline void put_config(std::map<std::string, std::string>& meta, const nn::dynamic_config& c) {
-  meta["config.vocab"] = std::to_string(c.vocab);
-  meta["config.block_size"] = std::to_string(c.block_size);
-  meta["config.n_layer"] = std::to_string(c.n_layer);
-  meta["config.n_embd"] = std::to_string(c.n_embd);
-  meta["config.n_head"] = std::to_string(c.n_head);
-  meta["config.n_kv_head"] = std::to_string(c.n_kv_head);
-  meta["config.ffn"] = std::to_string(c.ffn);
-  meta["config.window"] = std::to_string(c.window);
-  meta["config.norm"] = to_string(c.norm);
-  meta["config.mlp"] = to_string(c.mlp);
-  meta["config.position"] = to_string(c.position);
-  meta["config.bias"] = c.bias ? "1" : "0";
-  meta["config.tie_embeddings"] = c.tie_embeddings ? "1" : "0";
-  meta["config.norm_eps"] = exact_string(c.norm_eps);
-  meta["config.rope_base"] = exact_string(c.rope_base);
-  meta["config.dropout"] = exact_string(c.dropout);
+#define TFM_TRAIN_PUT_FIELD(type, name, init, flag, rule, doc) \
+  meta["config." #name] = detail::field_text(c.name);
+  TFM_NN_CONFIG_FIELDS(TFM_TRAIN_PUT_FIELD)
+#undef TFM_TRAIN_PUT_FIELD
 }
 
-/// The config stored by put_config (parse_error when an entry is missing or malformed).
+/// The config fields every checkpoint of format tfm-train-1 holds (the list as it was when the
+/// format began; frozen). A checkpoint without one of them is not one of ours; a field added to
+/// the list later is read as its default when absent (older checkpoints predate it, and a new
+/// field's default keeps the model the old checkpoints describe).
+inline constexpr std::string_view config_fields_v1[] = {
+    "vocab",     "block_size", "n_layer", "n_embd",   "n_head", "n_kv_head",      "ffn",
+    "window",    "norm",       "mlp",     "position", "bias",   "tie_embeddings", "norm_eps",
+    "rope_base", "dropout"};
+
+/// The config stored by put_config (parse_error when an entry is missing or malformed; see
+/// config_fields_v1 for fields added since).
 inline nn::dynamic_config get_config(const std::map<std::string, std::string>& meta) {
-  using detail::lookup;
-  using detail::parse_number;
   nn::dynamic_config c;
-  auto idx = [&](const char* k) { return parse_number<index_t>(lookup(meta, k), k); };
-  auto dbl = [&](const char* k) { return parse_number<double>(lookup(meta, k), k); };
-  auto flag = [&](const char* k) {
-    const auto& v = lookup(meta, k);
-    if (v != "0" && v != "1") fail(errc::parse, "tfm::train: '", k, "' must be 0 or 1.");
-    return v == "1";
+  auto required = [](std::string_view name) {
+    for (auto n : config_fields_v1)
+      if (n == name) return true;
+    return false;
   };
-  auto word = [&](auto parse, const char* k) {
-#if TFM_NO_EXCEPTIONS
-    return parse(lookup(meta, k));
-#else
-    try {
-      return parse(lookup(meta, k));
-    } catch (const value_error& e) {  // re-raised as a parse error of the checkpoint
-      fail(errc::parse, "tfm::train: the checkpoint's ", e.what());
-    }
-#endif
-  };
-  c.vocab = idx("config.vocab");
-  c.block_size = idx("config.block_size");
-  c.n_layer = idx("config.n_layer");
-  c.n_embd = idx("config.n_embd");
-  c.n_head = idx("config.n_head");
-  c.n_kv_head = idx("config.n_kv_head");
-  c.ffn = idx("config.ffn");
-  c.window = idx("config.window");
-  c.norm = word(parse_norm, "config.norm");
-  c.mlp = word(parse_mlp, "config.mlp");
-  c.position = word(parse_position, "config.position");
-  c.bias = flag("config.bias");
-  c.tie_embeddings = flag("config.tie_embeddings");
-  c.norm_eps = dbl("config.norm_eps");
-  c.rope_base = dbl("config.rope_base");
-  c.dropout = dbl("config.dropout");
+#define TFM_TRAIN_GET_FIELD(type, name, init, flag, rule, doc)                           \
+  if (meta.count("config." #name) || required(#name)) {                                  \
+    const std::string& text = detail::lookup(meta, "config." #name);                     \
+    if (!detail::parse_field_text(text, c.name))                                         \
+      fail(errc::parse, "tfm::train: the checkpoint's 'config." #name "' holds '", text, \
+           "', not ", detail::field_expected(detail::field_form(c.name)), ".");          \
+  }
+  TFM_NN_CONFIG_FIELDS(TFM_TRAIN_GET_FIELD)
+#undef TFM_TRAIN_GET_FIELD
   return c;
+}
+
+/// One config field as the command line sees it (from TFM_NN_CONFIG_FIELDS).
+struct config_field {
+  const char* name;  // the member, and the checkpoint key "config.<name>"
+  const char* flag;  // "--n-layer"; "" when no flag sets it
+  const char* form;  // "N", "X", "0|1" or the enum's words ("layer_norm|rms_norm")
+  const char* doc;
+};
+
+/// Every field of the list, in its order.
+inline std::vector<config_field> config_fields() {
+  std::vector<config_field> r;
+  const nn::dynamic_config d;
+#define TFM_TRAIN_FIELD_INFO(type, name, init, flag, rule, doc) \
+  r.push_back({#name, flag, detail::field_form(d.name), doc});
+  TFM_NN_CONFIG_FIELDS(TFM_TRAIN_FIELD_INFO)
+#undef TFM_TRAIN_FIELD_INFO
+  return r;
+}
+
+/// The text of field `name` of `c` (its checkpoint form); value_error for an unknown name.
+inline std::string config_field_text(const nn::dynamic_config& c, std::string_view name) {
+#define TFM_TRAIN_FIELD_TEXT(type, name_, init, flag, rule, doc) \
+  if (name == #name_) return detail::field_text(c.name_);
+  TFM_NN_CONFIG_FIELDS(TFM_TRAIN_FIELD_TEXT)
+#undef TFM_TRAIN_FIELD_TEXT
+  fail(errc::value, "tfm::train: no config field '", std::string(name), "'.");
+}
+
+/// Sets the field whose command-line flag is `flag` ("--n-layer") from `text`. Returns false
+/// when no field has that flag; a malformed or non-finite value is a value_error naming the
+/// flag. (The field's rule and the cross-field rules are nn::validate's.)
+inline bool set_config_flag(nn::dynamic_config& c, std::string_view flag, std::string_view text) {
+  if (flag.empty()) return false;
+#define TFM_TRAIN_SET_FLAG(type, name, init, flag_, rule, doc)                           \
+  if (flag == flag_) {                                                                   \
+    decltype(c.name) v{};                                                                \
+    if (!detail::parse_field_text(text, v) || !detail::finite_field(v))                  \
+      fail(errc::value, flag_, " needs ", detail::field_expected(detail::field_form(v)), \
+           ", not '", std::string(text), "'.");                                          \
+    c.name = v;                                                                          \
+    return true;                                                                         \
+  }
+  TFM_NN_CONFIG_FIELDS(TFM_TRAIN_SET_FLAG)
+#undef TFM_TRAIN_SET_FLAG
+  return false;
 }
 
 /// 64-bit FNV-1a of a token sequence: identifies the data a run trained on.
