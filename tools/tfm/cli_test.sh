@@ -33,6 +33,19 @@ for sub in $("$tfm" --help | awk '/^  [a-z]/ {print $1}'); do
   expect 2 "tfm $sub --no-such-flag" "$tfm" "$sub" --no-such-flag
 done
 
+# tfm train: the model flags come from the config field list; bad values are usage errors
+# (its runs and resumes: train_resume_test.sh)
+expect 0 "tfm train --help" "$tfm" train --help
+for f in --n-layer --n-kv-head --window --norm --tie-embeddings --rope-base --dropout --bf16; do
+  grep -q -- "$f" "$work/out" || fail "tfm train --help does not list $f"
+done
+expect 2 "tfm train --n-layer x" "$tfm" train --n-layer x
+expect 2 "tfm train --norm batch_norm" "$tfm" train --norm batch_norm
+expect 2 "tfm train --bias 2" "$tfm" train --bias 2
+expect 2 "tfm train --n-head 3" "$tfm" train --n-head 3 --data "$src/README.md"
+expect 2 "tfm train --steps 0" "$tfm" train --steps 0 --data "$src/README.md"
+expect 2 "tfm train --resume nowhere" "$tfm" train --resume "$work/no_such_run"
+
 gguf=$src/tests/data/io_gguf/python_writer.gguf
 st=$src/tests/data/io_safetensors/metadata.safetensors
 shards=$src/tests/data/io_safetensors/sharded/model.safetensors.index.json
@@ -153,6 +166,27 @@ print("tfm convert: F32/F16/BF16 GGUF and safetensors outputs equal the gguf pac
 PY
 fi
 
+# tfm convert HF_DIR OUT.gguf: a 2-step run -> HF directory -> GGUF equals run -> GGUF byte for
+# byte, and generates; a toy vocabulary, a missing tokenizer.json, a config nn::gpt cannot hold and
+# a non-.gguf OUT are one-line errors
+hf=$src/tests/data/infer_hf
+expect 0 "train a 2-step run" "$tfm" train --config llama-tiny --n-layer 1 --n-embd 32 --n-head 4 \
+  --n-kv-head 2 --block-size 16 --steps 2 --batch 2 --eval-batches 1 --samples 0 \
+  --data "$src/README.md" --out "$work/run"
+expect 0 "convert the run to GGUF" "$tfm" convert "$work/run" "$work/run.gguf"
+expect 0 "convert the run to an HF directory" "$tfm" convert "$work/run" "$work/run-hf"
+expect 0 "convert the HF directory to GGUF" "$tfm" convert "$work/run-hf" "$work/run-hf.gguf"
+cmp -s "$work/run.gguf" "$work/run-hf.gguf" || fail "run -> HF -> GGUF differs from run -> GGUF"
+expect 0 "convert the HF directory to F16 GGUF" "$tfm" convert --type f16 "$work/run-hf" "$work/run-hf16.gguf"
+expect 0 "generate from the converted GGUF" "$tfm" generate -m "$work/run-hf16.gguf" -p "the" -n 4 --temp 0
+expect 1 "convert an HF directory with a toy vocabulary" "$tfm" convert "$hf/gpt2_f16" "$work/x.gguf"
+grep -q "tokenizer.json" "$work/err" || fail "convert HF toy vocabulary: tokenizer.json not named"
+expect 1 "convert an HF directory without tokenizer.json" "$tfm" convert "$hf/gpt2_bf16" "$work/x.gguf"
+grep -q "tokenizer.json" "$work/err" || fail "convert HF without tokenizer: tokenizer.json not named"
+expect 1 "convert an HF directory with head_dim" "$tfm" convert "$hf/llama_f32" "$work/x.gguf"
+grep -q "config.json': head_dim" "$work/err" || fail "convert HF head_dim: the key is not named"
+expect 2 "convert an HF directory to a non-GGUF OUT" "$tfm" convert "$hf/gpt2_f16" "$work/x.safetensors"
+
 model=${TFM_MODEL_DIR:-$HOME/.cache/typeformer/models}/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$model" ]; then
   expect 0 "inspect SmolLM2" "$tfm" inspect "$model"
@@ -164,9 +198,15 @@ if [ -f "$model" ]; then
   grep -q "tokens/s" "$work/err" || fail "generate: no timings on stderr"
   # chat: a piped conversation through the file's ChatML template
   printf 'What is the capital of France?\n/exit\n' >"$work/chat_in.txt"
+  # With f32 weights (--dequantize) the greedy reply names Paris; packed Q4_1 decode quantizes
+  # activations to 8 bits as llama.cpp does and, like llama.cpp, answers differently (a
+  # non-empty reply is all this checks).
+  "$tfm" chat -m "$model" -n 24 --temp 0 -t 1 --dequantize <"$work/chat_in.txt" \
+    >"$work/out" 2>"$work/err" || fail "chat --dequantize exited with $?"
+  grep -q "Paris" "$work/out" || { fail "chat --dequantize: no 'Paris' in the reply"; cat "$work/out"; }
   "$tfm" chat -m "$model" -n 24 --temp 0 -t 1 <"$work/chat_in.txt" >"$work/out" 2>"$work/err" ||
     fail "chat exited with $?"
-  grep -q "Paris" "$work/out" || { fail "chat: no 'Paris' in the reply"; cat "$work/out"; }
+  grep -q "[A-Za-z]" "$work/out" || { fail "chat: empty reply"; cat "$work/out"; }
   # perplexity: llama.cpp's output line, on a small text with a small window
   for i in $(seq 1 40); do echo "The quick brown fox jumps over the lazy dog number $i."; done \
     >"$work/ppl.txt"
