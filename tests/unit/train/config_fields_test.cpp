@@ -97,10 +97,11 @@ TEST_CASE("put_config writes the keys and text forms of checkpoints written befo
       {"config.tie_embeddings", "0"}, {"config.norm_eps", "1e-06"}, {"config.rope_base", "5e+05"},
       {"config.dropout", "0.25"},
   };
-  for (const auto& [k, v] : want) {
+  for (const auto& kv : want) {  // not a structured binding: CAPTURE's lambda cannot use one
+    const std::string& k = kv.first;
     CAPTURE(k);
     REQUIRE(m.count(k));
-    CHECK(m.at(k) == v);
+    CHECK(m.at(k) == kv.second);
   }
   // (fields added to the list since write more keys; these never change)
   // the old parser's aliases still read
