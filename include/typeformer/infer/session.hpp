@@ -36,6 +36,10 @@
 //   cpu, decode quantizes each input row to 8-bit blocks once and reuses it for q, k, v (and for
 //   gate, up), as llama.cpp does; prefill runs the float GEMM on weights dequantized while packing.
 //   token_embd[ids] dequantizes only the looked-up rows; a tied head reads the packed token_embd.
+//
+//   session_options::observer, when set, is called with the input rows of every weight product
+//   (layer, site, rows) before it runs: the seam through which calibration collects activation
+//   statistics (importance matrices, GPTQ Hessians, AWQ/SmoothQuant channel scales).
 #pragma once
 
 #include "typeformer/backend/cpu/decoder.hpp"
@@ -49,15 +53,36 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 TFM_BEGIN_NAMESPACE
 namespace infer {
 
+/// The weight products of the forward, as an observer sees them.
+enum class linear_site : std::uint8_t { q, k, v, o, gate, up, down, head };
+
+/// ggml's tensor name part of a site ("attn_q", ..., "ffn_down", "output").
+constexpr std::string_view linear_site_name(linear_site s) noexcept {
+  constexpr std::string_view names[] = {"attn_q",   "attn_k", "attn_v",   "attn_output",
+                                        "ffn_gate", "ffn_up", "ffn_down", "output"};
+  return names[static_cast<std::size_t>(s)];
+}
+
+/// Sees the input of every weight product before it runs: `n` rows of `K` floats at `x`
+/// (row-major, contiguous), the product's layer (-1 for the head) and site. Calibration
+/// (importance matrices, GPTQ, AWQ: quant/calibrate.hpp) collects its statistics through it.
+/// The pointer is valid during the call only; the observer must not change the session.
+using linear_observer =
+    std::function<void(index_t layer, linear_site site, const float* x, index_t n, index_t K)>;
+
 struct session_options {
-  index_t context = 0;  ///< positions the cache holds; 0: min(model context_length, 2048)
-  index_t batch = 512;  ///< positions one prefill step runs together (activation memory)
+  index_t context = 0;            ///< positions the cache holds; 0: min(model context_length, 2048)
+  index_t batch = 512;            ///< positions one prefill step runs together (activation memory)
+  linear_observer observer = {};  ///< called before every weight product when set (calibration)
 };
 
 template <class T, class Backend>
@@ -66,7 +91,7 @@ class session {
 
  public:
   explicit session(const transformer<T, Backend>& model, session_options o = {})
-      : m_(&model), cfg_(model.config()) {
+      : m_(&model), cfg_(model.config()), observer_(std::move(o.observer)) {
     cap_ = o.context > 0 ? o.context : std::min<index_t>(cfg_.context_length, 2048);
     if (cfg_.position == nn::position_kind::learned && cap_ > cfg_.context_length)
       fail(errc::value, "tfm::infer::session: context ", cap_, " exceeds the ", cfg_.context_length,
@@ -201,9 +226,9 @@ class session {
     const index_t D = cfg_.head_dim, H = cfg_.n_head, G = cfg_.n_kv_head;
     const index_t HD = H * D, GD = G * D;
     norm(b.attn_norm, b.attn_norm_b, x_.data(), h_.data(), n);
-    project(b.wq, b.bq, n, h_.data(), q_.data(), false);
-    project(b.wk, b.bk, n, h_.data(), k_.data(), false);
-    project(b.wv, b.bv, n, h_.data(), v_.data(), false);
+    project(l, linear_site::q, b.wq, b.bq, n, h_.data(), q_.data(), false);
+    project(l, linear_site::k, b.wk, b.bk, n, h_.data(), k_.data(), false);
+    project(l, linear_site::v, b.wv, b.bv, n, h_.data(), v_.data(), false);
     if (cfg_.position == nn::position_kind::rope) {
       const rope_pairs pairs = cfg_.rope.pair_style == rope_config::style::interleaved
                                    ? rope_pairs::interleaved
@@ -218,28 +243,29 @@ class session {
         n, H, G, D, cap_, pos_, 1.0 / std::sqrt(static_cast<double>(D))};
     cached_attention(Backend{}, geo, q_.data(), cache_.keys(l), cache_.values(l), att_.data(),
                      scratch_.data());
-    qin_.valid = false;                                    // new input: att_
-    project(b.wo, b.bo, n, att_.data(), x_.data(), true);  // x += o Wo^T (+ bo)
+    qin_.valid = false;                                                       // new input: att_
+    project(l, linear_site::o, b.wo, b.bo, n, att_.data(), x_.data(), true);  // x += o Wo^T (+ bo)
   }
 
   void mlp_block(index_t l, index_t n) {
     const block_weights& b = m_->block(l);
     norm(b.ffn_norm, b.ffn_norm_b, x_.data(), h_.data(), n);
-    project(b.w_up, b.b_up, n, h_.data(), u_.data(), false);
+    project(l, linear_site::up, b.w_up, b.b_up, n, h_.data(), u_.data(), false);
     if (cfg_.mlp == nn::mlp_kind::swiglu) {
-      project(b.w_gate, b.b_gate, n, h_.data(), g_.data(), false);
+      project(l, linear_site::gate, b.w_gate, b.b_gate, n, h_.data(), g_.data(), false);
       silu_mul(Backend{}, g_.data(), u_.data(), g_.data(), n * cfg_.ffn);
     } else {
       gelu_tanh(Backend{}, u_.data(), g_.data(), n * cfg_.ffn);
     }
-    qin_.valid = false;                                          // new input: g_
-    project(b.w_down, b.b_down, n, g_.data(), x_.data(), true);  // x += a Wd^T (+ bd)
+    qin_.valid = false;  // new input: g_
+    project(l, linear_site::down, b.w_down, b.b_down, n, g_.data(), x_.data(),
+            true);  // x += a Wd^T (+ bd)
   }
 
   void head(index_t n, bool all_logits, float* logits) {
     const index_t C = cfg_.n_embd, first = all_logits ? 0 : n - 1, rows = n - first;
     norm(m_->output_norm(), m_->output_norm_bias(), x_.data() + first * C, h_.data(), rows);
-    linear(m_->output(), rows, h_.data(), logits, false);
+    linear(-1, linear_site::head, m_->output(), rows, h_.data(), logits, false);
   }
 
   /// y (rows, C) = norm(x (rows, C)) with weight w and, for LayerNorm, bias b (may be empty).
@@ -255,7 +281,9 @@ class session {
 
   /// y(n, w.rows) = x(n, w.cols) w^T (+ y): the backend's kernel for w's element type. A packed
   /// weight's quantized input is reused while qin_.valid (the caller clears it when x changes).
-  void linear(const weight_matrix& w, index_t n, const float* x, float* y, bool accumulate) {
+  void linear(index_t layer, linear_site site, const weight_matrix& w, index_t n, const float* x,
+              float* y, bool accumulate) {
+    if (observer_) observer_(layer, site, x, n, w.cols());
     if (w.quantized()) {
       linear_bt_packed(Backend{}, w.type(), n, w.rows(), w.cols(), x, w.cols(),
                        static_cast<const std::byte*>(w.data()), w.row_bytes(), y, w.rows(),
@@ -267,9 +295,9 @@ class session {
     });
   }
   /// y = x w^T (+ y when accumulate) (+ bias when it is not empty).
-  void project(const weight_matrix& w, const weight_matrix& bias, index_t n, const float* x,
-               float* y, bool accumulate) {
-    linear(w, n, x, y, accumulate);
+  void project(index_t layer, linear_site site, const weight_matrix& w, const weight_matrix& bias,
+               index_t n, const float* x, float* y, bool accumulate) {
+    linear(layer, site, w, n, x, y, accumulate);
     if (bias.data() != nullptr) add_bias_rows(Backend{}, y, w.rows(), vec(bias), n, w.rows());
   }
   static const float* vec(const weight_matrix& w) { return static_cast<const float*>(w.data()); }
@@ -280,6 +308,7 @@ class session {
   index_t cap_ = 0, batch_ = 0, pos_ = 0;
   kv_store cache_;
   buffer x_, h_, q_, k_, v_, att_, g_, u_, scratch_, cos_, sin_, last_, all_;
+  linear_observer observer_;
   quantized_input qin_;  // the current input row quantized to 8-bit blocks (cpu decode)
   std::vector<std::int32_t> history_;
 };

@@ -264,3 +264,49 @@ TEST_CASE("load errors name the file, the key or tensor") {
   CHECK_THROWS_AS(s.decode(64), index_error);
   CHECK_THROWS_AS(s.prefill(std::vector<std::int32_t>{}), value_error);
 }
+
+TEST_CASE("the linear observer sees every product's input, in forward order") {
+  const std::uint64_t seed = 5;
+  MESSAGE("seed " << seed);
+  auto model = infer::load_gguf(tiny_file(seed, false, ggml_type::f32));
+  const auto& c = model.config();
+  struct call {
+    index_t layer;
+    infer::linear_site site;
+    index_t n, K;
+    std::vector<float> x;
+  };
+  std::vector<call> calls;
+  infer::session_options o;
+  o.observer = [&](index_t l, infer::linear_site s, const float* x, index_t n, index_t K) {
+    calls.push_back({l, s, n, K, std::vector<float>(x, x + n * K)});
+  };
+  infer::session s(model, o);
+  s.prefill(tiny_prompt);
+  auto lg = s.prefill(tiny_prompt);  // positions 9 .. 17: a second pass of calls
+  const std::vector<float> logits(lg.begin(), lg.end());
+  using S = infer::linear_site;
+  const std::vector<S> order{S::q, S::k, S::v, S::o, S::up, S::gate, S::down};
+  const std::size_t per_pass = static_cast<std::size_t>(c.n_layer) * order.size() + 1;
+  REQUIRE(calls.size() == 2 * per_pass);
+  const index_t n = static_cast<index_t>(tiny_prompt.size());
+  for (std::size_t i = 0; i < per_pass; ++i) {
+    const call& k = calls[i];
+    const bool head = i + 1 == per_pass;
+    CHECK(k.layer == (head ? -1 : static_cast<index_t>(i / order.size())));
+    CHECK(k.site == (head ? S::head : order[i % order.size()]));
+    CHECK(k.n == (head ? 1 : n));  // the head sees the last row only
+    const index_t want_k = k.site == S::down ? c.ffn
+                           : k.site == S::o  ? c.n_head * c.head_dim
+                                             : c.n_embd;
+    CHECK(k.K == want_k);
+  }
+  CHECK(infer::linear_site_name(S::down) == "ffn_down");
+  // q, k, v see the same normed input; the observer changes nothing
+  CHECK(calls[0].x == calls[1].x);
+  CHECK(calls[0].x == calls[2].x);
+  infer::session plain(model);
+  plain.prefill(tiny_prompt);
+  auto again = plain.prefill(tiny_prompt);
+  CHECK(std::vector<float>(again.begin(), again.end()) == logits);
+}
