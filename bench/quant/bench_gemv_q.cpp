@@ -1,21 +1,26 @@
 // bench/quant/bench_gemv_q.cpp
 //
 // Decode-shaped GEMVs y = W x with quantized W (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: activations
-// quantized to Q8 per call, integer dot products; backend/cpu/quant/gemv_q.hpp), the f16 GEMV
+// quantized to Q8 per call, integer dot products; backend/cpu/quant/gemv_q.hpp; Q4_K, Q5_K,
+// Q6_K where K is a multiple of 256: activations quantized to Q8_K per call,
+// backend/cpu/quant/gemv_kq.hpp), the f16 GEMV
 // (backend/cpu/gemm/half_weights.hpp) and a read bound: a streaming sum over the same bytes.
 // The figure is GB/s of weight bytes read. So that the weights come from DRAM as in decode
 // (a model is far larger than the caches), each format cycles through enough copies of W to
 // fill `--mb` MiB (default 192) and one timed pass runs the GEMV once per copy.
 //
 //   bench_gemv_q [--mb 192] [--repeats 7]     1 and 2 threads, shapes N x K:
-//                                             576 x 1536, 1536 x 576, 49152 x 576
+//                                             576 x 1536, 1536 x 576, 49152 x 576, 2048 x 2048
+//                                             (the K-quants only where K % 256 == 0)
 //   bench_gemv_q --prefill M                  GF/s of C(M, N) = A W^T on one thread instead:
 //                                             gemm_half_bt (F16), gemm_dq_bt (dequantize in
-//                                             pack) and gemm_q_bt (integer dots per row)
+//                                             pack) and gemm_q_bt / gemm_kq_bt (integer dots
+//                                             per row)
 #include "bench_util.hpp"
 #include "typeformer/backend/cpu/gemm/half_weights.hpp"
 #include "typeformer/backend/cpu/parallel.hpp"
 #include "typeformer/backend/cpu/quant/gemm_q.hpp"
+#include "typeformer/backend/cpu/quant/gemv_kq.hpp"
 #include "typeformer/backend/cpu/quant/gemv_q.hpp"
 #include "typeformer/core/half.hpp"
 #include "typeformer/quant/quantize.hpp"
@@ -108,6 +113,29 @@ void run_q(const char* name, const std::vector<float>& wf, shape s, const std::v
   }
 }
 
+/// The K-quant GEMV: x quantized to Q8_K once per call, as linear_bt_packed does per input.
+template <class B>
+void run_kq(const char* name, const std::vector<float>& wf, shape s, const std::vector<float>& x,
+            std::size_t target, int repeats) {
+  if (s.K % 256 != 0 || !tfm::quantizable(tfm::block_traits<B>::type)) return;
+  const auto one = tfm::quantize(tfm::block_traits<B>::type, wf, static_cast<std::size_t>(s.N),
+                                 static_cast<std::size_t>(s.K), name);
+  weights w = make(name, one, target);
+  std::vector<float> y(static_cast<std::size_t>(s.N));
+  ck::q8k_activations scratch;
+  for (int threads : {1, 2}) {
+    tfm::thread_scope ts(threads);
+    report(w, s, threads, repeats, [&] {
+      for (std::size_t c = 0; c < w.copies; ++c) {
+        const B* wc = reinterpret_cast<const B*>(w.buf.data() + c * w.bytes_per_copy);
+        ck::quantize_activations_q8k(1, s.K, x.data(), s.K, scratch);
+        ck::gemv_kq(s.N, s.K, wc, s.K / 256, scratch.row(0), y.data());
+      }
+      tfm_bench::do_not_optimize(y.data());
+    });
+  }
+}
+
 void run_f16(const std::vector<float>& wf, shape s, const std::vector<float>& x, std::size_t target,
              int repeats) {
   std::vector<std::byte> one(wf.size() * 2);
@@ -152,6 +180,30 @@ void prefill_q(const char* name, const std::vector<float>& wf, shape s, const st
               name, flops / t_dq * 1e-9, flops / t_q * 1e-9);
 }
 
+template <class B>
+void prefill_kq(const char* name, const std::vector<float>& wf, shape s,
+                const std::vector<float>& a, index_t M, int repeats) {
+  if (s.K % 256 != 0 || !tfm::quantizable(tfm::block_traits<B>::type)) return;
+  const auto bytes = tfm::quantize(tfm::block_traits<B>::type, wf, static_cast<std::size_t>(s.N),
+                                   static_cast<std::size_t>(s.K), name);
+  std::vector<B> w(bytes.size() / sizeof(B));
+  std::memcpy(w.data(), bytes.data(), bytes.size());
+  std::vector<float> c(static_cast<std::size_t>(M * s.N));
+  ck::q8k_activations scratch;
+  const double flops = 2.0 * static_cast<double>(M * s.N * s.K);
+  const double t_dq = tfm_bench::median_seconds(
+      [&] { ck::gemm_dq_bt(M, s.N, s.K, a.data(), s.K, w.data(), s.K / 256, c.data(), s.N); },
+      repeats);
+  const double t_q = tfm_bench::median_seconds(
+      [&] {
+        ck::gemm_kq_bt(M, s.N, s.K, a.data(), s.K, w.data(), s.K / 256, c.data(), s.N, scratch);
+      },
+      repeats);
+  std::printf("%4lld x %5lld x %5lld  %-5s  dequant-in-pack %6.1f GF/s   integer dots %6.1f GF/s\n",
+              static_cast<long long>(M), static_cast<long long>(s.N), static_cast<long long>(s.K),
+              name, flops / t_dq * 1e-9, flops / t_q * 1e-9);
+}
+
 void prefill(index_t M, int repeats) {
   tfm::thread_scope ts(1);
   std::mt19937 g(19);
@@ -174,6 +226,9 @@ void prefill(index_t M, int repeats) {
     prefill_q<tfm::block_q8_0>("Q8_0", wf, s, a, M, repeats);
     prefill_q<tfm::block_q4_1>("Q4_1", wf, s, a, M, repeats);
     prefill_q<tfm::block_q4_0>("Q4_0", wf, s, a, M, repeats);
+    prefill_kq<tfm::block_q6_K>("Q6_K", wf, s, a, M, repeats);
+    prefill_kq<tfm::block_q5_K>("Q5_K", wf, s, a, M, repeats);
+    prefill_kq<tfm::block_q4_K>("Q4_K", wf, s, a, M, repeats);
   }
 }
 
@@ -196,11 +251,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::size_t target = mb << 20;
-  std::printf("bench_gemv_q: kernel ISA %s, %zu MiB of weights per format, median of %d\n",
-              ck::q8_dot_isa(), mb, repeats);
+  std::printf(
+      "bench_gemv_q: kernel ISA %s (K-quants %s), %zu MiB of weights per format, median of %d\n",
+      ck::q8_dot_isa(), ck::q8k_dot_isa(), mb, repeats);
   std::mt19937 g(19);
   std::normal_distribution<float> nd(0.0f, 0.02f);
-  for (shape s : {shape{576, 1536}, shape{1536, 576}, shape{49152, 576}}) {
+  for (shape s : {shape{576, 1536}, shape{1536, 576}, shape{49152, 576}, shape{2048, 2048}}) {
     std::vector<float> wf(static_cast<std::size_t>(s.N * s.K)), x(static_cast<std::size_t>(s.K));
     for (auto& v : wf) v = nd(g);
     for (auto& v : x) v = nd(g) * 50.0f;
@@ -210,6 +266,9 @@ int main(int argc, char** argv) {
     run_q<tfm::block_q5_0>("Q5_0", wf, s, x, target, repeats);
     run_q<tfm::block_q4_1>("Q4_1", wf, s, x, target, repeats);
     run_q<tfm::block_q4_0>("Q4_0", wf, s, x, target, repeats);
+    run_kq<tfm::block_q6_K>("Q6_K", wf, s, x, target, repeats);
+    run_kq<tfm::block_q5_K>("Q5_K", wf, s, x, target, repeats);
+    run_kq<tfm::block_q4_K>("Q4_K", wf, s, x, target, repeats);
   }
   return 0;
 }

@@ -22,3 +22,4 @@
 #include "typeformer/expr/functors.hpp"
 #include "typeformer/expr/node.hpp"
 #include "typeformer/expr/reduce.hpp"
+#include "typeformer/quant/tensor.hpp"

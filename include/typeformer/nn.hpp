@@ -18,6 +18,7 @@
 #include "typeformer/ops/loss.hpp"
 #include "typeformer/ops/matmul.hpp"
 #include "typeformer/ops/normalize.hpp"
+#include "typeformer/ops/quant_matmul.hpp"
 #include "typeformer/ops/reduce.hpp"
 #include "typeformer/ops/rope.hpp"
 #include "typeformer/ops/view.hpp"

@@ -45,6 +45,10 @@ expect 2 "tfm train --bias 2" "$tfm" train --bias 2
 expect 2 "tfm train --n-head 3" "$tfm" train --n-head 3 --data "$src/README.md"
 expect 2 "tfm train --steps 0" "$tfm" train --steps 0 --data "$src/README.md"
 expect 2 "tfm train --resume nowhere" "$tfm" train --resume "$work/no_such_run"
+for sub in generate chat perplexity bench; do
+  expect 2 "tfm $sub --kv-type q4_0" "$tfm" "$sub" -m "$work/none.gguf" --kv-type q4_0
+  grep -q "kv-type must be f32, f16, q8_0 or int8" "$work/err" || fail "tfm $sub --kv-type q4_0: message"
+done
 
 gguf=$src/tests/data/io_gguf/python_writer.gguf
 st=$src/tests/data/io_safetensors/metadata.safetensors
@@ -224,6 +228,33 @@ assert set(rows) == {"pp32", "tg8"}, rows.keys()
 for r in rows.values():
     assert r["avg_ts"] > 0 and r["n_threads"] == 1 and len(r["samples_ts"]) == 1, r
 ' "$work/out" || fail "bench --json: not llama-bench's fields"
+  # --kv-type: a quantized KV cache (head_dim 64: q8_0 blocks fit) and the depth of bench
+  expect 0 "generate SmolLM2 --kv-type q8_0" "$tfm" generate -m "$model" \
+    -p "The capital of France is" -n 8 --temp 0 -t 1 --kv-type q8_0
+  grep -q "^ Paris\." "$work/out" || { fail "generate --kv-type q8_0: expected ' Paris.'"; cat "$work/out"; }
+  expect 0 "bench SmolLM2 -d 16 --kv-type int8" "$tfm" bench -m "$model" -p 8 -n 4 -d 16 -r 1 \
+    -t 1 --kv-type int8 --json
+  python3 -c '
+import json, sys
+rows = {r["test"]: r for r in json.load(open(sys.argv[1]))}
+assert set(rows) == {"pp8 @ d16", "tg4 @ d16"}, rows.keys()
+assert all(r["type_k"] == "int8" and r["n_depth"] == 16 for r in rows.values()), rows
+' "$work/out" || fail "bench -d 16 --kv-type int8: not the expected tests and fields"
+  # quantize --calib: AWQ on one window of calibration text (the repository's docs), Q4_0 out,
+  # loads and names Paris; the wrong combinations are usage errors
+  cat "$src"/docs/*.md >"$work/calib.txt"
+  expect 0 "quantize --calib --method awq" "$tfm" quantize "$model" "$work/awq.gguf" q4_0 \
+    --calib "$work/calib.txt" --method awq --calib-tokens 512 -t 2
+  grep -q "awq" "$work/out" || fail "quantize --method awq: no tensor quantized by awq"
+  expect 0 "generate with the AWQ Q4_0 file" "$tfm" generate -m "$work/awq.gguf" \
+    -p "The capital of France is" -n 4 --temp 0 -t 1
+  grep -q "Paris" "$work/out" || { fail "AWQ Q4_0: expected Paris"; cat "$work/out"; }
+  expect 2 "quantize --method without --calib" "$tfm" quantize "$model" "$work/x.gguf" q4_0 \
+    --method gptq
+  expect 2 "quantize --calib with q8_0" "$tfm" quantize "$model" "$work/x.gguf" q8_0 \
+    --calib "$work/calib.txt"
+  expect 2 "quantize --method frob" "$tfm" quantize "$model" "$work/x.gguf" q4_0 \
+    --calib "$work/calib.txt" --method frob
   expect 1 "generate with a safetensors file as the model" "$tfm" generate -m "$st" -p hi
 else
   echo "note: SmolLM2 is not in the model cache (scripts/fetch-models); its checks are skipped"

@@ -1,6 +1,8 @@
-// tfm bench -m MODEL [-p 512] [-n 128] [-t THREADS] [-r REPEATS] [--json]: prompt processing
-// and generation speed in llama-bench's terms. pp<P>: one prefill of P random tokens from an
-// empty cache; tg<N>: N decode steps of one token from an empty cache. Each test runs once to
+// tfm bench -m MODEL [-p 512] [-n 128] [-d 0] [-t THREADS] [-r REPEATS] [--kv-type T] [--json]:
+// prompt processing and generation speed in llama-bench's terms. pp<P>: one prefill of P random
+// tokens from an empty cache; tg<N>: N decode steps of one token from an empty cache. -d D
+// (llama-bench's depth) first fills the cache with D random tokens, untimed ("tg128 @ d1024"),
+// so that attention over a long context (and the KV cache type) shows. Each test runs once to
 // warm up, then REPEATS times; t/s is tokens / seconds, reported as mean +/- standard deviation
 // over the repeats. --json prints a list of objects with llama-bench's field names ("test",
 // "avg_ts", "stddev_ts", "avg_ns", "samples_ts", ...).
@@ -60,23 +62,35 @@ int run_bench(const std::vector<std::string>& args) {
   std::int64_t n_prompt = 512, n_gen = 128;
   int repeats = 5;
   bool json = false;
+  std::int64_t depth = 0;
   o.declare_model(p);
+  o.declare_kv(p);
   p.option("-p", "N", "prompt tokens of the pp test (0: no pp test)", n_prompt);
+  p.option("-d", "N", "tokens in the cache before each test, untimed (llama-bench's depth)", depth);
   p.option("-n", "N", "generated tokens of the tg test (0: no tg test)", n_gen);
   p.option("-r", "REPEATS", "timed repeats of each test", repeats);
   p.flag("--json", "print a JSON list instead of the table", json);
   if (!p.parse(args).empty()) throw cli::usage_error("takes no positional arguments");
   o.apply();
-  if (n_prompt < 0 || n_gen < 0) throw cli::usage_error("-p and -n must be >= 0");
+  if (n_prompt < 0 || n_gen < 0 || depth < 0) throw cli::usage_error("-p, -n and -d must be >= 0");
   if (repeats < 1) throw cli::usage_error("-r must be >= 1");
 
   llm m = load_llm(o.model, o.dequantize);
   const auto V = m.model.config().vocab;
-  const tfm::index_t ctx = std::max<tfm::index_t>(n_prompt, n_gen) + 1;
-  tfm::infer::session s(m.model, {.context = ctx, .batch = std::max<tfm::index_t>(n_prompt, 1)});
+  const tfm::index_t ctx = depth + std::max<tfm::index_t>(n_prompt, n_gen) + 1;
+  tfm::infer::session s(
+      m.model,
+      {.context = ctx, .batch = std::max<tfm::index_t>({n_prompt, depth, 1}), .kv = o.kv_type()});
   tfm::rng g(o.seed);
-  std::vector<std::int32_t> prompt(static_cast<std::size_t>(n_prompt));
+  std::vector<std::int32_t> prompt(static_cast<std::size_t>(n_prompt)),
+      filler(static_cast<std::size_t>(depth));
   for (auto& t : prompt) t = static_cast<std::int32_t>(g.randint(static_cast<std::uint64_t>(V)));
+  for (auto& t : filler) t = static_cast<std::int32_t>(g.randint(static_cast<std::uint64_t>(V)));
+  const std::string at = depth > 0 ? " @ d" + std::to_string(depth) : "";
+  auto restart = [&] {  // an empty cache, then the depth tokens (untimed)
+    s.reset();
+    if (depth > 0) s.prefill(filler);
+  };
   using clock = std::chrono::steady_clock;
   auto time_ns = [](auto&& fn) {
     const auto t0 = clock::now();
@@ -85,19 +99,19 @@ int run_bench(const std::vector<std::string>& args) {
   };
   std::vector<result> results;
   if (n_prompt > 0) {
-    result r{"pp" + std::to_string(n_prompt), n_prompt, 0, {}};
+    result r{"pp" + std::to_string(n_prompt) + at, n_prompt, 0, {}};
     for (int i = 0; i <= repeats; ++i) {
-      s.reset();
+      restart();
       const double ns = time_ns([&] { s.prefill(prompt); });
       if (i > 0) r.ns.push_back(ns);  // the first run warms up
     }
     results.push_back(r);
   }
   if (n_gen > 0) {
-    result r{"tg" + std::to_string(n_gen), 0, n_gen, {}};
+    result r{"tg" + std::to_string(n_gen) + at, 0, n_gen, {}};
     const std::int32_t first = m.tok.bos_id() >= 0 ? m.tok.bos_id() : 0;
     for (int i = 0; i <= repeats; ++i) {
-      s.reset();
+      restart();
       const double ns = time_ns([&] {
         std::int32_t t = first;
         for (std::int64_t k = 0; k < n_gen; ++k) {
@@ -114,6 +128,7 @@ int run_bench(const std::vector<std::string>& args) {
   const std::string type = model_type(*m.model.file(), n_params);
   const std::size_t bytes = m.model.file()->bytes().size();
   const int threads = tfm::num_threads();
+  const std::string kvn(tfm::infer::kv_type_name(o.kv_type()));
   if (json) {
     std::printf("[");
     for (std::size_t i = 0; i < results.size(); ++i) {
@@ -129,24 +144,26 @@ int run_bench(const std::vector<std::string>& args) {
       std::printf(
           "%s\n  {\"build_commit\": \"typeformer\", \"model_filename\": %s, \"model_type\": %s, "
           "\"model_size\": %zu, \"model_n_params\": %llu, \"n_threads\": %d, "
-          "\"n_prompt\": %lld, \"n_gen\": %lld, \"test\": %s, \"avg_ns\": %.0f, "
+          "\"n_prompt\": %lld, \"n_gen\": %lld, \"n_depth\": %lld, \"type_k\": \"%s\", "
+          "\"type_v\": \"%s\", \"test\": %s, \"avg_ns\": %.0f, "
           "\"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, "
           "\"samples_ns\": [%s], \"samples_ts\": [%s]}",
           i ? "," : "", cli::json_quote(o.model).c_str(), cli::json_quote(type).c_str(), bytes,
           static_cast<unsigned long long>(n_params), threads, static_cast<long long>(r.n_prompt),
-          static_cast<long long>(r.n_gen), cli::json_quote(r.test).c_str(), ns, ns_sd, ts, ts_sd,
-          samples_ns.c_str(), samples_ts.c_str());
+          static_cast<long long>(r.n_gen), static_cast<long long>(depth), kvn.c_str(), kvn.c_str(),
+          cli::json_quote(r.test).c_str(), ns, ns_sd, ts, ts_sd, samples_ns.c_str(),
+          samples_ts.c_str());
     }
     std::printf("\n]\n");
     return 0;
   }
-  std::printf("| model | size | params | backend | threads | test | t/s |\n");
-  std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+  std::printf("| model | size | params | backend | threads | type_k/v | test | t/s |\n");
+  std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n");
   for (const auto& r : results) {
     const auto [ts, sd] = r.stat(true);
-    std::printf("| %s | %.2f MiB | %.2f M | CPU | %d | %s | %.2f ± %.2f |\n", type.c_str(),
+    std::printf("| %s | %.2f MiB | %.2f M | CPU | %d | %s | %s | %.2f ± %.2f |\n", type.c_str(),
                 static_cast<double>(bytes) / 1048576.0, static_cast<double>(n_params) / 1e6,
-                threads, r.test.c_str(), ts, sd);
+                threads, kvn.c_str(), r.test.c_str(), ts, sd);
   }
   std::fprintf(stderr, "tfm bench: model loaded in %.0f ms\n", m.load_ms);
   return 0;

@@ -34,6 +34,7 @@ int run_chat(const std::vector<std::string>& args) {
   o.declare_model(p);
   p.option("-s", "SYSTEM", "a system message first (default: the template's own)", system);
   o.declare_sampling(p);
+  o.declare_kv(p);
   if (!p.parse(args).empty()) throw cli::usage_error("takes no positional arguments");
   o.apply();
 
@@ -46,7 +47,7 @@ int run_chat(const std::vector<std::string>& args) {
                                {.bos_token = token_or_empty(m.tok, m.tok.bos_id()),
                                 .eos_token = token_or_empty(m.tok, m.tok.eos_id())});
   const auto stops = end_tokens(m.tok);
-  tfm::infer::session s(m.model, {.context = o.context});
+  tfm::infer::session s(m.model, {.context = o.context, .kv = o.kv_type()});
   std::vector<std::int32_t> in_cache;  // the tokens the session holds, in order
   std::vector<tfm::chat_message> conv;
   if (!system.empty()) conv.push_back({"system", system});

@@ -20,6 +20,7 @@ int run_generate(const std::vector<std::string>& args) {
   o.declare_model(p);
   p.option("-p", "PROMPT", "the text to continue", prompt);
   o.declare_sampling(p);
+  o.declare_kv(p);
   p.flag("--special", "print end-of-generation tokens too", show_special);
   if (!p.parse(args).empty()) throw cli::usage_error("takes no positional arguments");
   o.apply();
@@ -33,13 +34,14 @@ int run_generate(const std::vector<std::string>& args) {
   std::int64_t n = 0;
   const auto t0 = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point t_first{};
-  tfm::infer::generate(m.model, ids, o.n_predict, o.sampling(),
-                       [&](std::int32_t id) {
-                         if (n++ == 0) t_first = std::chrono::steady_clock::now();
-                         const bool stop = std::find(stops.begin(), stops.end(), id) != stops.end();
-                         if (!stop || show_special) out.push(id);
-                       },
-                       {.stop_tokens = stops, .session = {.context = o.context}});
+  tfm::infer::generate(
+      m.model, ids, o.n_predict, o.sampling(),
+      [&](std::int32_t id) {
+        if (n++ == 0) t_first = std::chrono::steady_clock::now();
+        const bool stop = std::find(stops.begin(), stops.end(), id) != stops.end();
+        if (!stop || show_special) out.push(id);
+      },
+      {.stop_tokens = stops, .session = {.context = o.context, .kv = o.kv_type()}});
   out.finish();
   std::printf("\n");
   const auto t1 = std::chrono::steady_clock::now();

@@ -1,10 +1,10 @@
-// tfm perplexity -m MODEL -f TEXT [--ctx N] [-t THREADS]: the model's perplexity on a text file,
-// defined as llama.cpp's llama-perplexity does: the text is tokenized once (with BOS when the
-// model adds one), cut into non-overlapping windows of N tokens, each window run from an empty
-// cache (its first token replaced by BOS when the model adds one), and the second half of each
-// window scored. Prints the token and window counts to stderr and, as its last line,
-// "PPL = <value> +/- <error>" (the error is llama.cpp's: ppl times the standard error of the
-// mean negative log-likelihood).
+// tfm perplexity -m MODEL -f TEXT [--ctx N] [-t THREADS] [--kv-type T]: the model's perplexity on a
+// text file, defined as llama.cpp's llama-perplexity does: the text is tokenized once (with BOS
+// when the model adds one), cut into non-overlapping windows of N tokens, each window run from an
+// empty cache (its first token replaced by BOS when the model adds one), and the second half of
+// each window scored. Prints the token and window counts to stderr and, as its last line, "PPL =
+// <value> +/- <error>" (the error is llama.cpp's: ppl times the standard error of the mean negative
+// log-likelihood).
 #include "commands.hpp"
 #include "llm.hpp"
 
@@ -23,6 +23,7 @@ int run_perplexity(const std::vector<std::string>& args) {
   std::string file;
   tfm::index_t ctx = 512, batch = 512;
   o.declare_model(p);
+  o.declare_kv(p);
   p.option("-f", "TEXT", "the text file", file);
   p.option("--ctx", "N", "window length in tokens", ctx);
   p.option("--batch", "N", "positions per prefill step", batch);
@@ -58,7 +59,7 @@ int run_perplexity(const std::vector<std::string>& args) {
       const auto V = m.model.config().vocab;
       argmax.push_back(static_cast<std::int32_t>(std::max_element(lg, lg + V) - lg));
     };
-  const auto r = tfm::infer::perplexity(m.model, ids, ctx, bos, batch, keep_argmax);
+  const auto r = tfm::infer::perplexity(m.model, ids, ctx, bos, batch, keep_argmax, o.kv_type());
   if (!argmax_file.empty()) {
     std::FILE* f = std::fopen(argmax_file.c_str(), "w");
     if (f == nullptr) tfm::fail(tfm::errc::io, "cannot write '", argmax_file, "'");
@@ -70,6 +71,10 @@ int run_perplexity(const std::vector<std::string>& args) {
                "tfm perplexity: %lld windows, %lld tokens scored in %.1f s (%.0f tokens/s run)\n",
                static_cast<long long>(r.chunks), static_cast<long long>(r.count), run_s,
                static_cast<double>(r.chunks * ctx) / run_s);
+  std::fprintf(stderr, "tfm perplexity: KV cache %s, %zu bytes per token\n", o.kv.c_str(),
+               tfm::infer::kv_store(m.model.config().n_layer, m.model.config().n_kv_head, 1,
+                                    m.model.config().head_dim, o.kv_type())
+                   .bytes_per_token());
   std::printf("PPL = %.4f +/- %.5f\n", r.ppl, r.error);
   return 0;
 }

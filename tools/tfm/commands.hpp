@@ -13,6 +13,7 @@ int run_bench(const std::vector<std::string>& args);
 int run_chat(const std::vector<std::string>& args);
 int run_convert(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
+int run_imatrix(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_perplexity(const std::vector<std::string>& args);
 int run_quantize(const std::vector<std::string>& args);
@@ -27,6 +28,8 @@ inline std::span<const cli::command> commands() {
       {"convert", "a GGUF file's tensors as F32/F16/BF16, to GGUF or safetensors", &run_convert},
       {"quantize", "quantize a GGUF model (q8_0, q4_0, q4_k, ...) as llama-quantize does",
        &run_quantize},
+      {"imatrix", "an importance matrix for tfm quantize --imatrix (llama-imatrix's GGUF form)",
+       &run_imatrix},
       {"generate", "continue a prompt with a GGUF model (prints only the text)", &run_generate},
       {"chat", "talk to a GGUF model through its chat template", &run_chat},
       {"perplexity", "a GGUF model's perplexity on a text file (llama.cpp's definition)",

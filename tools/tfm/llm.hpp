@@ -50,6 +50,7 @@ struct run_options {
   std::uint64_t seed = 0;
   tfm::index_t context = 0;  // 0: min(model context, 2048)
   bool dequantize = false;
+  std::string kv = "f32";  // the KV cache's element type (tfm::infer::parse_kv_type)
 
   void declare_model(cli::parser& p) {
     p.option("-m", "MODEL", "GGUF file (llama, gpt2) or Hugging Face directory", model);
@@ -65,6 +66,21 @@ struct run_options {
     p.option("--seed", "S", "sampling seed", seed);
     p.option("--ctx", "N", "context positions (0: min(model, 2048))", context);
   }
+  /// --kv-type, for the subcommands that run a session (generate, chat, perplexity, bench).
+  void declare_kv(cli::parser& p) {
+    p.option("--kv-type", "TYPE",
+             "KV cache element type: f32, f16, q8_0 (head_dim % 32 == 0) or int8 (per-row "
+             "scales)",
+             kv);
+  }
+  /// The --kv-type value; a usage error names the accepted ones.
+  tfm::kv_type kv_type() const {
+    try {
+      return tfm::infer::parse_kv_type(kv);
+    } catch (const tfm::error&) {
+      throw cli::usage_error("--kv-type must be f32, f16, q8_0 or int8, not '" + kv + "'");
+    }
+  }
   /// Checks the values and applies the thread count.
   void apply() const {
     if (model.empty()) throw cli::usage_error("-m MODEL is required");
@@ -74,6 +90,7 @@ struct run_options {
     if (top_k < 0) throw cli::usage_error("--top-k must be >= 0");
     if (!(top_p > 0 && top_p <= 1)) throw cli::usage_error("--top-p must be in (0, 1]");
     if (context < 0) throw cli::usage_error("--ctx must be >= 0");
+    (void)kv_type();  // an unknown --kv-type is a usage error before the model loads
     if (threads > 0) tfm::set_num_threads(threads);
   }
   tfm::infer::sampling_options sampling() const { return {temperature, top_k, top_p, seed}; }

@@ -124,17 +124,18 @@ using scored_position_fn = std::function<void(index_t pos, const float* logits, 
 
 /// llama.cpp's perplexity of `ids` with windows of ctx tokens (file comment). bos >= 0 replaces
 /// the first token of each window. on_scored (optional) sees every scored position's logits,
-/// in order (top-1 agreement with another engine, per-token losses).
+/// in order (top-1 agreement with another engine, per-token losses). kv: the session's KV cache
+/// type (infer/kv_store.hpp).
 template <class T, class B>
 perplexity_result perplexity(const transformer<T, B>& model, std::span<const std::int32_t> ids,
                              index_t ctx, std::int32_t bos = -1, index_t batch = 512,
-                             const scored_position_fn& on_scored = {}) {
+                             const scored_position_fn& on_scored = {}, kv_type kv = kv_type::f32) {
   if (ctx < 4) fail(errc::value, "tfm::infer::perplexity: ctx = ", ctx, " must be at least 4.");
   const index_t n = static_cast<index_t>(ids.size());
   if (n < 2 * ctx)
     fail(errc::value, "tfm::infer::perplexity: ", n, " tokens; at least 2 * ctx = ", 2 * ctx,
          " are needed.");
-  session<T, B> s(model, {.context = ctx, .batch = batch});
+  session<T, B> s(model, {.context = ctx, .batch = batch, .kv = kv});
   const index_t V = model.config().vocab, first = ctx / 2;
   perplexity_result r;
   r.chunks = n / ctx;

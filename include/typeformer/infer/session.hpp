@@ -37,6 +37,10 @@
 //   gate, up), as llama.cpp does; prefill runs the float GEMM on weights dequantized while packing.
 //   token_embd[ids] dequantizes only the looked-up rows; a tied head reads the packed token_embd.
 //
+//   session_options::kv picks the KV cache's element type (f32, f16, q8_0, int8: kv_store.hpp);
+//   the attention kernels read the stored rows directly (backend/cpu/kv_attention.hpp). f32 is
+//   the float cache, bit for bit.
+//
 //   session_options::observer, when set, is called with the input rows of every weight product
 //   (layer, site, rows) before it runs: the seam through which calibration collects activation
 //   statistics (importance matrices, GPTQ Hessians, AWQ/SmoothQuant channel scales).
@@ -82,6 +86,7 @@ using linear_observer =
 struct session_options {
   index_t context = 0;            ///< positions the cache holds; 0: min(model context_length, 2048)
   index_t batch = 512;            ///< positions one prefill step runs together (activation memory)
+  kv_type kv = kv_type::f32;      ///< element type of the KV cache (infer/kv_store.hpp)
   linear_observer observer = {};  ///< called before every weight product when set (calibration)
 };
 
@@ -97,7 +102,7 @@ class session {
       fail(errc::value, "tfm::infer::session: context ", cap_, " exceeds the ", cfg_.context_length,
            " learned positions of the model.");
     batch_ = std::max<index_t>(1, std::min(o.batch, cap_));
-    cache_ = kv_store(cfg_.n_layer, cfg_.n_kv_head, cap_, cfg_.head_dim);
+    cache_ = kv_store(cfg_.n_layer, cfg_.n_kv_head, cap_, cfg_.head_dim, o.kv);
     allocate();
   }
 
@@ -176,7 +181,7 @@ class session {
     g_ = make(n * cfg_.ffn);
     u_ = make(n * cfg_.ffn);
     cached_attention_geometry geo{n, cfg_.n_head, cfg_.n_kv_head, cfg_.head_dim, cap_, 0, 1.0};
-    scratch_ = make(cached_attention_scratch(geo));
+    scratch_ = make(cached_attention_scratch(geo, cache_.type()));
     last_ = make(cfg_.vocab);
     qin_.reserve(std::max({C, HD, cfg_.ffn}));
     history_.reserve(static_cast<std::size_t>(cap_));
@@ -241,8 +246,7 @@ class session {
     cache_.write(l, pos_, n, k_.data(), v_.data(), GD);
     const cached_attention_geometry geo{
         n, H, G, D, cap_, pos_, 1.0 / std::sqrt(static_cast<double>(D))};
-    cached_attention(Backend{}, geo, q_.data(), cache_.keys(l), cache_.values(l), att_.data(),
-                     scratch_.data());
+    cached_attention(Backend{}, geo, q_.data(), cache_.layer(l), att_.data(), scratch_.data());
     qin_.valid = false;                                                       // new input: att_
     project(l, linear_site::o, b.wo, b.bo, n, att_.data(), x_.data(), true);  // x += o Wo^T (+ bo)
   }

@@ -48,24 +48,12 @@ struct load_options {
   quantized_weights quantized = quantized_weights::packed;
 };
 
-/// True for the block-quantized types the engine runs packed: the ones with a dequantize-in-pack
-/// GEMM (backend/cpu/quant/gemm_q.hpp) and a reference dequantizer.
+/// True for the block-quantized types the engine runs packed: the weight formats of the type
+/// table (blocks of more than one value) with a reference dequantizer, which is what the
+/// dequantize-in-pack GEMM (backend/cpu/quant/gemm_q.hpp) needs; not the activation format Q8_K.
 constexpr bool packed_weight_supported(ggml_type t) noexcept {
-  switch (t) {
-    case ggml_type::q4_0:
-    case ggml_type::q4_1:
-    case ggml_type::q5_0:
-    case ggml_type::q5_1:
-    case ggml_type::q8_0:
-    case ggml_type::q2_K:
-    case ggml_type::q3_K:
-    case ggml_type::q4_K:
-    case ggml_type::q5_K:
-    case ggml_type::q6_K:
-      return true;
-    default:
-      return false;
-  }
+  const ggml_type_info* info = find_ggml_type(static_cast<std::uint32_t>(t));
+  return info != nullptr && info->block_elements > 1 && info->dequantizable && t != ggml_type::q8_K;
 }
 
 /// Bytes a load borrowed from the mapping (no copy) and allocated (dequantized or copied).

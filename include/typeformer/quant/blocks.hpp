@@ -78,7 +78,21 @@ enum class ggml_type : std::uint32_t {
   mxfp4 = 39,
   nvfp4 = 40,
   q1_0 = 41,
+  // typeformer's own layouts (quant/nf4.hpp, quant/int_formats.hpp). Codes from
+  // typeformer_type_base = 1024 up, far outside ggml's range (< 64 in 2026): llama.cpp and
+  // gguf-py refuse a file holding them ("invalid tensor type"), and a reader must know them.
+  tfm_nf4 = 1024,      ///< QLoRA NormalFloat-4, blocks of 64, f16 absmax (block_nf4)
+  tfm_i4_g64 = 1025,   ///< asymmetric INT4, groups of 64 (GPTQ/AWQ layout; block_i4_g64)
+  tfm_i4_g128 = 1026,  ///< asymmetric INT4, groups of 128 (block_i4_g128)
 };
+
+/// The first typeformer-specific element-type code (see ggml_type::tfm_nf4).
+inline constexpr std::uint32_t typeformer_type_base = 1024;
+
+/// True for the typeformer-specific codes (files with them are not readable by llama.cpp).
+constexpr bool is_typeformer_type(ggml_type t) noexcept {
+  return static_cast<std::uint32_t>(t) >= typeformer_type_base;
+}
 
 /// One row of the element-type table.
 struct ggml_type_info {
@@ -91,7 +105,9 @@ struct ggml_type_info {
 
 /// The one table of file element types (STYLE.md item 19). Sizes from ggml-common.h; they equal
 /// gguf-py's GGML_QUANT_SIZES (tests/unit/io_gguf checks the block structs against it).
-inline constexpr std::array<ggml_type_info, 34> ggml_type_table{{
+/// The last three rows are typeformer's own layouts (codes >= typeformer_type_base); the rows
+/// before them are ggml's, in ggml's order.
+inline constexpr std::array<ggml_type_info, 37> ggml_type_table{{
     {"F32", ggml_type::f32, 1, 4, true},
     {"F16", ggml_type::f16, 1, 2, true},
     {"Q4_0", ggml_type::q4_0, 32, 2 + 16, true},
@@ -126,7 +142,13 @@ inline constexpr std::array<ggml_type_info, 34> ggml_type_table{{
     {"MXFP4", ggml_type::mxfp4, 32, 1 + 16, false},
     {"NVFP4", ggml_type::nvfp4, 64, 4 + 32, false},
     {"Q1_0", ggml_type::q1_0, 128, 2 + 16, false},
+    {"TFM_NF4", ggml_type::tfm_nf4, 64, 2 + 32, true},
+    {"TFM_I4_G64", ggml_type::tfm_i4_g64, 64, 2 + 2 + 32, true},
+    {"TFM_I4_G128", ggml_type::tfm_i4_g128, 128, 2 + 2 + 64, true},
 }};
+
+/// Rows of ggml_type_table that are ggml's (the rest are typeformer's, at the end).
+inline constexpr std::size_t ggml_upstream_type_count = 34;
 
 /// The table row of a file code, or nullptr when the code is not a GGML type (or was retired).
 constexpr const ggml_type_info* find_ggml_type(std::uint32_t code) noexcept {
@@ -237,6 +259,36 @@ struct block_q8_K {
   std::int16_t bsums[16];  ///< sums of the quants in groups of 16
 };
 
+// ---- typeformer's layouts (not GGML; see ggml_type::tfm_nf4) -----------------------------------
+// A 4-bit block is a run of 32-value sub-blocks with Q4_0's nibble order: sub-block s uses
+// qs[16s .. 16s + 15]; element 32s + j is the low nibble of qs[16s + j], element 32s + 16 + j the
+// high nibble. The blocks are self-contained (no per-row or per-tensor side data): GGUF sizes a
+// tensor as elements / block_elements * block_bytes and the kernels address row n of a matrix as
+// n * K / block_elements blocks, so every scale a block needs lives inside it.
+
+/// NF4 (Dettmers et al. 2023, QLoRA, arXiv:2305.14314): 64 weights, x = NF4[q] * d with NF4 the
+/// paper's 16 NormalFloat levels (quant/nf4.hpp) and d the block's absmax. 4.25 bits per weight.
+/// The absmax is an f16 here, not the paper's double-quantized 8-bit code: see quant/nf4.hpp
+/// for why, and for the double-quantization codec (quantize_nf4_dq) that stores 4.127 bits.
+struct block_nf4 {
+  f16 d;                ///< absmax of the block's 64 inputs
+  std::uint8_t qs[32];  ///< two 32-value sub-blocks of NF4 codes, nibble order as above
+};
+/// INT4 with a group of 64 (the GPTQ / AWQ layout, asymmetric): x = d * q + m, q in 0..15.
+/// 4.5 bits per weight. Group 32 with f16 d and m is exactly Q4_1 (block_q4_1), which llama.cpp
+/// runs; this is two Q4_1 nibble arrays sharing one (d, m).
+struct block_i4_g64 {
+  f16 d;                ///< scale
+  f16 m;                ///< minimum (GPTQ's -scale * zero)
+  std::uint8_t qs[32];  ///< two sub-blocks of 32 nibbles
+};
+/// INT4 with a group of 128: x = d * q + m, q in 0..15. 4.25 bits per weight.
+struct block_i4_g128 {
+  f16 d;                ///< scale
+  f16 m;                ///< minimum
+  std::uint8_t qs[64];  ///< four sub-blocks of 32 nibbles
+};
+
 /// block_traits<B>::info is B's table row; value_type = float (what it dequantizes to).
 template <class Block>
 struct block_traits;
@@ -251,7 +303,7 @@ struct block_traits;
     using value_type = float;                                                                   \
   };                                                                                            \
   static_assert(sizeof(B) == block_traits<B>::block_bytes,                                      \
-                "tfm::" #B " must have the size of the published GGML block (ggml-common.h)."); \
+                "tfm::" #B " must have the size of its table row (ggml-common.h, blocks.hpp)"); \
   static_assert(std::is_standard_layout_v<B> && std::is_trivially_copyable_v<B>,                \
                 "tfm::" #B " must be a plain standard-layout struct (its bytes are the file).")
 
@@ -267,6 +319,9 @@ TFM_DETAIL_BLOCK_TRAITS(block_q4_K, q4_K);
 TFM_DETAIL_BLOCK_TRAITS(block_q5_K, q5_K);
 TFM_DETAIL_BLOCK_TRAITS(block_q6_K, q6_K);
 TFM_DETAIL_BLOCK_TRAITS(block_q8_K, q8_K);
+TFM_DETAIL_BLOCK_TRAITS(block_nf4, tfm_nf4);
+TFM_DETAIL_BLOCK_TRAITS(block_i4_g64, tfm_i4_g64);
+TFM_DETAIL_BLOCK_TRAITS(block_i4_g128, tfm_i4_g128);
 #undef TFM_DETAIL_BLOCK_TRAITS
 
 // The sizes the format publishes (TESTING.md "Quantization"), spelled out once more.
@@ -275,6 +330,8 @@ static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18 && sizeof(blo
                   sizeof(block_q3_K) == 110 && sizeof(block_q5_K) == 176 &&
                   sizeof(block_q8_K) == 292,
               "tfm: a GGML block struct does not have its published size (ggml-common.h).");
+static_assert(sizeof(block_nf4) == 34 && sizeof(block_i4_g64) == 36 && sizeof(block_i4_g128) == 68,
+              "tfm: a typeformer block struct does not have its documented size (blocks.hpp).");
 
 /// True for the block structs above.
 template <class T>
@@ -283,8 +340,9 @@ concept ggml_block = requires {
 };
 
 /// Run-time type -> block struct, written once: calls f(static_cast<const B*>(nullptr)) with B
-/// the block struct of the weight format `t` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ... Q6_K; not
-/// the activation formats Q8_1 and Q8_K) and returns true, or returns false for any other type.
+/// the block struct of the weight format `t` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ... Q6_K and
+/// typeformer's NF4, INT4-g64, INT4-g128; not the activation formats Q8_1 and Q8_K) and returns
+/// true, or returns false for any other type.
 /// Kernels that exist for only some formats test `B` with `if constexpr` inside `f`.
 template <class F>
 bool visit_weight_block(ggml_type t, F&& f) {
@@ -303,6 +361,9 @@ bool visit_weight_block(ggml_type t, F&& f) {
     TFM_DETAIL_VISIT(block_q4_K, q4_K)
     TFM_DETAIL_VISIT(block_q5_K, q5_K)
     TFM_DETAIL_VISIT(block_q6_K, q6_K)
+    TFM_DETAIL_VISIT(block_nf4, tfm_nf4)
+    TFM_DETAIL_VISIT(block_i4_g64, tfm_i4_g64)
+    TFM_DETAIL_VISIT(block_i4_g128, tfm_i4_g128)
 #undef TFM_DETAIL_VISIT
     default:
       return false;

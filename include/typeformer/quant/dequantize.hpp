@@ -24,6 +24,9 @@
 //   - dequantize(t, bytes, y): bytes.size() must be a whole number of blocks of t and y must hold
 //     bytes/block_bytes*block_elements floats, else tfm::value_error; a type this header does
 //     not dequantize (IQ*, TQ*, Q8_1, MXFP4, integer types, F64) -> tfm::unsupported_error.
+//   - typeformer's own layouts (TFM_NF4, TFM_I4_G64, TFM_I4_G128; gguf-py cannot read them) are
+//     dequantized by the dequantize_block overloads of quant/nf4.hpp and quant/int_formats.hpp,
+//     bitwise equal to the numpy reference of tests/data/quant_ext/gen_fixtures.py.
 //   Sources: gguf-py gguf/quants.py (dequantize_blocks of each class), ggml/src/ggml-quants.c
 //   (dequantize_row_*), ggml/src/ggml-common.h.
 #pragma once
@@ -32,6 +35,8 @@
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/half.hpp"
 #include "typeformer/quant/blocks.hpp"
+#include "typeformer/quant/int_formats.hpp"
+#include "typeformer/quant/nf4.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -261,6 +266,12 @@ inline void dequantize(ggml_type t, std::span<const std::byte> src, std::span<fl
       return detail::dequant::run<block_q6_K>(s, n_blocks, y);
     case ggml_type::q8_K:
       return detail::dequant::run<block_q8_K>(s, n_blocks, y);
+    case ggml_type::tfm_nf4:  // typeformer's layouts: quant/nf4.hpp, quant/int_formats.hpp
+      return detail::dequant::run<block_nf4>(s, n_blocks, y);
+    case ggml_type::tfm_i4_g64:
+      return detail::dequant::run<block_i4_g64>(s, n_blocks, y);
+    case ggml_type::tfm_i4_g128:
+      return detail::dequant::run<block_i4_g128>(s, n_blocks, y);
     default:
       break;
   }

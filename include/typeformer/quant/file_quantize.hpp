@@ -1,45 +1,62 @@
 // typeformer/quant/file_quantize.hpp
 //
 // WHAT THIS REPRESENTS
-//   Quantization of a whole GGUF model file, as llama.cpp's `llama-quantize IN OUT TYPE` does it
-//   without an importance matrix (round to nearest): the library part of `tfm quantize`.
+//   Quantization of a whole GGUF model file, as llama.cpp's `llama-quantize [--imatrix FILE] IN
+//   OUT TYPE` does it: the library part of `tfm quantize`.
 //
-//     find_quantize_preset("q4_k")  -> the preset (Q4_K_M: llama_ftype 15, base type Q4_K, mix)
-//     plan_quantization(file, p)    -> per tensor: the output type and why (no data touched)
-//     quantize_gguf(file, out, p)   -> writes OUT, returns per-tensor RMSE, bytes and totals
+//     find_quantize_preset("q4_k")     -> the preset (Q4_K_M: llama_ftype 15, base type Q4_K, mix)
+//     plan_quantization(file, p, im)   -> per tensor: the output type and why (no data touched)
+//     quantize_gguf(file, out, p, o)   -> writes OUT, returns per-tensor RMSE, bytes and totals;
+//                                         o.imatrix: an importance matrix (quant/imatrix.hpp)
 //
 // CONTRACTS
 //   - Presets are llama-quantize's names, case-insensitive: Q4_0 (file type 2), Q4_1 (3), Q8_0 (7),
-//     Q5_0 (8), Q5_1 (9), Q4_K_M (15; "Q4_K" is its alias, as in llama-quantize), Q6_K (18), F16
-//     (1), BF16 (32), F32 (0). The values are gguf-py's LlamaFileType (llama.h's llama_ftype).
-//   - Tensor types follow src/llama-quant.cpp of llama.cpp (llama_tensor_get_type and its
-//     helpers; read in ggml-org/llama.cpp, 2025/2026) with the default parameters
-//     (llama_model_quantize_default_params: no imatrix, quantize_output_tensor, not pure):
+//     Q5_0 (8), Q5_1 (9), Q2_K (10), Q3_K_S (11), Q3_K_M (12), Q3_K_L (13), Q4_K_S (14), Q4_K_M
+//     (15), Q5_K_S (16), Q5_K_M (17), Q6_K (18), F16 (1), BF16 (32), F32 (0); "Q3_K", "Q4_K" and
+//     "Q5_K" are Q3_K_M, Q4_K_M and Q5_K_M, as in llama-quantize. The values are gguf-py's
+//     LlamaFileType (llama.h's llama_ftype).
+//   - Tensor types follow src/llama-quant.cpp of llama.cpp (llama_tensor_get_type_impl and its
+//     helpers, as vendored in llama-cpp-python 0.3.36) with the default parameters
+//     (llama_model_quantize_default_params: quantize_output_tensor, not pure):
 //     1. A tensor is quantized only when it has 2 or more dims, its name ends in "weight" and is
-//     not
-//        a norm ("_norm.weight"), an MoE router ("ffn_gate_inp.weight"), a position or token-type
-//        embedding ("position_embd.weight", "token_types.weight") or one of the small tensors
-//        llama.cpp lists (ssm_conv1d, attn_rel_b, altup, laurel, per_layer_model_proj,
+//        not a norm ("_norm.weight"), an MoE router ("ffn_gate_inp.weight"), a position or
+//        token-type embedding ("position_embd.weight", "token_types.weight") or one of the small
+//        tensors llama.cpp lists (ssm_conv1d, attn_rel_b, altup, laurel, per_layer_model_proj,
 //        shortconv.conv, RWKV time_mix_*), and its type is a float or dequantizable type.
 //        Every other tensor keeps its type and its bytes (1-D tensors stay F32 when they are).
 //     2. F16 / BF16 / F32 presets: every quantizable tensor gets that type.
-//     3. Otherwise the base type, then the mix:
+//     3. Otherwise the base type (Q2_K; Q3_K for Q3_K_*; Q4_K for Q4_K_*; Q5_K for Q5_K_*), then
+//        the mix (categories by name as llama.cpp's tensor_get_category; attn_v-like = attn_v,
+//        attn_qkv, attn_kv_b, counted i of n in llama.cpp's order: layer number, then name;
+//        ffn_down's layer i = its index among the ffn_down tensors, n = block_count; gqa =
+//        head_count / head_count_kv; use_more_bits(i, n) = i < n/8 || i >= 7n/8 ||
+//        (i - n/8) % 3 == 2):
 //        - output.weight, and token_embd.weight when the file has no output.weight (tied
-//          embeddings: llama.cpp quantizes it as the output): Q8_0 when ne[0] is not a multiple
-//          of the base type's block, else Q6_K unless the base type is Q8_0;
-//        - Q4_K_M only: attn_v (and attn_qkv / attn_kv_b) -> Q6_K when use_more_bits(i, n) for the
-//          i-th of n such tensors in llama.cpp's order (layer number, then name); ffn_down of layer
-//          i -> Q6_K when use_more_bits(i, block_count); attn_qkv -> Q5_K (not implemented here:
-//          refused with tfm::unsupported_error). use_more_bits(i, n) = i < n/8 || i >= 7n/8 ||
-//          (i - n/8) % 3 == 2.
-//     4. Fallback when ne[0] is not a multiple of the chosen type's block: Q4_K -> Q5_0,
-//        Q6_K -> Q8_0 (llama.cpp's table), and then, or for a legacy 32-block type, F16.
-//        (llama.cpp refuses a legacy type on such a tensor; we write F16 and say so.)
+//          embeddings): Q8_0 when ne[0] is not a multiple of the base type's block, else Q6_K
+//          unless the base type is Q8_0;
+//        - attn_v-like: Q2_K -> Q4_K if gqa >= 4 else Q3_K; Q3_K_M -> Q5_K for i < 2 else Q4_K;
+//          Q3_K_L -> Q5_K; Q4_K_M, Q5_K_M -> Q6_K when use_more_bits(i, n); Q4_K_S -> Q5_K for
+//          i < 4. (attn_qkv takes this branch: llama.cpp's later attn_qkv rule is unreachable.)
+//        - ffn_down: Q2_K -> Q3_K; Q3_K_M -> Q5_K for i < n/16 else Q4_K; Q3_K_L -> Q5_K;
+//          Q4_K_M, Q5_K_M -> Q6_K when use_more_bits(i, n); Q4_K_S -> Q5_K for i < n/8; with an
+//          imatrix, Q4_0 / Q5_0 -> Q4_1 / Q5_1 for i < n/8.
+//        - attn_output: Q2_K -> Q3_K; Q3_K_M -> Q4_K; Q3_K_L -> Q5_K.
+//        Not modelled: llama.cpp's cases for 8-expert MoE models, Falcon and 70B llamas.
+//     4. Fallback when ne[0] is not a multiple of the chosen type's block (llama.cpp's
+//        tensor_type_fallback): Q2_K, Q3_K -> Q4_0; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0;
+//        then, or for a legacy 32-block type, F16 when ne[0] is still not a whole block.
 //     5. A tensor whose chosen type equals its input type is copied byte for byte.
+//   - Importance matrix (options.imatrix): each converted tensor whose name the imatrix holds
+//     gets its importance(name) (in_sum2 / count) when the output type uses one
+//     (uses_importance: Q4_0 ... Q5_1 and every K type; not Q8_0 or floats), as llama-quantize
+//     passes it to ggml_quantize_chunk; the size must be ne[0] * ne[2] (tfm::shape_error naming
+//     the tensor otherwise); absent names are quantized without. token_embd and output are
+//     never in an imatrix from llama-imatrix / tfm imatrix (no product / not collected).
 //   - Quantized input (e.g. a Q4_1 file) is dequantized with tfm::dequantize first
 //     (llama-quantize's --allow-requantize); the report says so (requantized).
 //   - Bytes: each row is quantized by tfm::quantize_row (quant/quantize.hpp: Q8_0 ... Q5_1 equal to
-//     gguf.quants.quantize, Q4_K / Q6_K llama.cpp's reference algorithm); F16 / BF16 round to
+//     gguf.quants.quantize, the K types and every importance-weighted quantizer equal to
+//     llama.cpp's ggml_quantize_chunk on the test rows); F16 / BF16 round to
 //     nearest even. Rows are split into contiguous ranges over `threads` std::threads; every row
 //     is one thread's work and the per-row squared errors are summed in row order, so the file
 //     and the report do not depend on the thread count.
@@ -64,6 +81,8 @@
 #include "typeformer/io/gguf.hpp"
 #include "typeformer/quant/blocks.hpp"
 #include "typeformer/quant/dequantize.hpp"
+#include "typeformer/quant/imatrix.hpp"
+#include "typeformer/quant/int_formats.hpp"
 #include "typeformer/quant/quantize.hpp"
 
 #include <algorithm>
@@ -89,28 +108,46 @@ struct quantize_preset {
   std::string_view name;    ///< llama-quantize's name, upper case ("Q4_K_M")
   std::uint32_t file_type;  ///< general.file_type (llama_ftype)
   ggml_type base;           ///< the type of most tensors
-  bool k_mix;               ///< the Q4_K_M rules (attn_v / ffn_down to Q6_K on some layers)
+  bool k_mix;               ///< llama.cpp's per-tensor mix of a K preset (attn_v, ffn_down, ...)
+  /// Q8_0 blocks holding one scale per row (INT8 per output channel, quant/int_formats.hpp).
+  bool per_channel = false;
 };
 
-inline constexpr std::array<quantize_preset, 10> quantize_presets{{
-    {"Q4_0", 2, ggml_type::q4_0, false},
-    {"Q4_1", 3, ggml_type::q4_1, false},
-    {"Q5_0", 8, ggml_type::q5_0, false},
-    {"Q5_1", 9, ggml_type::q5_1, false},
-    {"Q8_0", 7, ggml_type::q8_0, false},
-    {"Q4_K_M", 15, ggml_type::q4_K, true},
-    {"Q6_K", 18, ggml_type::q6_K, false},
-    {"F16", 1, ggml_type::f16, false},
-    {"BF16", 32, ggml_type::bf16, false},
-    {"F32", 0, ggml_type::f32, false},
+/// llama-quantize's presets, then typeformer's own (I8, NF4, I4_G64, I4_G128: layouts of
+/// quant/int_formats.hpp and quant/nf4.hpp; general.file_type 1100+ for the three that llama.cpp
+/// cannot read, 7 = MOSTLY_Q8_0 for I8, whose file llama.cpp runs).
+inline constexpr std::array<quantize_preset, 21> quantize_presets{{
+    {"Q4_0", 2, ggml_type::q4_0, false, false},
+    {"Q4_1", 3, ggml_type::q4_1, false, false},
+    {"Q5_0", 8, ggml_type::q5_0, false, false},
+    {"Q5_1", 9, ggml_type::q5_1, false, false},
+    {"Q8_0", 7, ggml_type::q8_0, false, false},
+    {"Q2_K", 10, ggml_type::q2_K, true, false},
+    {"Q3_K_S", 11, ggml_type::q3_K, true, false},
+    {"Q3_K_M", 12, ggml_type::q3_K, true, false},
+    {"Q3_K_L", 13, ggml_type::q3_K, true, false},
+    {"Q4_K_S", 14, ggml_type::q4_K, true, false},
+    {"Q4_K_M", 15, ggml_type::q4_K, true, false},
+    {"Q5_K_S", 16, ggml_type::q5_K, true, false},
+    {"Q5_K_M", 17, ggml_type::q5_K, true, false},
+    {"Q6_K", 18, ggml_type::q6_K, false, false},
+    {"F16", 1, ggml_type::f16, false, false},
+    {"BF16", 32, ggml_type::bf16, false, false},
+    {"F32", 0, ggml_type::f32, false, false},
+    {"I8", 7, ggml_type::q8_0, false, true},
+    {"NF4", 1100, ggml_type::tfm_nf4, false, false},
+    {"I4_G64", 1101, ggml_type::tfm_i4_g64, false, false},
+    {"I4_G128", 1102, ggml_type::tfm_i4_g128, false, false},
 }};
 
-/// The preset named `name` (case-insensitive; "Q4_K" is Q4_K_M), or nullptr.
+/// The preset named `name` (case-insensitive; "Q3_K", "Q4_K", "Q5_K" are Q3_K_M, Q4_K_M, Q5_K_M
+/// as in llama-quantize; "I4_G32" is Q4_1), or nullptr.
 inline const quantize_preset* find_quantize_preset(std::string_view name) noexcept {
   std::string up(name);
   for (char& c : up)
     if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  if (up == "Q4_K") up = "Q4_K_M";
+  if (up == "Q3_K" || up == "Q4_K" || up == "Q5_K") up += "_M";
+  if (up == "I4_G32") up = "Q4_1";  // INT4 in groups of 32 is Q4_1's layout
   for (const quantize_preset& p : quantize_presets)
     if (p.name == up) return &p;
   return nullptr;
@@ -122,7 +159,10 @@ inline std::string quantize_preset_names() {
   for (const quantize_preset& p : quantize_presets) {
     if (!s.empty()) s += ", ";
     for (char c : p.name) s += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    if (p.name == "Q3_K_M") s += " (q3_k)";
     if (p.name == "Q4_K_M") s += " (q4_k)";
+    if (p.name == "Q5_K_M") s += " (q5_k)";
+    if (p.name == "Q4_1") s += " (i4_g32)";
   }
   return s;
 }
@@ -188,17 +228,41 @@ inline bool float_type(ggml_type t) noexcept {
   return t == ggml_type::f32 || t == ggml_type::f16 || t == ggml_type::bf16;
 }
 
-enum class category { token_embd, output, attn_v, attn_qkv, ffn_down, other };
+/// llama.cpp's tensor_get_category (src/llama-quant.cpp), in its order of tests.
+enum class category {
+  token_embd,
+  output,
+  attn_qkv,
+  attn_kv_b,
+  attn_v,
+  attn_k,
+  attn_q,
+  attn_output,
+  ffn_up,
+  ffn_gate,
+  ffn_down,
+  other
+};
 
 inline category category_of(std::string_view name) noexcept {
   if (name == "output.weight") return category::output;
   if (name == "token_embd.weight" || name == "per_layer_token_embd.weight")
     return category::token_embd;
   if (contains(name, "attn_qkv.weight")) return category::attn_qkv;
-  if (contains(name, "attn_kv_b.weight") || contains(name, "attn_v.weight"))
-    return category::attn_v;
+  if (contains(name, "attn_kv_b.weight")) return category::attn_kv_b;
+  if (contains(name, "attn_v.weight")) return category::attn_v;
+  if (contains(name, "attn_k.weight")) return category::attn_k;
+  if (contains(name, "attn_q.weight")) return category::attn_q;
+  if (contains(name, "attn_output.weight")) return category::attn_output;
+  if (contains(name, "ffn_up")) return category::ffn_up;
+  if (contains(name, "ffn_gate")) return category::ffn_gate;
   if (contains(name, "ffn_down")) return category::ffn_down;
   return category::other;
+}
+
+/// attn_v-like tensors (llama.cpp's category_is_attn_v: attn_v, attn_qkv, attn_kv_b).
+inline bool attn_v_like(category c) noexcept {
+  return c == category::attn_v || c == category::attn_qkv || c == category::attn_kv_b;
 }
 
 /// The layer number of "blk.N....", or -1.
@@ -220,32 +284,126 @@ inline bool use_more_bits(int i, int n) noexcept {
 
 inline std::string upper_name(ggml_type t) { return std::string(ggml_type_name(t)); }
 
+/// llama.cpp's llama_tensor_get_type_impl for the presets here (no MoE-8, Falcon or 70B
+/// special cases): the type of a quantizable tensor of category `cat` before the fallback.
+/// i_wv / n_wv: index and count of the attn_v-like tensors; i_layer / n_layer: the ffn_down's
+/// layer (its index among the ffn_down tensors) and the layer count; gqa = heads / kv heads.
+inline ggml_type mix_type(const quantize_preset& p, category cat, ggml_type base,
+                          std::int64_t ncols, bool tied, int i_wv, int n_wv, int i_layer,
+                          int n_layer, int gqa, bool has_imatrix, std::string& note) {
+  const std::uint32_t ft = p.file_type;
+  constexpr std::uint32_t Q4_0 = 2, Q5_0 = 8, Q2_K = 10, Q3_K_M = 12, Q3_K_L = 13, Q4_K_S = 14,
+                          Q4_K_M = 15, Q5_K_M = 17;
+  ggml_type ty = base;
+  auto why = [&](std::string s) { note = std::move(s); };
+  if (cat == category::output || (tied && cat == category::token_embd)) {
+    const auto blk = static_cast<std::int64_t>(ggml_type_info_of(base).block_elements);
+    if (is_typeformer_type(base) && ncols % 32 == 0) {
+      ty = ggml_type::q8_0;  // typeformer's presets keep the head in 8 bits
+      why(cat == category::token_embd ? "tied output -> Q8_0" : "output -> Q8_0");
+    } else if (ncols % blk != 0) {
+      ty = ggml_type::q8_0;
+      why("output: ne[0] not a multiple of " + std::to_string(blk) + " -> Q8_0");
+    } else if (base != ggml_type::q8_0) {
+      ty = ggml_type::q6_K;
+      if (base != ggml_type::q6_K)
+        why(cat == category::token_embd ? "tied output -> Q6_K" : "output -> Q6_K");
+    }
+    return ty;
+  }
+  if (cat == category::token_embd) return ty;
+  const std::string wv = "attn_v " + std::to_string(i_wv) + "/" + std::to_string(n_wv);
+  const std::string fd =
+      "ffn_down layer " + std::to_string(i_layer) + "/" + std::to_string(n_layer);
+  if (attn_v_like(cat)) {
+    if (ft == Q2_K) {
+      ty = gqa >= 4 ? ggml_type::q4_K : ggml_type::q3_K;
+      why(wv + (gqa >= 4 ? " (gqa >= 4) -> Q4_K" : " -> Q3_K"));
+    } else if (ft == Q3_K_M) {
+      ty = i_wv < 2 ? ggml_type::q5_K : ggml_type::q4_K;
+      why(wv + (i_wv < 2 ? " first two -> Q5_K" : " -> Q4_K"));
+    } else if (ft == Q3_K_L) {
+      ty = ggml_type::q5_K;
+      why(wv + " -> Q5_K");
+    } else if ((ft == Q4_K_M || ft == Q5_K_M) && use_more_bits(i_wv, n_wv)) {
+      ty = ggml_type::q6_K;
+      why(wv + " more bits -> Q6_K");
+    } else if (ft == Q4_K_S && i_wv < 4) {
+      ty = ggml_type::q5_K;
+      why(wv + " first four -> Q5_K");
+    }
+  } else if (cat == category::ffn_down) {
+    if (ft == Q2_K) {
+      ty = ggml_type::q3_K;
+      why(fd + " -> Q3_K");
+    } else if (ft == Q3_K_M) {
+      ty = i_layer < n_layer / 16 ? ggml_type::q5_K : ggml_type::q4_K;
+      why(fd + (i_layer < n_layer / 16 ? " first 1/16 -> Q5_K" : " -> Q4_K"));
+    } else if (ft == Q3_K_L) {
+      ty = ggml_type::q5_K;
+      why(fd + " -> Q5_K");
+    } else if (ft == Q4_K_M) {
+      if (use_more_bits(i_layer, n_layer)) {
+        ty = ggml_type::q6_K;
+        why(fd + " more bits -> Q6_K");
+      }
+    } else if (ft == Q5_K_M && use_more_bits(i_layer, n_layer)) {
+      ty = ggml_type::q6_K;
+      why(fd + " more bits -> Q6_K");
+    } else if (ft == Q4_K_S && i_layer < n_layer / 8) {
+      ty = ggml_type::q5_K;
+      why(fd + " first 1/8 -> Q5_K");
+    } else if ((ft == Q4_0 || ft == Q5_0) && has_imatrix && i_layer < n_layer / 8) {
+      ty = ft == Q4_0 ? ggml_type::q4_1 : ggml_type::q5_1;
+      why(fd + " first 1/8 with imatrix -> " + upper_name(ty));
+    }
+  } else if (cat == category::attn_output) {
+    if (ft == Q2_K) {
+      ty = ggml_type::q3_K;
+      why("attn_output -> Q3_K");
+    } else if (ft == Q3_K_M) {
+      ty = ggml_type::q4_K;
+      why("attn_output -> Q4_K");
+    } else if (ft == Q3_K_L) {
+      ty = ggml_type::q5_K;
+      why("attn_output -> Q5_K");
+    }
+  }
+  return ty;
+}
+
 }  // namespace detail::fq
 
-/// The output type of every tensor of `f` under preset `p` (in file order), by the rules above.
+/// The output type of every tensor of `f` under preset `p` (in file order), by the rules above;
+/// `has_imatrix`: an importance matrix will be given (llama.cpp's Q4_0 / Q5_0 ffn_down rule).
 /// Throws tfm::unsupported_error for a tensor this build cannot read or write in the chosen type.
 inline std::vector<tensor_quant_plan> plan_quantization(const io::gguf_file& f,
-                                                        const quantize_preset& p) {
+                                                        const quantize_preset& p,
+                                                        bool has_imatrix = false) {
   namespace fq = detail::fq;
   const auto tensors = f.tensors();
   const std::size_t n = tensors.size();
   bool tied = true;
-  int n_attn_v = 0, max_layer = -1;
+  int n_wv = 0, max_layer = -1;
   for (const auto& t : tensors) {
     const auto c = fq::category_of(t.name);
     if (c == fq::category::output) tied = false;
-    if (c == fq::category::attn_v || c == fq::category::attn_qkv) ++n_attn_v;
+    if (fq::attn_v_like(c)) ++n_wv;
     max_layer = std::max(max_layer, fq::layer_of(t.name));
   }
-  // n_layer: <arch>.block_count as llama.cpp reads it, else from the names.
-  int n_layer = max_layer + 1;
+  // n_layer: <arch>.block_count as llama.cpp reads it, else from the names; gqa from the heads.
+  int n_layer = max_layer + 1, gqa = 1, n_expert = 0;
   if (const auto* arch = f.find("general.architecture");
       arch != nullptr && arch->value.type() == io::gguf_type::string) {
-    const std::string key = std::string(arch->value.as_string()) + ".block_count";
-    n_layer = static_cast<int>(f.get_or<index_t>(key, n_layer));  // mistyped: an error
+    const std::string a(arch->value.as_string());
+    n_layer = static_cast<int>(f.get_or<index_t>(a + ".block_count", n_layer));  // mistyped: error
+    const auto heads = f.get_or<index_t>(a + ".attention.head_count", 0);
+    const auto kv = f.get_or<index_t>(a + ".attention.head_count_kv", heads);
+    if (heads > 0 && kv > 0) gqa = static_cast<int>(heads / kv);
+    n_expert = static_cast<int>(f.get_or<index_t>(a + ".expert_count", 0));
   }
-  // llama.cpp visits the tensors by (layer number, name) (weight_name_comparer); the attn_v
-  // counter follows that order.
+  // llama.cpp visits the tensors by (layer number, name) (weight_name_comparer); the attn_v and
+  // ffn_down counters follow that order.
   std::vector<std::size_t> order(n);
   for (std::size_t i = 0; i < n; ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
@@ -254,7 +412,7 @@ inline std::vector<tensor_quant_plan> plan_quantization(const io::gguf_file& f,
     return tensors[a].name < tensors[b].name;
   });
   std::vector<tensor_quant_plan> plan(n);
-  int i_attn_v = 0, i_ffn_down = 0;
+  int i_wv = 0, i_ffn_down = 0;
   for (std::size_t idx : order) {
     const io::gguf_tensor_info& t = tensors[idx];
     tensor_quant_plan& r = plan[idx];
@@ -268,43 +426,39 @@ inline std::vector<tensor_quant_plan> plan_quantization(const io::gguf_file& f,
       return static_cast<std::int64_t>(ggml_type_info_of(x).block_elements);
     };
     if (!fq::float_type(p.base)) {
-      if (cat == fq::category::output || (tied && cat == fq::category::token_embd)) {
-        if (ncols % block_of(ty) != 0) {
-          ty = ggml_type::q8_0;
-          r.note =
-              "output: ne[0] not a multiple of " + std::to_string(block_of(p.base)) + " -> Q8_0";
-        } else if (ty != ggml_type::q8_0) {
-          ty = ggml_type::q6_K;
-          if (p.base != ggml_type::q6_K)
-            r.note =
-                tied && cat == fq::category::token_embd ? "tied output -> Q6_K" : "output -> Q6_K";
-        }
-      } else if (p.k_mix && cat == fq::category::attn_v) {
-        if (fq::use_more_bits(i_attn_v, n_attn_v)) {
-          ty = ggml_type::q6_K;
-          r.note = "attn_v " + std::to_string(i_attn_v) + "/" + std::to_string(n_attn_v) +
-                   " more bits -> Q6_K";
-        }
-      } else if (p.k_mix && cat == fq::category::attn_qkv) {
-        fail(errc::unsupported, "tfm::plan_quantization: tensor '", t.name,
-             "' would be Q5_K in Q4_K_M (llama.cpp's rule for fused attn_qkv), which has no "
-             "quantizer in this build");
-      } else if (p.k_mix && cat == fq::category::ffn_down) {
-        const int layer = fq::layer_of(t.name) >= 0 ? fq::layer_of(t.name) : i_ffn_down;
-        if (fq::use_more_bits(layer, n_layer)) {
-          ty = ggml_type::q6_K;
-          r.note = "ffn_down layer " + std::to_string(layer) + "/" + std::to_string(n_layer) +
-                   " more bits -> Q6_K";
-        }
-      }
-      if (cat == fq::category::attn_v || cat == fq::category::attn_qkv) ++i_attn_v;
+      // ffn_down's layer: its index among the ffn_down tensors (llama.cpp's i_ffn_down), or the
+      // layer in the name for MoE files (n_expert > 1), as llama.cpp's layer_info.
+      int layer = i_ffn_down;
+      if (n_expert > 1 && fq::layer_of(t.name) >= 0) layer = fq::layer_of(t.name);
+      ty = fq::mix_type(p, cat, p.base, ncols, tied, i_wv, n_wv, layer, n_layer, gqa, has_imatrix,
+                        r.note);
+      if (fq::attn_v_like(cat)) ++i_wv;
       if (cat == fq::category::ffn_down) ++i_ffn_down;
-      // llama.cpp's tensor_type_fallback.
-      if (ncols % block_of(ty) != 0) {
+      if (ncols % block_of(ty) != 0) {  // llama.cpp's tensor_type_fallback
         const ggml_type wanted = ty;
-        ty = wanted == ggml_type::q4_K   ? ggml_type::q5_0
-             : wanted == ggml_type::q6_K ? ggml_type::q8_0
-                                         : ggml_type::f16;
+        switch (wanted) {
+          case ggml_type::q2_K:
+          case ggml_type::q3_K:
+            ty = ggml_type::q4_0;
+            break;
+          case ggml_type::q4_K:
+            ty = ggml_type::q5_0;
+            break;
+          case ggml_type::q5_K:
+            ty = ggml_type::q5_1;
+            break;
+          case ggml_type::q6_K:
+            ty = ggml_type::q8_0;
+            break;
+          case ggml_type::tfm_i4_g128:  // INT4 groups: the next smaller group (g32 = Q4_1)
+            ty = ncols % 64 == 0 ? ggml_type::tfm_i4_g64 : ggml_type::q4_1;
+            break;
+          case ggml_type::tfm_i4_g64:
+            ty = ggml_type::q4_1;
+            break;
+          default:
+            ty = ggml_type::f16;
+        }
         if (ncols % block_of(ty) != 0) ty = ggml_type::f16;
         if (!r.note.empty()) r.note += "; ";
         r.note += "ne[0] " + std::to_string(ncols) + " not a multiple of " +
@@ -335,6 +489,7 @@ struct quantized_tensor {
   double rmse = 0;  ///< of the dequantized output against the input as float
   std::uint64_t bytes_in = 0, bytes_out = 0, n_elements = 0;
   std::string note;
+  bool imatrix = false;  ///< the quantizer was given this tensor's importance vector
 };
 
 struct quantize_gguf_report {
@@ -343,6 +498,7 @@ struct quantize_gguf_report {
   std::uint64_t file_bytes_in = 0, file_bytes_out = 0;
   std::uint64_t tensor_bytes_in = 0, tensor_bytes_out = 0, n_elements = 0;
   int n_fallback = 0;        ///< tensors whose row length forced another type
+  int n_imatrix = 0;         ///< tensors quantized with an importance vector
   bool requantized = false;  ///< some input tensor was already quantized
   double seconds = 0;
   /// Bits per weight of the tensor data (llama.cpp's BPW).
@@ -356,6 +512,11 @@ struct quantize_gguf_report {
 
 struct quantize_gguf_options {
   int threads = 1;  ///< worker threads over rows (<= 0: std::thread::hardware_concurrency())
+  /// An importance matrix (quant/imatrix.hpp, llama-quantize --imatrix): each quantized tensor
+  /// whose name it holds gets importance(name) (n_mat * ne[0] values, the rows of matrix m =
+  /// r / ne[1] using slice m) for the types that use one (uses_importance); a size other than
+  /// ne[0] * ne[2] is a tfm::shape_error naming the tensor. Absent names are quantized without.
+  const imatrix_data* imatrix = nullptr;
 };
 
 namespace detail::fq {
@@ -367,7 +528,8 @@ inline void read_row(ggml_type t, std::span<const std::byte> src, std::span<floa
 
 /// One float row written as type `t` into dst.
 inline void write_row(ggml_type t, std::span<const float> x, std::span<std::byte> dst,
-                      std::string_view name, std::size_t row) {
+                      std::string_view name, std::size_t row,
+                      std::span<const float> importance = {}) {
   switch (t) {
     case ggml_type::f32:
       std::memcpy(dst.data(), x.data(), x.size() * 4);
@@ -385,8 +547,18 @@ inline void write_row(ggml_type t, std::span<const float> x, std::span<std::byte
       }
       return;
     default:
-      quantize_row(t, x, dst, name, row);
+      quantize_row(t, x, dst, name, row, importance);
   }
+}
+
+/// One float row as Q8_0 blocks sharing the row's scale (INT8 per output channel).
+inline void write_row_per_channel(std::span<const float> x, std::span<std::byte> dst,
+                                  std::string_view name, std::size_t row) {
+  for (std::size_t j = 0; j < x.size(); ++j)
+    if (!std::isfinite(x[j]))
+      fail(errc::value, "tfm::quantize_gguf: tensor '", name, "' row ", row, " column ", j, " is ",
+           x[j], ": INT8 per channel needs finite weights");
+  quantize_int8_per_channel(x.data(), 1, x.size(), dst, name);
 }
 
 inline std::uint64_t row_bytes(ggml_type t, std::int64_t ncols) {
@@ -402,7 +574,7 @@ inline quantize_gguf_report quantize_gguf(const io::gguf_file& f, const std::str
                                           const quantize_gguf_options& opt = {}) {
   namespace fq = detail::fq;
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<tensor_quant_plan> plan = plan_quantization(f, p);
+  const std::vector<tensor_quant_plan> plan = plan_quantization(f, p, opt.imatrix != nullptr);
   int threads = opt.threads > 0
                     ? opt.threads
                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -447,6 +619,21 @@ inline quantize_gguf_report quantize_gguf(const io::gguf_file& f, const std::str
       if (!fq::float_type(t.type)) rep.requantized = true;
       const std::int64_t ncols = t.ne[0];
       const std::uint64_t rows = ncols > 0 ? t.n_elements / static_cast<std::uint64_t>(ncols) : 0;
+      // the importance vector (llama-quantize: looked up by name, size ne[0] * ne[2])
+      std::vector<float> imp;
+      std::uint64_t rows_per_mat = rows;
+      if (opt.imatrix != nullptr && !fq::float_type(pl.out)) {
+        imp = opt.imatrix->importance(t.name);
+        const std::int64_t nmat = t.n_dims >= 3 ? t.ne[2] : 1;
+        if (!imp.empty() && imp.size() != static_cast<std::size_t>(ncols * nmat))
+          fail(errc::shape, "tfm::quantize_gguf: the imatrix has ", imp.size(), " values for '",
+               t.name, "' but the tensor needs ", ncols * nmat, " (ne[0] ", ncols, " x ", nmat,
+               " matrices): an imatrix of another model?");
+        if (!uses_importance(pl.out)) imp.clear();
+        if (nmat > 1) rows_per_mat = rows / static_cast<std::uint64_t>(nmat);
+        q.imatrix = !imp.empty();
+        if (q.imatrix) ++rep.n_imatrix;
+      }
       const std::uint64_t in_rb = fq::row_bytes(t.type, ncols);
       const std::uint64_t out_rb = fq::row_bytes(pl.out, ncols);
       out.resize(static_cast<std::size_t>(rows * out_rb));
@@ -461,7 +648,15 @@ inline quantize_gguf_report quantize_gguf(const io::gguf_file& f, const std::str
         for (std::uint64_t r = r0; r < r1; ++r) {
           fq::read_row(t.type, src.subspan(static_cast<std::size_t>(r * in_rb), in_rb), x);
           std::span<std::byte> dst(out.data() + r * out_rb, static_cast<std::size_t>(out_rb));
-          fq::write_row(pl.out, x, dst, t.name, static_cast<std::size_t>(r));
+          std::span<const float> w;
+          if (!imp.empty())
+            w = std::span<const float>(imp).subspan(
+                static_cast<std::size_t>(r / rows_per_mat * static_cast<std::uint64_t>(ncols)),
+                static_cast<std::size_t>(ncols));
+          if (p.per_channel && pl.out == ggml_type::q8_0)
+            fq::write_row_per_channel(x, dst, t.name, static_cast<std::size_t>(r));
+          else
+            fq::write_row(pl.out, x, dst, t.name, static_cast<std::size_t>(r), w);
           fq::read_row(pl.out, dst, y);
           double e = 0;
           for (std::size_t j = 0; j < x.size(); ++j) {

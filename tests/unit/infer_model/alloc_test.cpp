@@ -91,3 +91,30 @@ TEST_CASE("decode allocates nothing per token after warm-up (f32, f16 and packed
     CHECK(s.position() == 44);
   }
 }
+
+TEST_CASE("decode allocates nothing per token with a quantized KV cache (f16, q8_0, int8)") {
+  using namespace tfm;
+  infer_test::tiny_model sizes;  // head_dim 32: whole q8_0 blocks (C = H D)
+  sizes.C = 128;
+  sizes.D = 32;
+  const std::string path = infer_test::work_dir() + "/alloc_kv.gguf";
+  infer_test::write_tiny(infer_test::make_tiny(22, false, ggml_type::f32, sizes), path);
+  auto model = infer::load_gguf(path);
+  for (kv_type t : {kv_type::f16, kv_type::q8_0, kv_type::int8}) {
+    infer::session s(model, {.context = 64, .kv = t});
+    auto lg = s.prefill(std::vector<std::int32_t>{1, 2, 3});
+    lg = s.decode(4);  // warm-up
+    const memory_stats_t before = memory_stats();
+    const long news = g_news.load();
+    std::int32_t tok = 5;
+    for (int i = 0; i < 40; ++i) {
+      lg = s.decode(tok);
+      tok = static_cast<std::int32_t>((tok * 31 + 7) % 64);
+    }
+    const long per_40 = g_news.load() - news;
+    MESSAGE(infer::kv_type_name(t)
+            << " cache: operator new calls during 40 decoded tokens: " << per_40);
+    CHECK(per_40 == 0);
+    CHECK(memory_stats().current_bytes == before.current_bytes);
+  }
+}

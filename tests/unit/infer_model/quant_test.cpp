@@ -1,8 +1,9 @@
 // Block-quantized weights kept packed (issue 19): tiny llama GGUFs whose matrices are Q4_0,
-// Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K (written with gguf_writer and quant/quantize.hpp), run by the
-// packed engine (cpu: integer-dot GEMV for decode, dequantize-in-pack GEMM for prefill), by the
-// engine that dequantizes to f32 on load, and by the reference backend (dequantize on use,
-// double sums). No model file needed.
+// Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K (and Q5_K, Q2_K, Q3_K where quant/quantize.hpp quantizes
+// them; written with gguf_writer and quant/quantize.hpp), run by the packed engine (cpu:
+// integer-dot GEMV for decode: Q8_0/Q8_1 activations for the 32-value formats, Q8_K for the
+// K-quants; dequantize-in-pack GEMM for prefill), by the engine that dequantizes to f32 on load,
+// and by the reference backend (dequantize on use, double sums). No model file needed.
 //
 // Bounds (NMSE = sum d^2 / sum ref^2 over all logits, TESTING.md's metric):
 //   - prefill, packed vs f32-on-load: 1e-10. Both are float GEMMs over the same dequantized
@@ -12,10 +13,12 @@
 //   - decode, packed vs f32-on-load: 2e-3 (TESTING.md's whole-block bound; measured 3e-4 ..
 //     9e-4): packed decode rounds every activation row to 8-bit blocks (llama.cpp's Q8_0/Q8_1)
 //     before the integer dots, about 2.5e-5 NMSE per product, and the random model amplifies it
-//     through two blocks. The K-quants (no dot kernel: the float GEMM) stay at 1e-12.
-//   - the argmax of every position agrees, except where the reference's top-2 gap is under 1%
-//     of its largest |logit| (measured: two such near ties, gaps 1.3e-4 and 6e-3 of it, flip
-//     under the activation rounding); 1, 2 and 3 threads give the same bits.
+//     through two blocks. The K-quants round their activations to Q8_K (256-value blocks, one
+//     binary32 scale) the same way.
+//   - the argmax of every position agrees, except in decode where the reference's top-2 gap is
+//     under 2.5% of its largest |logit| (measured: near ties of 0.15% and 0.6% flip under the
+//     8-bit activations; with the Q4_K matrices on Q8_K activations, whose 256-value blocks
+//     round coarser than Q8_0's 32, one more of 1.9%); 1, 2 and 3 threads give the same bits.
 #include "tiny_model.hpp"
 
 #include "typeformer/infer/model.hpp"
@@ -85,8 +88,24 @@ std::vector<float> decode_all(const Model& m, const std::vector<std::int32_t>& i
   return out;
 }
 
-const std::vector<ggml_type> all_formats{ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0,
-                                         ggml_type::q5_1, ggml_type::q8_0, ggml_type::q4_K};
+/// The formats of the mixed model (one per matrix, in turn).
+const std::vector<ggml_type> mixed_formats{ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0,
+                                           ggml_type::q5_1, ggml_type::q8_0, ggml_type::q4_K};
+
+/// The formats tested alone: the 32-value ones, Q4_K and Q6_K, and the other K-quants where
+/// quant/quantize.hpp has their quantizer.
+const std::vector<ggml_type> all_formats = [] {
+  std::vector<ggml_type> v{ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1,
+                           ggml_type::q8_0, ggml_type::q4_K, ggml_type::q6_K};
+  for (ggml_type t : {ggml_type::q5_K, ggml_type::q2_K, ggml_type::q3_K})
+    if (quantizable(t)) v.push_back(t);
+  return v;
+}();
+
+bool is_k_quant(ggml_type t) {
+  return t == ggml_type::q2_K || t == ggml_type::q3_K || t == ggml_type::q4_K ||
+         t == ggml_type::q5_K || t == ggml_type::q6_K;
+}
 
 }  // namespace
 
@@ -94,7 +113,7 @@ TEST_CASE("packed block-quantized weights: same logits as dequantized-on-load an
   for (bool tied : {true, false}) {
     const std::uint64_t seed = tied ? 31 : 32;
     MESSAGE("seed " << seed << std::string(tied ? ", tied output" : ", untied output"));
-    const infer_test::tiny_model tm = infer_test::make_quant_tiny(seed, tied, all_formats);
+    const infer_test::tiny_model tm = infer_test::make_quant_tiny(seed, tied, mixed_formats);
     const std::string path =
         infer_test::work_dir() + "/quant_" + std::to_string(seed) + (tied ? "_tied" : "") + ".gguf";
     infer_test::write_tiny(tm, path);
@@ -147,7 +166,7 @@ TEST_CASE("packed block-quantized weights: same logits as dequantized-on-load an
     CHECK(e_oracle < 1e-9);
     CHECK(e_decode < 2e-3);
     CHECK(argmax_mismatches(pp, pf, V) == 0);
-    CHECK(argmax_mismatches(dp, df, V, 1e-2) == 0);
+    CHECK(argmax_mismatches(dp, df, V, 2.5e-2) == 0);
     CHECK(argmax_mismatches(pp, po, V) == 0);
 
     // 1, 2, 3 threads: the same bits, prefill and decode.
@@ -187,6 +206,9 @@ TEST_CASE("packed weights: every format alone runs decode and prefill against f3
                               << e_decode);
     CHECK(e_prefill < 1e-10);
     CHECK(e_decode < 2e-3);
+    // The K-quants decode through the Q8_K integer dots (gemv_kq.hpp): the activations are
+    // rounded to 8 bits, so decode is not the float product (that would be ~1e-12).
+    if (is_k_quant(t)) CHECK(e_decode > 1e-9);
   }
 }
 

@@ -269,7 +269,8 @@ TEST_CASE("quantize: NaN/Inf refused naming tensor, row and column; shapes check
   std::vector<float> odd(48, 1.0f);
   CHECK_THROWS_AS((void)tfm::quantize(tfm::ggml_type::q4_0, odd, 1, 48, "w"), tfm::shape_error);
   CHECK_THROWS_AS((void)tfm::quantize(tfm::ggml_type::q8_K, x, 1, 64, "w"), tfm::shape_error);
-  CHECK_THROWS_AS((void)tfm::quantize(tfm::ggml_type::q2_K, x, 1, 64, "w"), tfm::unsupported_error);
+  CHECK_THROWS_AS((void)tfm::quantize(tfm::ggml_type::iq2_xxs, x, 1, 64, "w"),
+                  tfm::unsupported_error);
   CHECK_THROWS_AS(
       tfm::quantize_row(tfm::ggml_type::q8_0, std::span<const float>(x).first(32), out, "w", 0),
       tfm::value_error);

@@ -107,8 +107,10 @@ std::string read_file(const std::string& p) {
 TEST_CASE("presets: llama-quantize's names and llama_ftype values") {
   // gguf-py gguf/constants.py LlamaFileType.
   const std::map<std::string, std::uint32_t> want{
-      {"q4_0", 2},  {"Q4_1", 3},  {"q5_0", 8}, {"q5_1", 9},  {"Q8_0", 7}, {"q4_k_m", 15},
-      {"q4_k", 15}, {"Q6_K", 18}, {"f16", 1},  {"bf16", 32}, {"F32", 0}};
+      {"q4_0", 2},    {"Q4_1", 3},    {"q5_0", 8},    {"q5_1", 9},    {"Q8_0", 7},
+      {"q4_k_m", 15}, {"q4_k", 15},   {"Q6_K", 18},   {"f16", 1},     {"bf16", 32},
+      {"F32", 0},     {"q2_k", 10},   {"Q3_K_S", 11}, {"q3_k_m", 12}, {"q3_k", 12},
+      {"q3_k_l", 13}, {"q4_k_s", 14}, {"q5_k_s", 16}, {"q5_k_m", 17}, {"Q5_K", 17}};
   for (const auto& [name, ft] : want) {
     const auto* p = tfm::find_quantize_preset(name);
     REQUIRE(p != nullptr);
@@ -116,7 +118,8 @@ TEST_CASE("presets: llama-quantize's names and llama_ftype values") {
   }
   CHECK(tfm::find_quantize_preset("q4_k")->base == ggml_type::q4_K);
   CHECK(tfm::find_quantize_preset("q4_k")->k_mix);
-  CHECK(tfm::find_quantize_preset("q3_k") == nullptr);
+  CHECK(tfm::find_quantize_preset("q3_k")->base == ggml_type::q3_K);
+  CHECK(tfm::find_quantize_preset("q2_k_s") == nullptr);
   CHECK(tfm::find_quantize_preset("") == nullptr);
   CHECK_THROWS_AS(tfm::quantize_preset_of("iq2_xxs"), tfm::value_error);
 }

@@ -150,6 +150,53 @@ void gemm_packed_team(int t, int parts, index_t units, bool ta, bool tb, index_t
 }
 #endif
 
+/// How the packed GEMMs (gemm_packed, gemm_half_bt, gemm_dq_bt) split C over threads: `parts`
+/// bands of whole tiles (`unit` = mr rows or nr columns) along the longer of M and N, at most
+/// nt of them and at most one per gemm_work_per_thread of work. A band is a function of the
+/// shape and `parts` only, so each element of C is computed by one thread in a fixed order.
+struct gemm_band_split {
+  bool split_m = true;
+  index_t unit = 1, units = 0;
+  int parts = 1;
+  /// Runs range(m0, m1, n0, n1) on band p: rows [m0, m1) and columns [n0, n1) of C (M x N).
+  template <class F>
+  void run(int p, index_t M, index_t N, F& range) const {
+    const index_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
+    if (split_m)
+      range(u0 * unit, std::min(M, u1 * unit), index_t(0), N);
+    else
+      range(index_t(0), M, u0 * unit, std::min(N, u1 * unit));
+  }
+};
+
+template <class Cfg>
+gemm_band_split gemm_band_split_of(index_t M, index_t N, index_t K, int nt) {
+  gemm_band_split s;
+  s.split_m = M >= N;
+  s.unit = s.split_m ? Cfg::mr : Cfg::nr;
+  s.units = ((s.split_m ? M : N) + s.unit - 1) / s.unit;
+  s.parts = static_cast<int>(std::max<index_t>(
+      1, std::min<index_t>({index_t(nt), s.units, M * N * K / gemm_work_per_thread})));
+  return s;
+}
+
+/// Runs range(m0, m1, n0, n1) on every band of `s` (M x N), on s.parts threads.
+template <class F>
+void gemm_run_bands(const gemm_band_split& s, index_t M, index_t N, F&& range) {
+  if (s.parts == 1) {
+    s.run(0, M, N, range);
+    return;
+  }
+  TFM_OMP(parallel for num_threads(s.parts) schedule(static, 1))
+  for (int p = 0; p < s.parts; ++p) s.run(p, M, N, range);
+}
+
+/// The band split of gemm_config Cfg, run: gemm_run_bands(gemm_band_split_of<Cfg>(...), ...).
+template <class Cfg, class F>
+void gemm_bands(index_t M, index_t N, index_t K, int nt, F&& range) {
+  gemm_run_bands(gemm_band_split_of<Cfg>(M, N, K, nt), M, N, range);
+}
+
 /// Packed GEMM on `nt` threads: C is split into nt bands of whole tiles along the longer of M
 /// and N. Row bands (with OpenMP, each within one A block) share B, which the team packs once,
 /// together (gemm_packed_team). Column bands pack their own copy of A: sharing it too cost up to
@@ -159,29 +206,15 @@ template <class T>
 void gemm_packed(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, const T* A,
                  index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, int nt) {
   using Cfg = gemm_config_t<T>;
-  const bool split_m = M >= N;
-  const index_t unit = split_m ? Cfg::mr : Cfg::nr;
-  const index_t units = ((split_m ? M : N) + unit - 1) / unit;
-  const index_t work = M * N * K;
-  const int parts = static_cast<int>(
-      std::max<index_t>(1, std::min<index_t>({index_t(nt), units, work / gemm_work_per_thread})));
-  auto band = [&](int p) {
-    const index_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
-    if (split_m) {
-      gemm_packed_range<Cfg>(ta, tb, u0 * unit, std::min(M, u1 * unit), 0, N, K, alpha, A, lda, B,
-                             ldb, beta, C, ldc);
-    } else {
-      gemm_packed_range<Cfg>(ta, tb, 0, M, u0 * unit, std::min(N, u1 * unit), K, alpha, A, lda, B,
-                             ldb, beta, C, ldc);
-    }
+  const gemm_band_split split = gemm_band_split_of<Cfg>(M, N, K, nt);
+  auto range = [&](index_t m0, index_t m1, index_t n0, index_t n1) {
+    gemm_packed_range<Cfg>(ta, tb, m0, m1, n0, n1, K, alpha, A, lda, B, ldb, beta, C, ldc);
   };
-  if (parts == 1) {
-    band(0);
-    return;
-  }
 #if TFM_HAS_OPENMP
+  const int parts = split.parts;
+  const index_t units = split.units;
   const index_t kc_max = std::min(Cfg::kc, K);
-  if (split_m && (units + parts - 1) / parts * Cfg::mr <= Cfg::mc) {
+  if (parts > 1 && split.split_m && (units + parts - 1) / parts * Cfg::mr <= Cfg::mc) {
     // Two shared B blocks (kc x nc) in the calling thread's scratch slot 3.
     index_t block = std::min(Cfg::nc, (N + Cfg::nr - 1) / Cfg::nr * Cfg::nr) * kc_max;
     block = (block + 15) / 16 * 16;  // keep the second block 64-byte aligned
@@ -192,14 +225,13 @@ void gemm_packed(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, con
         gemm_packed_team<Cfg>(omp_get_thread_num(), parts, units, ta, tb, M, N, K, alpha, A, lda, B,
                               ldb, beta, C, ldc, shared, block);
       } else {  // the runtime gave fewer threads: each takes whole bands, packing its own
-        for (int p = omp_get_thread_num(); p < parts; p += got) band(p);
+        for (int p = omp_get_thread_num(); p < parts; p += got) split.run(p, M, N, range);
       }
     }
     return;
   }
 #endif
-  TFM_OMP(parallel for num_threads(parts) schedule(static, 1))
-  for (int p = 0; p < parts; ++p) band(p);
+  gemm_run_bands(split, M, N, range);
 }
 
 /// op(A) row i as a contiguous vector: A itself when it is one, else gathered into `tmp`.

@@ -27,6 +27,20 @@
 //   cached_attention: q and o are (T, H*D) rows (query t at position pos0 + t); the cache holds
 //   keys and values (G, capacity, D) for positions 0 .. pos0 + T - 1; query head h reads kv head
 //   h / (H / G). o_t = softmax(scale * q_t K^T over positions <= pos0 + t) V.
+//
+//   cached_attention over a kv_layer_view: the same with the cache stored as kv_type says
+//   (infer/kv_store.hpp, docs/quantization.md "KV cache quantization"): rows of D values per
+//   (kv head, position), (G, capacity) rows of kv_row_bytes(type, D) bytes each:
+//     f32   D floats (the float overload above, bit for bit)
+//     f16   D IEEE halves; value = float(h)
+//     q8_0  D / 32 GGML block_q8_0 along D (D % 32 == 0); value = float(q) * float(d), as
+//           quant/dequantize.hpp (gguf-py) dequantizes
+//     int8  D int8 with one f32 scale per row (k_scale / v_scale, (G, capacity) floats):
+//           symmetric absmax, scale = max|x| / 127, q = round-half-away(x / scale); value =
+//           float(q) * scale
+//   The reference dequantizes the filled prefix and runs the float reference: the exact
+//   attention of the dequantized cache, the oracle of the cpu kernels
+//   (backend/cpu/kv_attention.hpp).
 #pragma once
 
 #include "typeformer/backend/reference/rows.hpp"
@@ -40,6 +54,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -59,6 +75,43 @@ struct cached_attention_geometry {
 /// Floats of scratch cached_attention needs (both backends).
 inline index_t cached_attention_scratch(const cached_attention_geometry& g) {
   return std::max(g.H * g.capacity, 2 * g.H * g.T * g.D + g.H * g.T);
+}
+
+/// Element type of a KV cache (see the file comment for the row layouts).
+enum class kv_type : std::uint8_t { f32, f16, q8_0, int8 };
+
+/// Bytes of one cached row of D values (int8: the quants only; the scale is kept apart).
+constexpr std::size_t kv_row_bytes(kv_type t, index_t D) noexcept {
+  const auto d = static_cast<std::size_t>(D);
+  switch (t) {
+    case kv_type::f16:
+      return 2 * d;
+    case kv_type::q8_0:
+      return d / qk_legacy * sizeof(block_q8_0);
+    case kv_type::int8:
+      return d;
+    case kv_type::f32:
+      break;
+  }
+  return 4 * d;
+}
+
+/// One layer of a KV cache as the attention kernels read it: keys and values, each (G, capacity)
+/// rows of kv_row_bytes(type, D) bytes, and for int8 the (G, capacity) f32 scales of the rows.
+struct kv_layer_view {
+  kv_type type = kv_type::f32;
+  const std::byte* k = nullptr;
+  const std::byte* v = nullptr;
+  const float* k_scale = nullptr;  // int8 only
+  const float* v_scale = nullptr;  // int8 only
+};
+
+/// Floats of scratch cached_attention over a cache of `type` needs (both backends): the float
+/// kernel's, and for a quantized cache one layer's keys and values as floats (the cpu prefill
+/// dequantizes the filled prefix there; decode uses a row of D per kv head).
+inline index_t cached_attention_scratch(const cached_attention_geometry& g, kv_type type) {
+  const index_t base = cached_attention_scratch(g);
+  return type == kv_type::f32 ? base : base + 2 * g.G * g.capacity * g.D;
 }
 
 /// Where rope_rows takes pairs: (2i, 2i+1) (GGUF llama, GPT-J) or (i, i + D/2) (NeoX, HF).
@@ -181,6 +234,65 @@ inline void cached_attention(reference, const cached_attention_geometry& g, cons
         orow[d] = static_cast<float>(acc / sum);
       }
     }
+}
+
+namespace reference_kernels {
+/// Row j of a kv head's (capacity) rows of `kv` (keys or values), dequantized to D floats.
+inline void kv_row(kv_type t, const std::byte* base, const float* scales, index_t row, index_t D,
+                   float* out) {
+  const std::size_t rb = kv_row_bytes(t, D);
+  const std::byte* p = base + static_cast<std::size_t>(row) * rb;
+  switch (t) {
+    case kv_type::f32:
+      for (index_t d = 0; d < D; ++d) std::memcpy(out + d, p + 4 * d, 4);
+      return;
+    case kv_type::f16:
+      for (index_t d = 0; d < D; ++d) {
+        std::uint16_t bits;
+        std::memcpy(&bits, p + 2 * d, 2);
+        out[d] = static_cast<float>(f16::from_bits(bits));
+      }
+      return;
+    case kv_type::q8_0:
+      dequantize(ggml_type::q8_0, std::span<const std::byte>(p, rb),
+                 std::span<float>(out, static_cast<std::size_t>(D)));
+      return;
+    case kv_type::int8:
+      for (index_t d = 0; d < D; ++d)
+        out[d] = static_cast<float>(static_cast<std::int8_t>(p[d])) * scales[row];
+      return;
+  }
+}
+}  // namespace reference_kernels
+
+/// cached_attention over a cache stored as kv.type: f32 is the float overload above; any other
+/// type dequantizes the filled prefix (allocates) and runs it.
+inline void cached_attention(reference, const cached_attention_geometry& g, const float* q,
+                             const kv_layer_view& kv, float* o, float* scratch) {
+  if (g.G <= 0 || g.H % g.G != 0)
+    fail(errc::shape, "tfm::cached_attention: H = ", g.H, " is not a multiple of G = ", g.G, ".");
+  if (kv.type == kv_type::q8_0 && g.D % static_cast<index_t>(qk_legacy) != 0)
+    fail(errc::shape,
+         "tfm::cached_attention: a q8_0 KV cache needs a head dimension that is a "
+         "multiple of 32; D = ",
+         g.D, ".");
+  if (kv.type == kv_type::f32) {
+    cached_attention(reference{}, g, q, reinterpret_cast<const float*>(kv.k),
+                     reinterpret_cast<const float*>(kv.v), o, scratch);
+    return;
+  }
+  const index_t n = g.pos0 + g.T;
+  std::vector<float> k(static_cast<std::size_t>(g.G * n * g.D)), v(k.size());
+  for (index_t h = 0; h < g.G; ++h)
+    for (index_t j = 0; j < n; ++j) {
+      const index_t row = h * g.capacity + j;
+      const std::size_t at = static_cast<std::size_t>((h * n + j) * g.D);
+      reference_kernels::kv_row(kv.type, kv.k, kv.k_scale, row, g.D, k.data() + at);
+      reference_kernels::kv_row(kv.type, kv.v, kv.v_scale, row, g.D, v.data() + at);
+    }
+  cached_attention_geometry gn = g;
+  gn.capacity = n;
+  cached_attention(reference{}, gn, q, k.data(), v.data(), o, scratch);
 }
 
 TFM_END_NAMESPACE

@@ -172,28 +172,11 @@ void gemm_half_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, 
     gemv_half_dot(N, K, w, ldw, A, C, accumulate);
     return;
   }
-  using Cfg = gemm_config_t<float>;
   const int nt = in_parallel() ? 1 : num_threads();
-  const bool split_m = M >= N;
-  const index_t unit = split_m ? Cfg::mr : Cfg::nr;
-  const index_t units = ((split_m ? M : N) + unit - 1) / unit;
-  const int parts = static_cast<int>(std::max<index_t>(
-      1, std::min<index_t>({index_t(nt), units, M * N * K / detail::gemm_work_per_thread})));
-  auto band = [&](int p) {
-    const index_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
-    if (split_m)
-      detail::gemm_half_range(u0 * unit, std::min(M, u1 * unit), 0, N, K, A, lda, w, ldw, C, ldc,
-                              accumulate);
-    else
-      detail::gemm_half_range(0, M, u0 * unit, std::min(N, u1 * unit), K, A, lda, w, ldw, C, ldc,
-                              accumulate);
-  };
-  if (parts == 1) {
-    band(0);
-    return;
-  }
-  TFM_OMP(parallel for num_threads(parts) schedule(static, 1))
-  for (int p = 0; p < parts; ++p) band(p);
+  detail::gemm_bands<gemm_config_t<float>>(
+      M, N, K, nt, [&](index_t m0, index_t m1, index_t n0, index_t n1) {
+        detail::gemm_half_range(m0, m1, n0, n1, K, A, lda, w, ldw, C, ldc, accumulate);
+      });
 }
 
 }  // namespace cpu_kernels

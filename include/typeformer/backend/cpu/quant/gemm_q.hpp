@@ -125,28 +125,11 @@ void gemm_dq_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, co
     if (!accumulate) detail::gemm_scale_c(M, N, 0.0f, C, ldc);
     return;
   }
-  using Cfg = gemm_config_t<float>;
   const int nt = in_parallel() ? 1 : num_threads();
-  const bool split_m = M >= N;
-  const index_t unit = split_m ? Cfg::mr : Cfg::nr;
-  const index_t units = ((split_m ? M : N) + unit - 1) / unit;
-  const int parts = static_cast<int>(std::max<index_t>(
-      1, std::min<index_t>({index_t(nt), units, M * N * K / detail::gemm_work_per_thread})));
-  auto band = [&](int p) {
-    const index_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
-    if (split_m)
-      detail::qgemm::gemm_dq_range(u0 * unit, std::min(M, u1 * unit), 0, N, K, A, lda, w, ldw, C,
-                                   ldc, accumulate);
-    else
-      detail::qgemm::gemm_dq_range(0, M, u0 * unit, std::min(N, u1 * unit), K, A, lda, w, ldw, C,
-                                   ldc, accumulate);
-  };
-  if (parts == 1) {
-    band(0);
-    return;
-  }
-  TFM_OMP(parallel for num_threads(parts) schedule(static, 1))
-  for (int p = 0; p < parts; ++p) band(p);
+  detail::gemm_bands<gemm_config_t<float>>(
+      M, N, K, nt, [&](index_t m0, index_t m1, index_t n0, index_t n1) {
+        detail::qgemm::gemm_dq_range(m0, m1, n0, n1, K, A, lda, w, ldw, C, ldc, accumulate);
+      });
 }
 
 /// gemm_dq_bt with the weight type chosen at run time: W is N rows of `row_bytes` bytes (whole
@@ -156,15 +139,21 @@ inline void gemm_dq_bt(ggml_type t, index_t M, index_t N, index_t K, const float
                        const std::byte* w, std::size_t row_bytes, float* C, index_t ldc,
                        bool accumulate = false) {
   const ggml_type_info& info = ggml_type_info_of(t);
+  bool done = false;
   auto run = [&]<class B>(const B*) {
-    if (row_bytes % sizeof(B) != 0 ||
-        (K >= 0 && row_bytes / sizeof(B) < static_cast<std::size_t>(K) / info.block_elements))
-      fail(errc::shape, "tfm::cpu_kernels::gemm_dq_bt: rows of ", row_bytes,
-           " bytes do not hold K = ", K, " values of ", info.name, ".");
-    gemm_dq_bt(M, N, K, A, lda, reinterpret_cast<const B*>(w),
-               static_cast<index_t>(row_bytes / sizeof(B)), C, ldc, accumulate);
+    if constexpr (!dequantizable_block<B>) {
+      return;  // a visited type without a reference dequantizer in scope: refused below
+    } else {
+      done = true;
+      if (row_bytes % sizeof(B) != 0 ||
+          (K >= 0 && row_bytes / sizeof(B) < static_cast<std::size_t>(K) / info.block_elements))
+        fail(errc::shape, "tfm::cpu_kernels::gemm_dq_bt: rows of ", row_bytes,
+             " bytes do not hold K = ", K, " values of ", info.name, ".");
+      gemm_dq_bt(M, N, K, A, lda, reinterpret_cast<const B*>(w),
+                 static_cast<index_t>(row_bytes / sizeof(B)), C, ldc, accumulate);
+    }
   };
-  if (visit_weight_block(t, run)) return;
+  if (visit_weight_block(t, run) && done) return;
   fail(errc::unsupported, "tfm::cpu_kernels::gemm_dq_bt: no dequantize-in-pack kernel for type ",
        info.name, ".");
 }
