@@ -131,7 +131,8 @@ TEST_CASE("imatrix: collection equals the sums of squares of the observed inputs
   }
   REQUIRE(d.entries.size() == 14);  // 7 products x 2 layers, no output head
   REQUIRE(ref.size() == 14);
-  for (const auto& [name, v] : ref) {
+  for (const auto& [name_, v] : ref) {
+    const std::string& name = name_;  // clang 14 cannot capture a structured binding (CAPTURE)
     CAPTURE(name);
     REQUIRE(d.entries.count(name) == 1);
     const auto& e = d.entries.find(name)->second;
@@ -305,7 +306,8 @@ TEST_CASE("imatrix: quantize_gguf uses it for the K-quants and lowers the weight
     CHECK(r1.n_imatrix == 14);
     const tfm::io::gguf_file f0(dir + "/plain.gguf"), f1(dir + "/imat.gguf");
     double wse0 = 0, wse1 = 0;
-    for (const auto& [name, e] : im.entries) {
+    for (const auto& [name_, e] : im.entries) {
+      const std::string& name = name_;  // clang 14: no structured binding inside CAPTURE
       CAPTURE(name);
       const auto& t0 = f0.tensor(name);
       const auto& t1 = f1.tensor(name);
