@@ -738,20 +738,9 @@ void gemm_kq_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, co
     return;
   }
   const index_t nb = K / 256;
-  const int nt = in_parallel() ? 1 : num_threads();
-  constexpr index_t m_tile = 32;  // activation rows revisited per W row (stay in L1/L2)
-  detail::gemv_parallel(
-      N, 16, detail::gemv_threads(nt, M * N * K / 4), [&](index_t n0, index_t n1) {
-        for (index_t m0 = 0; m0 < M; m0 += m_tile) {
-          const index_t m1 = std::min(M, m0 + m_tile);
-          for (index_t n = n0; n < n1; ++n)
-            for (index_t m = m0; m < m1; ++m) {
-              const float v = detail::kqdot::vec_dot(nb, w + n * ldw, scratch.row(m));
-              float& c = C[m * ldc + n];
-              c = accumulate ? c + v : v;
-            }
-        }
-      });
+  detail::gemm_rows_by_dot(M, N, K, C, ldc, accumulate, [&](index_t n, index_t m) {
+    return detail::kqdot::vec_dot(nb, w + n * ldw, scratch.row(m));
+  });
 }
 
 /// True for the GGML types gemm_kq_bt(type, ...) takes.

@@ -568,6 +568,30 @@ void gemv_q(index_t N, index_t K, const B* w, index_t ldw, const float* x, float
   gemv_q(N, K, w, ldw, scratch.row(0), y, accumulate);
 }
 
+namespace detail {
+/// The M > 1 driver of the integer-dot GEMMs (gemm_q_bt here, gemm_kq_bt in gemv_kq.hpp):
+/// C(m, n) = dot(n, m) (+ C when accumulate), columns split over threads, activation rows
+/// visited in tiles of 32 per weight row (they stay in L1/L2). Each element is one call, so the
+/// result does not depend on the thread count.
+template <class Dot>
+void gemm_rows_by_dot(index_t M, index_t N, index_t K, float* C, index_t ldc, bool accumulate,
+                      Dot&& dot) {
+  const int nt = in_parallel() ? 1 : num_threads();
+  constexpr index_t m_tile = 32;
+  gemv_parallel(N, 16, gemv_threads(nt, M * N * K / 4), [&](index_t n0, index_t n1) {
+    for (index_t m0 = 0; m0 < M; m0 += m_tile) {
+      const index_t m1 = std::min(M, m0 + m_tile);
+      for (index_t n = n0; n < n1; ++n)
+        for (index_t m = m0; m < m1; ++m) {
+          const float v = dot(n, m);
+          float& c = C[m * ldc + n];
+          c = accumulate ? c + v : v;
+        }
+    }
+  });
+}
+}  // namespace detail
+
 /// C(M, N) = Xq(A) W^T (+ C when accumulate): A (M x K floats, rows at A + m * lda) is
 /// quantized once into `scratch`; W rows at w + n * ldw (blocks); C rows at C + m * ldc.
 /// Columns of C are split over threads; each element is one vec_dot_q8.
@@ -583,20 +607,9 @@ void gemm_q_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, con
     return;
   }
   const index_t nb = K / 32;
-  const int nt = in_parallel() ? 1 : num_threads();
-  constexpr index_t m_tile = 32;  // activation rows revisited per W row (stay in L1/L2)
-  detail::gemv_parallel(
-      N, 16, detail::gemv_threads(nt, M * N * K / 4), [&](index_t n0, index_t n1) {
-        for (index_t m0 = 0; m0 < M; m0 += m_tile) {
-          const index_t m1 = std::min(M, m0 + m_tile);
-          for (index_t n = n0; n < n1; ++n)
-            for (index_t m = m0; m < m1; ++m) {
-              const float v = detail::qdot::vec_dot(nb, w + n * ldw, scratch.row(m));
-              float& c = C[m * ldc + n];
-              c = accumulate ? c + v : v;
-            }
-        }
-      });
+  detail::gemm_rows_by_dot(M, N, K, C, ldc, accumulate, [&](index_t n, index_t m) {
+    return detail::qdot::vec_dot(nb, w + n * ldw, scratch.row(m));
+  });
 }
 
 /// True for the GGML types gemm_q_bt(type, ...) takes.
