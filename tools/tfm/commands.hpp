@@ -4,6 +4,7 @@
 #include "cli.hpp"
 
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,16 @@ int run_perplexity(const std::vector<std::string>& args);
 int run_quantize(const std::vector<std::string>& args);
 int run_embed(const std::vector<std::string>& args);
 int run_train(const std::vector<std::string>& args);
+#if TFM_CLI_HAVE_SERVE
+int run_serve(const std::vector<std::string>& args);
+#else
+// Built without cpp-httplib / nlohmann_json (tools/CMakeLists.txt, cmake/TfmHttp.cmake).
+inline int run_serve(const std::vector<std::string>&) {
+  throw std::runtime_error(
+      "this tfm was built without cpp-httplib and nlohmann_json, so it cannot serve (Debian: "
+      "apt-get install libcpp-httplib-dev nlohmann-json3-dev, then rebuild)");
+}
+#endif
 
 inline std::span<const cli::command> commands() {
   static const cli::command table[] = {
@@ -36,6 +47,8 @@ inline std::span<const cli::command> commands() {
        &run_perplexity},
       {"bench", "prompt and generation tokens/s, as llama-bench reports them", &run_bench},
       {"train", "train a small GPT on text files and sample from it (resumable)", &run_train},
+      {"serve", "an OpenAI-compatible HTTP server (completions, chat, embeddings, metrics)",
+       &run_serve},
   };
   return table;
 }

@@ -130,15 +130,15 @@ inline bool exists(const std::string& path) { return std::ifstream(path).good();
 
 /// The members of a config object read with checks (messages name the file and the key).
 struct config_reader {
-  const detail::json::value& root;
+  const tfm::detail::json::value& root;
   std::string_view doc;
 
-  const detail::json::value* get(std::string_view key) const {
-    const detail::json::value* v = root.find(key);
+  const tfm::detail::json::value* get(std::string_view key) const {
+    const tfm::detail::json::value* v = root.find(key);
     return v && !v->is_null() ? v : nullptr;
   }
   index_t integer(std::string_view key, std::optional<index_t> dflt, index_t lo, index_t hi) const {
-    const detail::json::value* v = get(key);
+    const tfm::detail::json::value* v = get(key);
     if (!v) {
       if (dflt) return *dflt;
       fail(errc::parse, doc, ": \"", key, "\" is missing.");
@@ -149,14 +149,14 @@ struct config_reader {
     return static_cast<index_t>(v->integer);
   }
   std::string string(std::string_view key, std::string dflt) const {
-    const detail::json::value* v = get(key);
+    const tfm::detail::json::value* v = get(key);
     if (!v) return dflt;
     if (!v->is_string())
       fail(errc::parse, doc, ": \"", key, "\" is not a string (byte ", v->offset, ").");
     return v->string;
   }
   bool boolean(std::string_view key, bool dflt) const {
-    const detail::json::value* v = get(key);
+    const tfm::detail::json::value* v = get(key);
     if (!v) return dflt;
     if (!v->is_bool())
       fail(errc::parse, doc, ": \"", key, "\" is not a boolean (byte ", v->offset, ").");
@@ -167,7 +167,7 @@ struct config_reader {
 }  // namespace bert_detail
 
 inline bert_config bert_config::from_hf_json(std::string_view text, std::string_view doc) {
-  const detail::json::value root = detail::json::parse(text, doc);
+  const tfm::detail::json::value root = tfm::detail::json::parse(text, doc);
   if (!root.is_object()) fail(errc::parse, doc, ": the top level is not a JSON object.");
   const bert_detail::config_reader r{root, doc};
   const std::string type = r.string("model_type", "");
@@ -368,12 +368,12 @@ class bert_encoder {
     opt_ = {};
     opt_.max_seq_length = cfg_.P;
     if (const std::string p = dir + "/sentence_bert_config.json"; bert_detail::exists(p)) {
-      const auto root = detail::json::parse(bert_detail::read_text(p), p);
+      const auto root = tfm::detail::json::parse(bert_detail::read_text(p), p);
       opt_.max_seq_length =
           bert_detail::config_reader{root, p}.integer("max_seq_length", cfg_.P, 2, cfg_.P);
     }
     if (const std::string p = dir + "/1_Pooling/config.json"; bert_detail::exists(p)) {
-      const auto root = detail::json::parse(bert_detail::read_text(p), p);
+      const auto root = tfm::detail::json::parse(bert_detail::read_text(p), p);
       const bert_detail::config_reader r{root, p};
       const bool mean = r.boolean("pooling_mode_mean_tokens", false);
       const bool cls = r.boolean("pooling_mode_cls_token", false);

@@ -7,7 +7,10 @@
 //     over N >= 17 outputs (TESTING.md's matmul limit), plus llama.cpp's
 //     test-quantize-fns dot metric |dot_q - dot_f| / n <= 0.02 on its cos data;
 //   - the scalar kernel (bitwise: every ISA path follows the same order), 1/2/3 threads
-//     (bitwise), GEMM = per-row GEMV (bitwise), the run-time-typed entry point (bitwise).
+//     (bitwise), GEMM = per-row GEMV (bitwise), the run-time-typed entry point (bitwise);
+//   - (Linux) a matrix whose last row ends at an inaccessible page, with padded rows and an
+//     activation buffer reused from a longer row holding infinities: the kernels read nothing
+//     past the matrix and no stale activation (bitwise equal to the scalar kernel).
 // The activation quantizer is checked against quantize_block(block_q8_1) (itself checked byte
 // for byte against llama.cpp in quantize_test.cpp).
 #include "typeformer/backend/cpu/quant/gemv_q.hpp"
@@ -23,6 +26,11 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -228,6 +236,66 @@ TEST_CASE_TEMPLATE("gemv_q / gemm_q_bt: 1/2/3 threads bitwise, GEMM = GEMV rows"
                    tfm::block_q4_0, tfm::block_q4_1, tfm::block_q5_0, tfm::block_q5_1,
                    tfm::block_q8_0) {
   check_threads_and_gemm<B>();
+}
+
+namespace {
+
+#if defined(__linux__)
+/// gemv_q on N rows of K / 32 blocks (row stride ldw >= K / 32 blocks) placed so that the
+/// last row's last byte is followed by a PROT_NONE page, against the scalar kernel.
+template <class B>
+void check_guard_page(std::mt19937& g, index_t N, index_t K, index_t ldw) {
+  CAPTURE(N);
+  CAPTURE(K);
+  CAPTURE(ldw);
+  const index_t nb = K / 32;
+  const auto wf = random_matrix(g, N, ldw * 32, 0.05f);
+  const auto w = quantize_matrix<B>(wf, N, ldw * 32);
+  const std::size_t bytes = ((N - 1) * ldw + nb) * sizeof(B);
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const std::size_t pages = (bytes + page - 1) / page + 1;
+  void* mem =
+      mmap(nullptr, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(mem != MAP_FAILED);
+  auto* base = static_cast<std::byte*>(mem);
+  REQUIRE(mprotect(base + (pages - 1) * page, page, PROT_NONE) == 0);
+  std::byte* start = base + (pages - 1) * page - bytes;  // 2-aligned: block sizes are even
+  std::memcpy(start, w.data(), bytes);
+  const B* wg = reinterpret_cast<const B*>(start);
+  // an activation buffer used before for a longer row with an infinite scale
+  ck::q8_activations a;
+  std::vector<float> big(static_cast<std::size_t>(K + 256), 1e38f);
+  for (index_t k = 0; k < K + 256; k += 3) big[k] = -1e38f;
+  big[K + 40] = INFINITY;
+  ck::quantize_activations(1, K + 256, big.data(), K + 256, a);
+  const auto x = random_matrix(g, 1, K, 1.0f);
+  ck::quantize_activations(1, K, x.data(), K, a);
+  for (int nt : {1, 2}) {
+    tfm::thread_scope ts(nt);
+    std::vector<float> y(N), ys(N);
+    ck::gemv_q(N, K, wg, ldw, a.row(0), y.data());
+    for (index_t n = 0; n < N; ++n) ys[n] = ck::vec_dot_q8_scalar(K, wg + n * ldw, a.row(0));
+    CHECK_MESSAGE(bits_differ(y, ys) == "", std::string(ck::q8_dot_isa())
+                                                << ", " << nt
+                                                << " threads vs scalar: " << bits_differ(y, ys));
+  }
+  munmap(mem, pages * page);
+}
+#endif
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("gemv_q: reads stay inside the matrix, stale activations unused", B,
+                   tfm::block_q4_0, tfm::block_q4_1, tfm::block_q5_0, tfm::block_q5_1,
+                   tfm::block_q8_0) {
+#if defined(__linux__)
+  auto g = tfm_test::rng(0x1917);
+  for (index_t K : {32, 64, 96, 128, 160, 224, 256, 288, 576, 608})
+    for (index_t N : {1, 2, 3, 8, 9})
+      for (index_t pad : {0, 1, 5}) check_guard_page<B>(g, N, K, K / 32 + pad);
+#else
+  MESSAGE("not Linux: no guard-page check");
+#endif
 }
 
 TEST_CASE("gemv_q: llama.cpp test-quantize-fns dot metric on its cos data") {

@@ -315,6 +315,23 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
                         in_parallel() ? 1 : num_threads());
 }
 
+/// C(M, N) = A(M, K) B(N, K)^T (+ C when accumulate) on the packed kernel whatever the shape:
+/// unlike gemm(), which takes a GEMV for M == 1 and tiny products (another summation order), a
+/// row of C is then the same bits for every M. The serving engine's batches rely on it
+/// (infer/batch.hpp: a sequence's logits do not depend on what shares its step).
+inline void gemm_bt_row_stable(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                               const float* B, index_t ldb, float* C, index_t ldc,
+                               bool accumulate) {
+  detail::gemm_check<float>("gemm_bt_row_stable", M, N, K);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) detail::gemm_scale_c(M, N, 0.0f, C, ldc);
+    return;
+  }
+  detail::gemm_packed(false, true, M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc,
+                      in_parallel() ? 1 : num_threads());
+}
+
 /// Strided batch of gemm: product b reads A + b*stride_a and B + b*stride_b and writes
 /// C + b*stride_c (strides in elements; 0 broadcasts an operand; stride_c may be 0 only when
 /// batch <= 1). Small products run in parallel over the batch, large ones one after another

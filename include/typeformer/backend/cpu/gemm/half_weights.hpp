@@ -8,6 +8,8 @@
 //
 //     gemv_half_dot:  y[n] = sum_k W[n*ldw + k] * x[k]  (+ y[n] when accumulate)        (decode)
 //     gemm_half_bt:   C(M,N) = A(M,K) * W^T  (+ C when accumulate)                       (prefill)
+//     gemm_half_bt_rowwise: the same, every row of C bitwise what gemv_half_dot gives for it
+//                     (the serving engine's batches: a row's result does not depend on M)
 //
 //   The GEMV converts each 16-value piece of W with load_as_float and FMAs it, one row at a
 //   time (one sequential stream: the weights come from DRAM). The GEMM is the packed loop nest
@@ -144,6 +146,39 @@ void gemm_half_range(index_t m0, index_t m1, index_t n0, index_t n1, index_t K, 
   }
 }
 
+/// R rows of A dotted with one 16-bit weight row, each exactly as gemv_half_rows<H, 1> sums
+/// it (the same lanes, the same order): the weight piece is converted once for the R rows.
+template <class H, int R>
+TFM_ALWAYS_INLINE void dot_rows_half(index_t K, const H* TFM_RESTRICT w, const float* A,
+                                     index_t lda, float* out) {
+  using V = simd::batch<float>;
+  constexpr int W = simd::width<float>;
+  V acc0[R], acc1[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = V(0.0f);
+  index_t k = 0;
+  for (; k + 2 * W <= K; k += 2 * W) {
+    const V w0 = load_as_float(w + k), w1 = load_as_float(w + k + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = simd::fma(w0, simd::load(A + r * lda + k), acc0[r]);
+      acc1[r] = simd::fma(w1, simd::load(A + r * lda + k + W), acc1[r]);
+    }
+  }
+  if (k + W <= K) {
+    const V w0 = load_as_float(w + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc0[r] = simd::fma(w0, simd::load(A + r * lda + k), acc0[r]);
+    k += W;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    float s = simd::reduce_add(acc0[r] + acc1[r]);
+    for (index_t t = k; t < K; ++t) s = std::fma(static_cast<float>(w[t]), A[r * lda + t], s);
+    out[r] = s;
+  }
+}
+
 }  // namespace detail
 
 /// y[n] = sum_k W[n*ldw + k] x[k] (+ y[n] when accumulate) for n < N; x contiguous (K values).
@@ -177,6 +212,42 @@ void gemm_half_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, 
       M, N, K, nt, [&](index_t m0, index_t m1, index_t n0, index_t n1) {
         detail::gemm_half_range(m0, m1, n0, n1, K, A, lda, w, ldw, C, ldc, accumulate);
       });
+}
+
+/// C(M,N) = A(M,K) W^T (+ C when accumulate) with every row of C computed exactly as
+/// gemv_half_dot computes a single row (same bits, whatever M): the serving engine's batches
+/// rely on it (infer/batch.hpp). Each weight row is converted once per 8 rows of A; columns of C
+/// are split over threads.
+template <half_weight H>
+void gemm_half_bt_rowwise(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                          const H* w, index_t ldw, float* C, index_t ldc, bool accumulate = false) {
+  detail::gemm_check<float>("gemm_half_bt_rowwise", M, N, K);
+  if (M == 0 || N == 0) return;
+  const int nt = in_parallel() ? 1 : num_threads();
+  detail::gemv_parallel(N, 4, detail::gemv_threads(nt, M * N * K), [&](index_t n0, index_t n1) {
+    float s[8];
+    for (index_t m0 = 0; m0 < M; m0 += 8) {
+      const index_t R = std::min<index_t>(8, M - m0);
+      const float* a = A + m0 * lda;
+      for (index_t n = n0; n < n1; ++n) {
+        const H* wr = w + n * ldw;
+        switch (R) {
+          case 8: detail::dot_rows_half<H, 8>(K, wr, a, lda, s); break;
+          case 7: detail::dot_rows_half<H, 7>(K, wr, a, lda, s); break;
+          case 6: detail::dot_rows_half<H, 6>(K, wr, a, lda, s); break;
+          case 5: detail::dot_rows_half<H, 5>(K, wr, a, lda, s); break;
+          case 4: detail::dot_rows_half<H, 4>(K, wr, a, lda, s); break;
+          case 3: detail::dot_rows_half<H, 3>(K, wr, a, lda, s); break;
+          case 2: detail::dot_rows_half<H, 2>(K, wr, a, lda, s); break;
+          default: detail::dot_rows_half<H, 1>(K, wr, a, lda, s); break;
+        }
+        for (index_t r = 0; r < R; ++r) {
+          float& c = C[(m0 + r) * ldc + n];
+          c = accumulate ? c + s[r] : s[r];
+        }
+      }
+    }
+  });
 }
 
 }  // namespace cpu_kernels

@@ -36,6 +36,10 @@
 //     __AVX512BW__), AVX-512 VNNI with VL only (VPDPBUSD on 256-bit vectors), else AVX2 + FMA +
 //     F16C (VPMADDUBSW + VPMADDWD), else scalar (any other ISA, aarch64 included; std::fma keeps
 //     it bitwise equal to the SIMD paths). xsimd has no u8 x s8 dot product, hence intrinsics.
+//     With AVX-512 VNNI + BW + VBMI, gemv_q on Q4_0/Q4_1/Q5_0/Q5_1 runs a two-row kernel
+//     (gemv_rows2: two rows per pass over the activations, four blocks per VPDPBUSD pair, the
+//     same per-row operations and order, so the same bits); vec_dot_q8 and gemm_q_bt's M > 1
+//     path keep the one-row kernel.
 //   - A q8_row must be a view of a q8_activations (its buffers end with spare entries that the
 //     SIMD kernels read, and discard, past the last block of a row).
 //   - Non-finite activations give a defined but meaningless result (no check on the hot path);
@@ -55,6 +59,7 @@
 #include "typeformer/quant/quantize.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -69,6 +74,9 @@
 #define TFM_QDOT_VNNI 1
 #if defined(__AVX512BW__)
 #define TFM_QDOT_VNNI512 1
+#if defined(__AVX512VBMI__)
+#define TFM_QDOT_ROWS2 1
+#endif
 #endif
 #endif
 #endif
@@ -462,6 +470,310 @@ float vec_dot_simd(index_t nb, const B* w, const q8_row& a) noexcept {
   return reduce_acc(acc);
 }
 
+#if TFM_QDOT_ROWS2
+// The two-row GEMV kernel (AVX-512 VNNI + VBMI; Q4_0, Q4_1, Q5_0, Q5_1): two rows share every
+// activation load, four blocks of a row are one VPDPBUSD pair, and 16 float lanes hold the
+// contract's eight per-block accumulators of both rows, so each row gets the bits of
+// vec_dot_simd / vec_dot_scalar. Layout: chunk c of a group of eight blocks is blocks 4c..4c+3;
+// the low nibbles (elements 0..15) of its block j go to bytes 16j.. of the "lo" vector, the
+// high nibbles (elements 16..31) to the "hi" vector (lo = q & 15, hi = q >> 4, no lane
+// shuffle: one VPERMT2B gathers the four blocks' 16 quant bytes; Q5's fifth bits are two
+// 64-bit masks, the blocks' qh words side by side), and lane 4j + 2r + c of the float
+// accumulator is block 4c + j of row r. The activations are rearranged the same way once per
+// GEMV (rows2_pack), with the offset term (-8 sum(y) for Q4_0, -16 sum(y) for Q5_0) as
+// VPDPBUSD's start value. Blocks past the end of a row are masked-load zeros (scales
+// included) against zero activations: they add fma(0, 0, acc) = acc (acc is never -0: it
+// starts at +0). Q8_0 keeps vec_dot_simd (its 32 quant bytes per block need more shuffles in
+// this layout: measured slower). Ideas from llama.cpp's repack.cpp (several rows per pass over
+// the activations); the code and layout are this file's.
+
+template <class B>
+inline constexpr bool is_q5 = std::is_same_v<B, block_q5_0> || std::is_same_v<B, block_q5_1>;
+template <class B>
+inline constexpr bool rows2_type =
+    std::is_same_v<B, block_q4_0> || std::is_same_v<B, block_q4_1> || is_q5<B>;
+
+/// The activations of one row in the kernel's order, per group g of eight blocks: y holds
+/// 4 x 64 bytes (lo, hi of chunk 0, lo, hi of chunk 1) and z0 2 x 16 int32 (the start value
+/// of chunk c: lane 4j = -(the quant sum of block 4c + j) << offset_shift for Q4_0 / Q5_0,
+/// else 0); d and s 16 lanes (lane 4j + 2r + c = block 8g + 4c + j, for both r). Zero past
+/// the last block.
+struct rows2_pack {
+  const std::int8_t* y;
+  const std::int32_t* z0;
+  const float* d;
+  const float* s;
+};
+
+/// Builds the pack of `a` (nb blocks) in buffers owned by the calling thread (valid until its
+/// next call).
+template <class B>
+rows2_pack make_rows2_pack(index_t nb, const q8_row& a) {
+  thread_local std::vector<std::int8_t> yb;
+  thread_local std::vector<float> db, sb;
+  thread_local std::vector<std::int32_t> zb;
+  const std::size_t ng = static_cast<std::size_t>((nb + 7) / 8);
+  if (yb.size() < ng * 256) yb.resize(ng * 256);
+  if (db.size() < ng * 16) {
+    db.resize(ng * 16);
+    sb.resize(ng * 16);
+    zb.resize(ng * 32);
+  }
+  for (std::size_t g = 0; g < ng; ++g)
+    for (std::size_t c = 0; c < 2; ++c)
+      for (std::size_t j = 0; j < 4; ++j) {
+        const index_t b = static_cast<index_t>(8 * g + 4 * c + j);
+        const bool in = b < nb;
+        std::int8_t* lo = yb.data() + 256 * g + 128 * c + 16 * j;
+        if (in) {
+          std::memcpy(lo, a.qs + 32 * b, 16);
+          std::memcpy(lo + 64, a.qs + 32 * b + 16, 16);
+        } else {
+          std::memset(lo, 0, 16);
+          std::memset(lo + 64, 0, 16);
+        }
+        std::int32_t* z = zb.data() + 32 * g + 16 * c + 4 * j;
+        z[0] = in && offset_shift<B> > 0 ? -a.sum[b] * (1 << std::max(0, offset_shift<B>)) : 0;
+        z[1] = z[2] = z[3] = 0;
+        for (std::size_t r = 0; r < 2; ++r) {
+          const std::size_t lane = 16 * g + 4 * j + 2 * r + c;
+          db[lane] = in ? a.d[b] : 0.0f;
+          sb[lane] = in ? a.s[b] : 0.0f;
+        }
+      }
+  return {yb.data(), zb.data(), db.data(), sb.data()};
+}
+
+/// Byte offsets in a block of the quants and of Q5's qh (after d, m when there is one).
+template <class B>
+inline constexpr int qh_offset = has_min<B> ? 4 : 2;
+template <class B>
+inline constexpr int qs_offset = qh_offset<B> + (is_q5<B> ? 4 : 0);
+
+/// Where chunk_quants' second load starts in a chunk (4 blocks): its last 16 bytes for Q4
+/// (block 3's quants; a 16-byte load), its last 64 for Q5 (chunks of 88 / 96 bytes).
+template <class B>
+inline constexpr int second_load = 4 * static_cast<int>(sizeof(B)) - (is_q5<B> ? 64 : 16);
+
+/// The index of byte `src` of a chunk in the two sources chunk_quants loads: bytes 0..63 and
+/// the bytes from second_load on.
+template <class B>
+constexpr int chunk_source(int src) {
+  return src < 64 ? src : 64 + src - second_load<B>;
+}
+
+/// Permutation indices (VPERMT2B: 0..63 from the first source, 64..127 from the second).
+using perm_index = std::array<std::uint8_t, 64>;
+
+/// Four blocks' 16 quant bytes, block j at bytes 16j.
+template <class B>
+constexpr perm_index quant_index() {
+  perm_index ix{};
+  for (int i = 0; i < 64; ++i)
+    ix[i] = static_cast<std::uint8_t>(
+        chunk_source<B>(static_cast<int>(sizeof(B)) * (i / 16) + qs_offset<B> + i % 16));
+  return ix;
+}
+
+/// Q5: the four blocks' d words at bytes 0..7, m words at 8..15 (Q5_1), qh low words (fifth
+/// bits of elements 0..15) at 16..23 and qh high words at 24..31: the chunk's "scale" vector.
+template <class B>
+constexpr perm_index q5_meta_index() {
+  perm_index ix{};
+  for (int i = 0; i < 32; ++i) {
+    const int part = i / 8, j = (i % 8) / 2, h = i % 2;
+    const int off = part == 0 ? 0 : part == 1 ? 2 : qh_offset<B> + 2 * (part - 2);
+    ix[i] = static_cast<std::uint8_t>(chunk_source<B>(static_cast<int>(sizeof(B)) * j + off + h));
+  }
+  return ix;
+}
+
+/// Byte distance of two blocks' scales in chunk_quants' scale vector, and where m starts.
+template <class B>
+inline constexpr int scale_stride = is_q5<B> ? 2 : static_cast<int>(sizeof(B));
+template <class B>
+inline constexpr int min_offset = is_q5<B> ? 8 : 2;
+
+/// The f16 at byte Off + scale_stride * j of a chunk's scale vector, for block j, as 16 words
+/// in lane order 4j + 2r + c (sources: the scale vectors of chunks 0 and 1 of one row; both
+/// rows' lanes get that row's words, the other row's are blended in).
+template <class B, int Off>
+constexpr perm_index scale_index() {
+  perm_index ix{};
+  for (int i = 0; i < 64; ++i) {
+    const int lane = (i / 2) % 16, j = lane / 4, c = lane % 2;
+    ix[i] = static_cast<std::uint8_t>(64 * c + scale_stride<B> * j + Off + i % 2);
+  }
+  return ix;
+}
+
+template <class B>
+struct rows2_index {
+  static constexpr perm_index qs = quant_index<B>();
+  static constexpr perm_index d = scale_index<B, 0>();
+  static constexpr perm_index m = scale_index<B, min_offset<B>>();  // Q4_1's / Q5_1's min
+  static constexpr perm_index meta = q5_meta_index<B>();
+};
+
+template <const perm_index& Ix>
+TFM_ALWAYS_INLINE __m512i perm2(__m512i a, __m512i b) noexcept {
+  return _mm512_permutex2var_epi8(a, _mm512_loadu_si512(Ix.data()), b);
+}
+
+/// The masks of a last, partial chunk of vb (1..3) blocks for its two loads (bytes 0..63 and
+/// from second_load): the bytes of the valid blocks.
+struct chunk_masks {
+  __mmask64 first, last;
+};
+
+template <class B>
+chunk_masks partial_chunk_masks(int vb) noexcept {
+  const int valid = static_cast<int>(sizeof(B)) * vb;
+  auto bits = [](int n) {
+    n = std::clamp(n, 0, 64);
+    return n == 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1;
+  };
+  return {bits(valid), bits(valid - second_load<B>)};
+}
+
+/// One row's chunk of four blocks at p: the unsigned lo / hi quant vectors and the scale
+/// vector (the first 64 bytes for Q4, q5_meta_index's bytes for Q5). Full: four blocks; else
+/// the bytes in `cm` (the valid blocks of a last, partial chunk).
+template <class B, bool Full>
+TFM_ALWAYS_INLINE void chunk_quants(const std::uint8_t* p, const chunk_masks& cm, __m512i& lo,
+                                    __m512i& hi, __m512i& sc) noexcept {
+  __m512i first, last;
+  if constexpr (Full) {
+    first = _mm512_loadu_si512(p);
+    if constexpr (is_q5<B>)
+      last = _mm512_loadu_si512(p + second_load<B>);
+    else  // only bytes 0..15 are indexed
+      last = _mm512_castsi128_si512(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + second_load<B>)));
+  } else {
+    first = _mm512_maskz_loadu_epi8(cm.first, p);
+    last = _mm512_maskz_loadu_epi8(cm.last, p + second_load<B>);
+  }
+  const __m512i u = perm2<rows2_index<B>::qs>(first, last);
+  lo = _mm512_and_si512(u, _mm512_set1_epi8(0x0F));
+#if defined(__GFNI__)
+  // bits 4..7 of each byte to bits 0..3: GF2P8AFFINEQB sets bit i of a byte to the parity of
+  // (matrix byte 7 - i) & byte, so matrix bytes 7..4 are 1 << (i + 4), bytes 3..0 zero.
+  hi = _mm512_gf2p8affine_epi64_epi8(u, _mm512_set1_epi64(0x1020408000000000LL), 0);
+#else
+  hi = _mm512_and_si512(_mm512_srli_epi16(u, 4), _mm512_set1_epi8(0x0F));
+#endif
+  if constexpr (is_q5<B>) {
+    sc = perm2<rows2_index<B>::meta>(first, last);
+    // bit 16j + k of the low / high qh words = the fifth bit of byte 16j + k of lo / hi
+    const __m128i qh = _mm512_extracti32x4_epi32(sc, 1);
+    const __m512i fifth = _mm512_set1_epi8(0x10);
+    lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(static_cast<std::uint64_t>(_mm_cvtsi128_si64(qh))),
+                              lo, fifth);
+    hi = _mm512_mask_add_epi8(
+        hi, _cvtu64_mask64(static_cast<std::uint64_t>(_mm_extract_epi64(qh, 1))), hi, fifth);
+  } else {
+    sc = first;
+  }
+}
+
+/// Lane 4j + i (i < 4, 128-bit lane j) = the sum of the four lanes of 128-bit lane j of the
+/// i-th argument: the block sums of four chunk vectors.
+TFM_ALWAYS_INLINE __m512i reduce4(__m512i a, __m512i b, __m512i c, __m512i d) noexcept {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+/// The f16 at byte Off (+ scale_stride * block) of the eight blocks of both rows (sc[r][c]:
+/// chunk_quants' scale vectors), as floats in lane order.
+template <class B, int Off>
+TFM_ALWAYS_INLINE __m512 rows2_scales(const __m512i (&sc)[2][2]) noexcept {
+  static constexpr const perm_index& ix = Off == 0 ? rows2_index<B>::d : rows2_index<B>::m;
+  const __m512i t0 = perm2<ix>(sc[0][0], sc[0][1]);
+  const __m512i t1 = perm2<ix>(sc[1][0], sc[1][1]);
+  const __m256i w =  // lanes 4j + 2 and 4j + 3 (words) from row 1
+      _mm256_mask_blend_epi16(0xCCCC, _mm512_castsi512_si256(t0), _mm512_castsi512_si256(t1));
+  return _mm512_cvtph_ps(w);
+}
+
+/// Group g of rows p0 and p1 (pointers to the group's first block) added into acc: eight
+/// blocks when Full, else Chunks (1 or 2) chunks, the last one read with the masks cm when
+/// `partial`.
+template <class B, bool Full, int Chunks = 2>
+TFM_ALWAYS_INLINE __m512 rows2_group(const std::uint8_t* p0, const std::uint8_t* p1, index_t g,
+                                     bool partial, const chunk_masks& cm, const rows2_pack& pk,
+                                     __m512 acc) noexcept {
+  constexpr int bsz = static_cast<int>(sizeof(B));
+  const std::int8_t* yg = pk.y + 256 * g;
+  __m512i z[2][2], sc[2][2];
+#pragma GCC unroll 2
+  for (int c = 0; c < 2; ++c) {
+    if (c >= Chunks) {
+      z[0][c] = z[1][c] = sc[0][c] = sc[1][c] = _mm512_setzero_si512();
+      continue;
+    }
+    const __m512i ylo = _mm512_loadu_si512(yg + 128 * c);
+    const __m512i yhi = _mm512_loadu_si512(yg + 128 * c + 64);
+    const __m512i z0 = _mm512_loadu_si512(pk.z0 + 32 * g + 16 * c);
+    const bool whole = Full || c + 1 < Chunks || !partial;
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; ++r) {
+      __m512i lo, hi;
+      const std::uint8_t* p = (r ? p1 : p0) + 4 * bsz * c;
+      if (whole)
+        chunk_quants<B, true>(p, cm, lo, hi, sc[r][c]);
+      else
+        chunk_quants<B, false>(p, cm, lo, hi, sc[r][c]);
+      z[r][c] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z0, lo, ylo), hi, yhi);
+    }
+  }
+  const __m512i sumi = reduce4(z[0][0], z[0][1], z[1][0], z[1][1]);
+  const __m512 db = _mm512_mul_ps(rows2_scales<B, 0>(sc), _mm512_loadu_ps(pk.d + 16 * g));
+  __m512 r = _mm512_fmadd_ps(db, _mm512_cvtepi32_ps(sumi), acc);
+  if constexpr (has_min<B>)
+    r = _mm512_fmadd_ps(rows2_scales<B, min_offset<B>>(sc), _mm512_loadu_ps(pk.s + 16 * g), r);
+  return r;
+}
+
+/// Rows n0 .. n1 - 1, two at a time: row n0 + i with row n0 + h + i (h = half the range,
+/// rounded up; an odd range computes its middle row twice), so that the weights are read as
+/// two sequential streams. (Two adjacent rows interleaved measured up to 4x slower from DRAM
+/// for 864-byte rows, as gemv_range found: the hardware prefetcher does not follow them.)
+template <class B>
+void gemv_rows2(index_t n0, index_t n1, index_t nb, const B* w, index_t ldw, const rows2_pack& pk,
+                float* y, bool accumulate) noexcept {
+  constexpr index_t bsz = static_cast<index_t>(sizeof(B)), gb = 8 * bsz;  // bytes per group
+  const index_t full = nb / 8, h = (n1 - n0 + 1) / 2;
+  const int rest = static_cast<int>(nb % 8);
+  // the last chunk is partial when it holds 1..3 blocks
+  const bool partial = rest % 4 != 0;
+  const chunk_masks cm = partial ? partial_chunk_masks<B>(rest % 4) : chunk_masks{};
+  for (index_t i = 0; i < h; ++i) {
+    const index_t na = n0 + i, nb2 = n0 + h + i;
+    const bool two = nb2 < n1;
+    const auto* p0 = reinterpret_cast<const std::uint8_t*>(w + na * ldw);
+    const auto* p1 = two ? reinterpret_cast<const std::uint8_t*>(w + nb2 * ldw) : p0;
+    __m512 acc = _mm512_setzero_ps();
+    for (index_t g = 0; g < full; ++g)
+      acc = rows2_group<B, true>(p0 + gb * g, p1 + gb * g, g, false, cm, pk, acc);
+    if (rest) {
+      const std::uint8_t *q0 = p0 + gb * full, *q1 = p1 + gb * full;
+      acc = rest <= 4 ? rows2_group<B, false, 1>(q0, q1, full, partial, cm, pk, acc)
+                      : rows2_group<B, false, 2>(q0, q1, full, partial, cm, pk, acc);
+    }
+    // reduce_lanes per row: block-lane 4c + j is 128-bit lane j, element 2r + c, so
+    // ((j0 + j1) + (j2 + j3)) per element, then element 2r + element 2r + 1.
+    const __m512 a1 = _mm512_add_ps(acc, _mm512_shuffle_f32x4(acc, acc, 0xB1));  // j0+j1, j2+j3
+    const __m128 a2 = _mm_add_ps(_mm512_castps512_ps128(a1), _mm512_extractf32x4_ps(a1, 2));
+    const __m128 a3 = _mm_add_ps(a2, _mm_movehdup_ps(a2));  // rows 0 and 1 in elements 0 and 2
+    const float v0 = _mm_cvtss_f32(a3), v1 = _mm_cvtss_f32(_mm_movehl_ps(a3, a3));
+    y[na] = accumulate ? y[na] + v0 : v0;
+    if (two) y[nb2] = accumulate ? y[nb2] + v1 : v1;
+  }
+}
+#endif  // TFM_QDOT_ROWS2
+
 #endif  // TFM_QDOT_AVX2
 
 template <class B>
@@ -555,6 +867,16 @@ void gemv_q(index_t N, index_t K, const B* w, index_t ldw, const q8_row& a, floa
   const int nt = in_parallel() ? 1 : num_threads();
   const index_t nb = K / 32;
   // gemv_threads counts elements of a float matrix; a quantized one is ~4-8x fewer bytes.
+#if TFM_QDOT_ROWS2
+  if constexpr (detail::qdot::rows2_type<B>) {
+    if (N == 0) return;
+    const detail::qdot::rows2_pack pk = detail::qdot::make_rows2_pack<B>(nb, a);
+    detail::gemv_parallel(N, 4, detail::gemv_threads(nt, N * K / 4), [&](index_t n0, index_t n1) {
+      detail::qdot::gemv_rows2(n0, n1, nb, w, ldw, pk, y, accumulate);
+    });
+    return;
+  }
+#endif
   detail::gemv_parallel(N, 4, detail::gemv_threads(nt, N * K / 4), [&](index_t n0, index_t n1) {
     detail::qdot::gemv_range(n0, n1, nb, w, ldw, a, y, accumulate);
   });

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Expected sampling distributions for tests/unit/sampling (writes cases.hpp next to this file).
+
+Each transform is written from its definition, independently of include/typeformer/infer/
+sampler.hpp, in float64 numpy:
+  logit_bias   l[t] += b                                   (OpenAI logit_bias)
+  penalties    over the last penalty_last_n history tokens (-1: all), per token seen c > 0 times:
+               repetition r: l = l * r if l <= 0 else l / r (CTRL / llama.cpp), then
+               l -= c * frequency + presence                (OpenAI)
+  temperature  p = softmax(l / T)
+  min_p        keep p >= min_p * max(p)
+  top_k        keep the k largest (ties: lower id first)
+  typical_p    H = -sum p log p (renormalized kept set); order by |-log p - H|, keep the smallest
+               prefix of that order with renormalized mass >= typical_p (Meister et al. 2022)
+  top_p        keep the smallest most-likely prefix with renormalized mass >= top_p
+Run: python3 tests/data/sampling/reference.py
+"""
+import os
+import numpy as np
+
+NEG = -np.inf
+LOGITS = np.array([2.0, 1.0, 0.5, 3.0, -1.0, 0.0, 1.0, -2.5])
+LOGITS2 = np.array([0.3, -0.2, 1.7, 1.1, 0.9, -1.4, 2.2, 0.0, 0.6, -0.7])
+
+
+def process(l, T=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, rep=1.0, freq=0.0, pres=0.0,
+            last_n=64, history=(), bias=()):
+    l = np.array(l, dtype=np.float64)
+    for t, b in bias:
+        l[t] += b
+    window = list(history) if last_n == -1 else list(history)[max(0, len(history) - last_n):]
+    if last_n != 0:
+        for t in sorted(set(window)):
+            c = window.count(t)
+            if l[t] <= 0:
+                l[t] *= rep
+            else:
+                l[t] /= rep
+            l[t] -= c * freq + pres
+    alive = np.isfinite(l)
+    ids = [int(i) for i in np.nonzero(alive)[0]]
+    if T == 0:
+        p = np.zeros(len(l))
+        p[int(np.argmax(l))] = 1.0
+        return p
+    z = l[ids] / T
+    z = np.exp(z - z.max())
+    p = dict(zip(ids, z / z.sum()))
+    pmax = max(p.values())
+    keep = [t for t in ids if p[t] >= min_p * pmax]
+    keep.sort(key=lambda t: (-l[t], t))
+    if top_k > 0:
+        keep = keep[:top_k]
+    if typical_p < 1 and len(keep) > 1:
+        s = sum(p[t] for t in keep)
+        q = {t: p[t] / s for t in keep}
+        H = -sum(v * np.log(v) for v in q.values())
+        order = sorted(keep, key=lambda t: (abs(-np.log(q[t]) - H), keep.index(t)))
+        chosen, c = [], 0.0
+        for t in order:
+            chosen.append(t)
+            c += q[t]
+            if c >= typical_p:
+                break
+        keep = [t for t in keep if t in chosen]
+    if top_p < 1:
+        s = sum(p[t] for t in keep)
+        chosen, c = [], 0.0
+        for t in keep:
+            chosen.append(t)
+            c += p[t] / s
+            if c >= top_p:
+                break
+        keep = chosen
+    out = np.zeros(len(l))
+    s = sum(p[t] for t in keep)
+    for t in keep:
+        out[t] = p[t] / s
+    return out
+
+
+CASES = [
+    ("softmax", LOGITS, {}),
+    ("temperature 0.5", LOGITS, dict(T=0.5)),
+    ("temperature 2", LOGITS, dict(T=2.0)),
+    ("greedy", LOGITS, dict(T=0.0)),
+    ("top_k 3 (tie 1/6 by id)", LOGITS, dict(top_k=3)),
+    ("top_k 4", LOGITS, dict(top_k=4)),
+    ("top_p 0.8", LOGITS, dict(top_p=0.8)),
+    ("top_p 0.95 at T 0.7", LOGITS, dict(T=0.7, top_p=0.95)),
+    ("min_p 0.2", LOGITS, dict(min_p=0.2)),
+    ("min_p 0.2 at T 2", LOGITS, dict(T=2.0, min_p=0.2)),
+    ("typical_p 0.5", LOGITS, dict(typical_p=0.5)),
+    ("typical_p 0.9", LOGITS2, dict(typical_p=0.9)),
+    ("typical_p 0.3 at T 1.5", LOGITS2, dict(T=1.5, typical_p=0.3)),
+    ("chain", LOGITS2, dict(T=0.8, min_p=0.05, top_k=6, typical_p=0.9, top_p=0.85)),
+    ("repetition 1.5", LOGITS, dict(rep=1.5, history=[0, 4, 0, 3, 7])),
+    ("frequency 0.5", LOGITS, dict(freq=0.5, history=[0, 4, 0, 3, 0])),
+    ("presence 0.75", LOGITS, dict(pres=0.75, history=[0, 4, 0, 3, 0])),
+    ("negative presence -1", LOGITS, dict(pres=-1.0, history=[7, 7])),
+    ("penalties last 3", LOGITS, dict(rep=1.3, freq=0.4, pres=0.2, last_n=3,
+                                       history=[3, 3, 3, 0, 4, 0])),
+    ("penalties whole history", LOGITS, dict(rep=1.3, freq=0.4, pres=0.2, last_n=-1,
+                                             history=[3, 3, 3, 0, 4, 0])),
+    ("penalties last 0", LOGITS, dict(rep=1.3, freq=0.4, pres=0.2, last_n=0,
+                                      history=[3, 3, 3, 0, 4, 0])),
+    ("logit_bias", LOGITS, dict(bias=[(3, NEG), (5, 2.5), (7, -1.0)])),
+    ("bias then penalties then chain", LOGITS2,
+     dict(T=0.9, top_k=7, top_p=0.9, min_p=0.02, rep=1.2, freq=0.1, pres=0.3, last_n=4,
+          history=[6, 2, 2, 9, 6, 3], bias=[(6, 0.5), (0, NEG), (1, 1.0)])),
+    ("greedy after bias and penalties", LOGITS,
+     dict(T=0.0, rep=2.0, history=[3], bias=[(0, -0.5), (6, 0.9)])),
+]
+
+
+def fmt(x):
+    if x == NEG:
+        return "-inf"
+    return repr(float(x))
+
+
+def main():
+    lines = ["// Generated by tests/data/sampling/reference.py (numpy " + np.__version__ + "); do not edit.",
+             "#pragma once", "#include <vector>", "#include \"sampling_case.hpp\"", "",
+             "// clang-format off",
+             "inline const std::vector<sampling_case> reference_cases = {"]
+    for name, l, kw in CASES:
+        p = process(l, **kw)
+        lse = np.log(np.exp(l - l.max()).sum()) + l.max()
+        bias = ", ".join("{%d, %s}" % (t, "-inf" if b == NEG else repr(float(b)))
+                         for t, b in kw.get("bias", []))
+        lines.append("    {\"%s\",\n     {%s},\n     {%s, %d, %s, %s, %s, %s, %s, %s, %d, {%s}},\n"
+                     "     {%s},\n     {%s},\n     {%s}}," % (
+                         name, ", ".join(fmt(v) for v in l),
+                         repr(float(kw.get("T", 1.0))), kw.get("top_k", 0),
+                         repr(float(kw.get("top_p", 1.0))), repr(float(kw.get("min_p", 0.0))),
+                         repr(float(kw.get("typical_p", 1.0))), repr(float(kw.get("rep", 1.0))),
+                         repr(float(kw.get("freq", 0.0))), repr(float(kw.get("pres", 0.0))),
+                         kw.get("last_n", 64), bias,
+                         ", ".join(str(t) for t in kw.get("history", [])),
+                         ", ".join(repr(float(v)) for v in p),
+                         ", ".join(repr(float(v)) for v in (l - lse))))
+    lines.append("};")
+    lines.append("// clang-format on")
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "cases.hpp"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
