@@ -155,6 +155,8 @@ def main():
     ap.add_argument("--parallel", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--serial", action="store_true")
+    ap.add_argument("--omp-wait", default="passive",
+                    help="OMP_WAIT_POLICY for both servers (passive, active; 'unset' leaves it)")
     a = ap.parse_args()
 
     # Prompts: windows of ~`prompt` tokens of TEXT (4 characters a token is near enough for
@@ -162,7 +164,11 @@ def main():
     text = open(a.text, encoding="utf-8", errors="replace").read()
     chars = a.prompt * 4
     prompts = [text[i * chars:(i + 1) * chars] for i in range(a.requests)]
-    env = dict(os.environ, OMP_WAIT_POLICY="passive")
+    env = dict(os.environ)
+    if a.omp_wait == "unset":
+        env.pop("OMP_WAIT_POLICY", None)
+    else:
+        env["OMP_WAIT_POLICY"] = a.omp_wait
     ctx = a.prompt + a.gen + 64
     rows = []
     servers = [("typeformer", lambda port: [a.tfm, "serve", "-m", a.model, "--port", str(port),
