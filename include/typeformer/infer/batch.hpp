@@ -180,8 +180,11 @@ class batch_runner {
     }
   }
 
-  /// Repacks every Q4_0 / Q4_1 / Q8_0 weight (the head included) for gemm_interleaved.
+  /// Repacks every Q4_0 / Q4_1 / Q8_0 weight (the head included) for gemm_interleaved, on
+  /// machines with its AVX-512 VNNI kernel; elsewhere the integer-dot GEMM (gemv_q.hpp) is faster
+  /// than the interleaved kernel's scalar form, and rows stay independent with it too.
   void interleave() {
+    if (!TFM_INTERLEAVED_VNNI512) return;
     auto add = [&](const weight_matrix& w) {
       if (w.data() == nullptr || !w.quantized() || !cpu_kernels::interleave_supported(w.type()) ||
           w.cols() % 32 != 0 || inter_.count(w.data()) != 0)
@@ -350,8 +353,8 @@ class batch_runner {
     // does (gemm_half_bt_rowwise): a row's result never depends on how many rows share the step.
     if constexpr (std::is_same_v<Backend, cpu>) {
       if (w.type() == ggml_type::f32) {
-        cpu_kernels::gemm_bt_row_stable(rows, N, K, x, K, static_cast<const float*>(w.data()), K,
-                                        y, N, accumulate);
+        cpu_kernels::gemm_bt_row_stable(rows, N, K, x, K, static_cast<const float*>(w.data()), K, y,
+                                        N, accumulate);
       } else {
         w.visit([&](const auto* p) {
           using H = std::remove_cvref_t<decltype(*p)>;

@@ -59,6 +59,38 @@ inline kv_type parse_kv_type(std::string_view name) {
        "' (expected f32, f16, q8_0 or int8).");
 }
 
+/// One row of D floats stored as kv_type t at dst (int8: its scale to *scale): the row formats of
+/// kv_store and paged_kv (backend/reference/decoder.hpp describes them).
+inline void store_kv_row(kv_type t, index_t D, const float* x, std::byte* dst, float* scale) {
+  switch (t) {
+    case kv_type::f32:
+      std::memcpy(dst, x, static_cast<std::size_t>(D) * sizeof(float));
+      return;
+    case kv_type::f16:
+      for (index_t d = 0; d < D; ++d) {
+        const std::uint16_t bits = f16(x[d]).bits();
+        std::memcpy(dst + 2 * d, &bits, 2);
+      }
+      return;
+    case kv_type::q8_0:
+      for (index_t b = 0; b < D / static_cast<index_t>(qk_legacy); ++b) {
+        block_q8_0 blk;
+        quantize_block(x + b * static_cast<index_t>(qk_legacy), blk);
+        std::memcpy(dst + b * static_cast<index_t>(sizeof(block_q8_0)), &blk, sizeof blk);
+      }
+      return;
+    case kv_type::int8: {
+      namespace q = tfm::detail::quant;
+      const float d = q::absmax(x, static_cast<int>(D)) / 127.0f;
+      const float id = q::inverse_or_zero(d);
+      for (index_t j = 0; j < D; ++j)
+        dst[j] = static_cast<std::byte>(q::cvt_i8(q::round_half_away(x[j] * id)));
+      *scale = d;
+      return;
+    }
+  }
+}
+
 class kv_store {
  public:
   using view_type = tensor_view<const float, dyn_shape<3>>;
@@ -171,33 +203,7 @@ class kv_store {
 
   /// One row of D floats to the cache's type at dst (int8: its scale to *scale).
   void store_row(const float* x, std::byte* dst, float* scale) const {
-    switch (type_) {
-      case kv_type::f32:
-        std::memcpy(dst, x, static_cast<std::size_t>(D_) * sizeof(float));
-        return;
-      case kv_type::f16:
-        for (index_t d = 0; d < D_; ++d) {
-          const std::uint16_t bits = f16(x[d]).bits();
-          std::memcpy(dst + 2 * d, &bits, 2);
-        }
-        return;
-      case kv_type::q8_0:
-        for (index_t b = 0; b < D_ / static_cast<index_t>(qk_legacy); ++b) {
-          block_q8_0 blk;
-          quantize_block(x + b * static_cast<index_t>(qk_legacy), blk);
-          std::memcpy(dst + b * static_cast<index_t>(sizeof(block_q8_0)), &blk, sizeof blk);
-        }
-        return;
-      case kv_type::int8: {
-        namespace q = tfm::detail::quant;
-        const float d = q::absmax(x, static_cast<int>(D_)) / 127.0f;
-        const float id = q::inverse_or_zero(d);
-        for (index_t j = 0; j < D_; ++j)
-          dst[j] = static_cast<std::byte>(q::cvt_i8(q::round_half_away(x[j] * id)));
-        *scale = d;
-        return;
-      }
-    }
+    store_kv_row(type_, D_, x, dst, scale);
   }
 
   view_type view_of(const float* p) const {

@@ -80,37 +80,6 @@ struct paged_kv_stats {
 
 namespace paged_detail {
 
-/// One row of D floats stored as type t at dst (int8: its scale to *scale); kv_store's rule.
-inline void store_row(kv_type t, index_t D, const float* x, std::byte* dst, float* scale) {
-  switch (t) {
-    case kv_type::f32:
-      std::memcpy(dst, x, static_cast<std::size_t>(D) * sizeof(float));
-      return;
-    case kv_type::f16:
-      for (index_t d = 0; d < D; ++d) {
-        const std::uint16_t bits = f16(x[d]).bits();
-        std::memcpy(dst + 2 * d, &bits, 2);
-      }
-      return;
-    case kv_type::q8_0:
-      for (index_t b = 0; b < D / static_cast<index_t>(qk_legacy); ++b) {
-        block_q8_0 blk;
-        quantize_block(x + b * static_cast<index_t>(qk_legacy), blk);
-        std::memcpy(dst + b * static_cast<index_t>(sizeof(block_q8_0)), &blk, sizeof blk);
-      }
-      return;
-    case kv_type::int8: {
-      namespace q = tfm::detail::quant;
-      const float d = q::absmax(x, static_cast<int>(D)) / 127.0f;
-      const float id = q::inverse_or_zero(d);
-      for (index_t j = 0; j < D; ++j)
-        dst[j] = static_cast<std::byte>(q::cvt_i8(q::round_half_away(x[j] * id)));
-      *scale = d;
-      return;
-    }
-  }
-}
-
 /// splitmix64's finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mix.
 constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -383,10 +352,10 @@ class paged_kv {
       const index_t b = s.blocks[static_cast<std::size_t>(p / B)];
       for (index_t g = 0; g < G_; ++g) {
         const index_t r = (g * opt_.blocks + b) * B + p % B;
-        paged_detail::store_row(opt_.type, D_, k + t * ld + g * D_,
-                                kb + static_cast<std::size_t>(r) * row_, ks ? ks + r : nullptr);
-        paged_detail::store_row(opt_.type, D_, v + t * ld + g * D_,
-                                vb + static_cast<std::size_t>(r) * row_, vs ? vs + r : nullptr);
+        store_kv_row(opt_.type, D_, k + t * ld + g * D_, kb + static_cast<std::size_t>(r) * row_,
+                     ks ? ks + r : nullptr);
+        store_kv_row(opt_.type, D_, v + t * ld + g * D_, vb + static_cast<std::size_t>(r) * row_,
+                     vs ? vs + r : nullptr);
       }
     }
   }
