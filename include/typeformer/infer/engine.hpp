@@ -129,6 +129,7 @@ struct engine_options {
   index_t max_batch_tokens = 512;     ///< tokens in one step: decodes plus prefill chunks
   index_t context = 0;                ///< positions one sequence may reach; 0: min(model's, 2048)
   index_t kv_tokens = 0;              ///< KV pool size in tokens; 0: max_seqs * context
+  std::size_t kv_bytes = 0;           ///< or in bytes (whole blocks; not both)
   index_t block_tokens = 16;          ///< positions per KV block
   kv_type kv = kv_type::f32;          ///< KV element type (kv_store.hpp)
   bool prefix_cache = true;           ///< reuse cached prompt blocks across requests
@@ -187,11 +188,22 @@ class engine {
     ctx_ = o_.context > 0 ? o_.context : std::min<index_t>(cfg_.context_length, 2048);
     if (cfg_.position == nn::position_kind::learned) ctx_ = std::min(ctx_, cfg_.context_length);
     o_.max_seqs = std::min(o_.max_seqs, o_.max_batch_tokens);
+    if (o_.kv_tokens > 0 && o_.kv_bytes > 0)
+      fail(errc::value, "tfm::infer::engine: set the KV pool in tokens (kv_tokens = ", o_.kv_tokens,
+           ") or in bytes (kv_bytes = ", o_.kv_bytes, "), not both.");
+    const paged_kv_options po{.block_tokens = o_.block_tokens, .blocks = 0, .type = o_.kv};
     const index_t tokens = o_.kv_tokens > 0 ? o_.kv_tokens : o_.max_seqs * ctx_;
-    const index_t blocks = (tokens + o_.block_tokens - 1) / o_.block_tokens;
-    kv_ = std::make_unique<paged_kv>(
-        cfg_.n_layer, cfg_.n_kv_head, cfg_.head_dim,
-        paged_kv_options{.block_tokens = o_.block_tokens, .blocks = blocks, .type = o_.kv});
+    const index_t blocks = o_.kv_bytes > 0
+                               ? paged_kv::blocks_for_bytes(o_.kv_bytes, cfg_.n_layer,
+                                                            cfg_.n_kv_head, cfg_.head_dim, po)
+                               : (tokens + o_.block_tokens - 1) / o_.block_tokens;
+    if (blocks <= 0)
+      fail(errc::value, "tfm::infer::engine: kv_bytes = ", o_.kv_bytes,
+           " does not hold one KV block of ", o_.block_tokens, " positions (",
+           paged_kv::bytes_per_block(cfg_.n_layer, cfg_.n_kv_head, cfg_.head_dim, po), " bytes).");
+    paged_kv_options pool = po;
+    pool.blocks = blocks;
+    kv_ = std::make_unique<paged_kv>(cfg_.n_layer, cfg_.n_kv_head, cfg_.head_dim, pool);
     kv_->prepare(o_.max_seqs + 1, ctx_);  // sequence slots and block tables, once
     run_ = std::make_unique<batch_runner<T, Backend>>(
         model, *kv_,

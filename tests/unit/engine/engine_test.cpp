@@ -289,6 +289,16 @@ TEST_CASE("engine: bad requests are refused with a clear error, nothing queued")
   tiny_pool.run_until_idle();
   CHECK(big.why == infer::finish_reason::error);
   CHECK(big.error.find("KV cache") != std::string::npos);
+  // The pool in bytes: whole blocks of the model's bytes per block.
+  const std::size_t per_block =
+      infer::paged_kv::bytes_per_block(model.config().n_layer, model.config().n_kv_head,
+                                       model.config().head_dim, {.block_tokens = 4});
+  infer::engine by_bytes(model, {.context = 32, .kv_bytes = 5 * per_block + 7, .block_tokens = 4});
+  CHECK(by_bytes.cache().total_blocks() == 5);
+  CHECK_THROWS_WITH_AS(infer::engine(model, {.kv_tokens = 8, .kv_bytes = per_block}),
+                       doctest::Contains("not both"), value_error);
+  CHECK_THROWS_WITH_AS(infer::engine(model, {.kv_bytes = 1}), doctest::Contains("one KV block"),
+                       value_error);
 }
 
 TEST_CASE("engine: a background thread serves requests submitted from several threads") {
