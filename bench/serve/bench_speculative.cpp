@@ -24,8 +24,9 @@
 int main(int argc, char** argv) {
   using namespace tfm;
   if (argc < 4) {
-    std::fprintf(stderr, "usage: bench_speculative TARGET.gguf DRAFT.gguf TEXT [--prompt N] "
-                         "[--gen N] [--k N] [--temp T] [--threads N] [--repeats N]\n");
+    std::fprintf(stderr,
+                 "usage: bench_speculative TARGET.gguf DRAFT.gguf TEXT [--prompt N] "
+                 "[--gen N] [--k N] [--temp T] [--threads N] [--repeats N]\n");
     return 2;
   }
   std::int64_t plen = 256, gen = 128, k = 4, repeats = 3;
@@ -33,12 +34,18 @@ int main(int argc, char** argv) {
   int threads = 0;
   for (int i = 4; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--prompt") plen = std::stoll(v);
-    else if (a == "--gen") gen = std::stoll(v);
-    else if (a == "--k") k = std::stoll(v);
-    else if (a == "--temp") temp = std::stod(v);
-    else if (a == "--threads") threads = std::stoi(v);
-    else if (a == "--repeats") repeats = std::stoll(v);
+    if (a == "--prompt")
+      plen = std::stoll(v);
+    else if (a == "--gen")
+      gen = std::stoll(v);
+    else if (a == "--k")
+      k = std::stoll(v);
+    else if (a == "--temp")
+      temp = std::stod(v);
+    else if (a == "--threads")
+      threads = std::stoi(v);
+    else if (a == "--repeats")
+      repeats = std::stoll(v);
     else {
       std::fprintf(stderr, "bench_speculative: unknown option %s\n", a.c_str());
       return 2;
@@ -81,9 +88,10 @@ int main(int argc, char** argv) {
   const result plain = measure(nullptr, 0);
   const result model = measure(&draft, k);
   const result lookup = measure(nullptr, k);
-  std::printf("target %s, draft %s, %zu prompt tokens, %lld generated, k %lld, temp %g, threads %d\n",
-              argv[1], argv[2], ids.size(), static_cast<long long>(gen),
-              static_cast<long long>(k), temp, num_threads());
+  std::printf(
+      "target %s, draft %s, %zu prompt tokens, %lld generated, k %lld, temp %g, threads %d\n",
+      argv[1], argv[2], ids.size(), static_cast<long long>(gen), static_cast<long long>(k), temp,
+      num_threads());
   std::printf("| decoder | tok/s | acceptance | tokens/step | speed-up |\n|---|---|---|---|---|\n");
   auto row = [&](const char* name, const result& r) {
     std::printf("| %s | %.1f | %.3f | %.2f | %.2fx |\n", name, r.tok_s, r.st.acceptance(),

@@ -219,8 +219,8 @@ void gemm_half_bt(index_t M, index_t N, index_t K, const float* A, index_t lda, 
 /// rely on it (infer/batch.hpp). Each weight row is converted once per 8 rows of A; columns of C
 /// are split over threads.
 template <half_weight H>
-void gemm_half_bt_rowwise(index_t M, index_t N, index_t K, const float* A, index_t lda,
-                          const H* w, index_t ldw, float* C, index_t ldc, bool accumulate = false) {
+void gemm_half_bt_rowwise(index_t M, index_t N, index_t K, const float* A, index_t lda, const H* w,
+                          index_t ldw, float* C, index_t ldc, bool accumulate = false) {
   detail::gemm_check<float>("gemm_half_bt_rowwise", M, N, K);
   if (M == 0 || N == 0) return;
   const int nt = in_parallel() ? 1 : num_threads();
@@ -232,14 +232,30 @@ void gemm_half_bt_rowwise(index_t M, index_t N, index_t K, const float* A, index
       for (index_t n = n0; n < n1; ++n) {
         const H* wr = w + n * ldw;
         switch (R) {
-          case 8: detail::dot_rows_half<H, 8>(K, wr, a, lda, s); break;
-          case 7: detail::dot_rows_half<H, 7>(K, wr, a, lda, s); break;
-          case 6: detail::dot_rows_half<H, 6>(K, wr, a, lda, s); break;
-          case 5: detail::dot_rows_half<H, 5>(K, wr, a, lda, s); break;
-          case 4: detail::dot_rows_half<H, 4>(K, wr, a, lda, s); break;
-          case 3: detail::dot_rows_half<H, 3>(K, wr, a, lda, s); break;
-          case 2: detail::dot_rows_half<H, 2>(K, wr, a, lda, s); break;
-          default: detail::dot_rows_half<H, 1>(K, wr, a, lda, s); break;
+          case 8:
+            detail::dot_rows_half<H, 8>(K, wr, a, lda, s);
+            break;
+          case 7:
+            detail::dot_rows_half<H, 7>(K, wr, a, lda, s);
+            break;
+          case 6:
+            detail::dot_rows_half<H, 6>(K, wr, a, lda, s);
+            break;
+          case 5:
+            detail::dot_rows_half<H, 5>(K, wr, a, lda, s);
+            break;
+          case 4:
+            detail::dot_rows_half<H, 4>(K, wr, a, lda, s);
+            break;
+          case 3:
+            detail::dot_rows_half<H, 3>(K, wr, a, lda, s);
+            break;
+          case 2:
+            detail::dot_rows_half<H, 2>(K, wr, a, lda, s);
+            break;
+          default:
+            detail::dot_rows_half<H, 1>(K, wr, a, lda, s);
+            break;
         }
         for (index_t r = 0; r < R; ++r) {
           float& c = C[(m0 + r) * ldc + n];
