@@ -16,9 +16,11 @@ int run_convert(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_imatrix(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_merge_lora(const std::vector<std::string>& args);
 int run_perplexity(const std::vector<std::string>& args);
 int run_quantize(const std::vector<std::string>& args);
 int run_embed(const std::vector<std::string>& args);
+int run_finetune(const std::vector<std::string>& args);
 int run_train(const std::vector<std::string>& args);
 #if TFM_CLI_HAVE_SERVE
 int run_serve(const std::vector<std::string>& args);
@@ -45,8 +47,12 @@ inline std::span<const cli::command> commands() {
       {"chat", "talk to a GGUF model through its chat template", &run_chat},
       {"perplexity", "a GGUF model's perplexity on a text file (llama.cpp's definition)",
        &run_perplexity},
+      {"merge-lora", "merge a LoRA adapter (PEFT directory or LoRA GGUF) into a llama GGUF",
+       &run_merge_lora},
       {"bench", "prompt and generation tokens/s, as llama-bench reports them", &run_bench},
       {"train", "train a small GPT on text files and sample from it (resumable)", &run_train},
+      {"finetune", "fine-tune a GGUF model on JSONL conversations (LoRA, QLoRA, full; resumable)",
+       &run_finetune},
       {"serve", "an OpenAI-compatible HTTP server (completions, chat, embeddings, metrics)",
        &run_serve},
   };

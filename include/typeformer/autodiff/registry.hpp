@@ -33,24 +33,38 @@ TFM_BEGIN_NAMESPACE
   X(softmax) X(log_softmax) X(layer_norm) X(rms_norm)                                              \
   /* ops/loss.hpp, ops/linear_loss.hpp, ops/dropout.hpp, autodiff/checkpoint.hpp */               \
   X(cross_entropy) X(linear_cross_entropy) X(dropout) X(checkpoint)                                \
-  /* ops/linear.hpp, ops/rope.hpp */                                                               \
-  X(linear) X(rope)                                                                                \
+  /* ops/linear.hpp, ops/rope.hpp, ops/lora_linear.hpp */                                          \
+  X(linear) X(rope) X(lora_linear)                                                                 \
   /* ops/attention.hpp (the fused kernel; attention_composed records its parts) */                 \
   X(attention)
+
+// The alignment losses (ops/alignment_loss.hpp): their gradient checks and their own count
+// tripwire live in tests/unit/alignment (alignment_op_count), beside the numpy references of
+// the same losses, so the core table of tests/unit/autodiff does not list them.
+#define TFM_ALIGNMENT_OPS(X)                                                                       \
+  X(sequence_logprob) X(dpo_loss) X(bradley_terry_loss) X(ppo_policy_loss) X(ppo_value_loss)      \
+  X(grpo_loss)
 // clang-format on
 
 namespace detail {
 #define TFM_DETAIL_OP_NAME(n) std::string_view(#n),
 inline constexpr std::array differentiable_op_names{TFM_DIFFERENTIABLE_OPS(TFM_DETAIL_OP_NAME)};
+inline constexpr std::array alignment_op_names{TFM_ALIGNMENT_OPS(TFM_DETAIL_OP_NAME)};
 #undef TFM_DETAIL_OP_NAME
 }  // namespace detail
 
-/// Number of differentiable ops; a test asserts it equals the number of gradient checks.
+/// Number of differentiable ops of TFM_DIFFERENTIABLE_OPS; a test (tests/unit/autodiff) asserts
+/// it equals the number of its gradient checks.
 inline constexpr std::size_t differentiable_op_count = detail::differentiable_op_names.size();
+/// Number of alignment losses (TFM_ALIGNMENT_OPS); tests/unit/alignment asserts it equals the
+/// number of its gradient checks.
+inline constexpr std::size_t alignment_op_count = detail::alignment_op_names.size();
 
-/// True when `name` is a registered differentiable op.
+/// True when `name` is a registered differentiable op (of either list).
 constexpr bool is_differentiable_op(std::string_view name) noexcept {
   for (auto n : detail::differentiable_op_names)
+    if (n == name) return true;
+  for (auto n : detail::alignment_op_names)
     if (n == name) return true;
   return false;
 }

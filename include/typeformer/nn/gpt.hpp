@@ -31,6 +31,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +41,10 @@ namespace nn {
 
 /// Interface a KV cache offers to attention (infer/kv_cache.hpp implements it).
 struct no_cache {};
+
+/// Document ids per (batch, position) of packed rows (B * T values, non-decreasing along a row):
+/// attention does not cross documents (tfm::attention_options::segments). Null: no mask.
+using segment_ids = std::shared_ptr<const std::vector<std::int32_t>>;
 
 /// GPT-2's init stddev of the residual output projections: 0.02 / sqrt(2 n_layer) (Radford et
 /// al. 2019, section 2.3), 0.02 for a config without layers.
@@ -83,7 +88,8 @@ class attention_layer : public module_base<T, attention_layer<T, Cfg>> {
 
   /// x (B, T, C) -> (B, T, C); pos0: position of x's first step; cache: KV cache or no_cache.
   template <class S, class Cache>
-  var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer) const {
+  var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer,
+                       const segment_ids& segments = {}) const {
     const index_t B = x.extent(0), Tn = x.extent(1);
     auto qkv = c_attn(x);                        // (B, T, (H + 2G) D)
     auto heads = [&](index_t from, index_t n) {  // (B, T, n D) slice -> (B, n, T, D)
@@ -105,6 +111,7 @@ class attention_layer : public module_base<T, attention_layer<T, Cfg>> {
     o.window = window_;
     o.alibi = position_ == position_kind::alibi;
     o.q_offset = pos0;
+    o.segments = segments;
     var<T, dyn_shape<4>> y;
     if constexpr (std::is_same_v<Cache, no_cache>) {
       (void)cache;
@@ -160,14 +167,15 @@ class block : public module_base<T, block<T, Cfg>> {
 
   template <class S, class Cache>
   var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer, bool training,
-                       std::uint64_t seed, std::uint64_t& offset) const {
+                       std::uint64_t seed, std::uint64_t& offset,
+                       const segment_ids& segments = {}) const {
     auto drop = [&](const var<T, S>& h) {
       if (!training || dropout_ == 0.0) return h;
       auto r = dropout(h, dropout_, seed, offset, true);
       offset += static_cast<std::uint64_t>(h.size());
       return r;
     };
-    var<T, S> h = x + drop(attn(ln_1(x), pos0, cache, layer));
+    var<T, S> h = x + drop(attn(ln_1(x), pos0, cache, layer, segments));
     return h + drop(var<T, S>(mlp_(ln_2(h)).data()));
   }
   /// x (B, T, C) at positions 0 .. T - 1, without a cache or dropout (evaluation).
@@ -227,7 +235,8 @@ class gpt {
   /// The final hidden states (B, T, C) after ln_f, which the head maps to logits.
   template <class Cache = no_cache>
   var<T, shape<dyn, dyn, C>> hidden(const ids_type& ids, bool training = false, index_t pos0 = 0,
-                                    Cache* cache = nullptr) const {
+                                    Cache* cache = nullptr,
+                                    const segment_ids& segments = {}) const {
     const index_t B = ids.extent(0), Tn = ids.extent(1);
     if (pos0 < 0 || pos0 + Tn > cfg_.block_size)
       fail(errc::shape, "tfm::nn::gpt: positions ", pos0, " .. ", pos0 + Tn - 1,
@@ -248,7 +257,7 @@ class gpt {
     std::uint64_t offset = dropout_offset_;
     for (std::size_t l = 0; l < h.size(); ++l)
       x = h[l](x, pos0, cache, static_cast<index_t>(l), training, seed_ ^ 0x9e3779b97f4a7c15ull,
-               offset);
+               offset, segments);
     if (training) dropout_offset_ = offset;
     return ln_f(x);
   }
@@ -263,6 +272,17 @@ class gpt {
   /// gradient.
   var<T, shape<>> loss(const ids_type& ids, const ids_type& targets, bool training = true) const {
     return linear_cross_entropy(hidden(ids, training), head_weight(), targets);
+  }
+
+  /// The loss of packed or masked rows (fine-tuning): targets equal to ce.ignore_index add
+  /// nothing, `segments` keeps attention inside each document. Red: mean over the counted
+  /// targets, their sum, or none (the per-token losses (B, T), 0 where ignored).
+  template <ce_reduction Red = ce_reduction::mean>
+  auto loss(const ids_type& ids, const ids_type& targets, bool training,
+            const cross_entropy_options& ce, const segment_ids& segments = {}) const {
+    return linear_cross_entropy<Red>(
+        hidden(ids, training, 0, static_cast<no_cache*>(nullptr), segments), head_weight(), targets,
+        ce);
   }
 
   /// Parameters with stable names, in declaration order.

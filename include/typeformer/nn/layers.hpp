@@ -28,11 +28,14 @@
 #include "typeformer/ops/elementwise.hpp"
 #include "typeformer/ops/gather.hpp"
 #include "typeformer/ops/linear.hpp"
+#include "typeformer/ops/lora_linear.hpp"
 #include "typeformer/ops/normalize.hpp"
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <type_traits>
 
 TFM_BEGIN_NAMESPACE
 namespace nn {
@@ -69,6 +72,13 @@ class linear : public module_base<T, linear<T, In, Out>> {
 
   template <class S>
   auto operator()(const var<T, S>& x) const {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      if (lora || frozen) return tfm::lora_linear(x, weight, frozen, bias, lora.get());
+    } else if (lora || frozen) {
+      fail(errc::unsupported,
+           "tfm::nn::linear: LoRA adapters and frozen compact weights need "
+           "float or double parameters.");
+    }
     if (bias.defined()) return tfm::linear(x, weight, bias);
     return tfm::linear(x, weight);
   }
@@ -79,6 +89,10 @@ class linear : public module_base<T, linear<T, In, Out>> {
 
   var<T, shape<Out, In>> weight;
   var<T, shape<Out>> bias;  // undefined when the layer has no bias
+  /// The LoRA update in use (nn/lora.hpp attaches it), or null.
+  std::shared_ptr<lora_update<T>> lora;
+  /// A frozen compact base that replaces `weight` (QLoRA's NF4, nn/qlora.hpp), or null.
+  std::shared_ptr<const frozen_weight<T>> frozen;
 
  private:
   static std::string type_name() {
@@ -226,6 +240,14 @@ class mlp : public module_base<T, mlp<T, C, F>> {
     up_.collect(out);
     down_.collect(out);
   }
+  mlp_kind kind() const noexcept { return kind_; }
+  /// The projections: gate (SwiGLU only; empty for GELU), up (c_fc for GELU), down (c_proj).
+  linear<T, C, F>& gate_proj() noexcept { return gate_; }
+  linear<T, C, F>& up_proj() noexcept { return up_; }
+  linear<T, F, C>& down_proj() noexcept { return down_; }
+  const linear<T, C, F>& gate_proj() const noexcept { return gate_; }
+  const linear<T, C, F>& up_proj() const noexcept { return up_; }
+  const linear<T, F, C>& down_proj() const noexcept { return down_; }
 
  private:
   mlp_kind kind_ = mlp_kind::gelu;

@@ -14,7 +14,17 @@
 //            arXiv:2108.12409 (geometric in 2^(-8/H'), H' the power of two below H, interleaved
 //            for the remaining heads)
 //   scale    multiplies q k^T (0 = 1/sqrt(D))
+//   segments document ids per (batch, position) for sequence packing: several documents share a
+//            row of T tokens and key j is visible to query i only if both carry the same id (on
+//            top of the other rules). Ids are non-decreasing along a row (documents contiguous),
+//            and S == T with q_offset 0 (self-attention over the packed row, no cache).
 // A query with no visible key gets an output row of zeros (no NaN).
+//
+// Packing and positions: RoPE (ops/rope.hpp) makes the score of (i, j) depend on the positions
+// only through i - j, and ALiBi and the window use only i - j too, so with the document mask a
+// packed row whose positions simply run 0 .. T-1 gives each document the same outputs as running
+// it alone at positions 0 .. n-1 (up to rounding in the rotation angles): there is no need to
+// restart positions per document. tests/unit/attention/segments_test.cpp checks this.
 //
 // Two implementations with the same contract:
 //   attention(...)           the fused flash-style kernel (backend/cpu/attention.hpp): tiles with
@@ -51,7 +61,47 @@ struct attention_options {
   bool alibi = false;
   double scale = 0.0;     // 0: 1/sqrt(D)
   index_t q_offset = -1;  // position of query 0 among the keys; -1: S - T
+  /// Document ids per (batch, position), B * T values, row-major; when set, a query sees only keys
+  /// of its own document. Ids must be non-decreasing along each row (documents are contiguous);
+  /// requires S == T (self-attention without a cache, q_offset 0). Empty: no document mask.
+  std::shared_ptr<const std::vector<std::int32_t>> segments;
 };
+
+namespace detail {
+/// Checks o.segments against (B, T, S) and returns the document bounds of every position:
+/// [0, B T) the first position of its document, [B T, 2 B T) one past its last. Null when
+/// o.segments is empty. Throws shape_error / value_error naming what is wrong.
+inline std::shared_ptr<std::vector<index_t>> attention_segment_bounds(const attention_options& o,
+                                                                      index_t B, index_t Tq,
+                                                                      index_t S) {
+  if (!o.segments || o.segments->empty()) return nullptr;
+  const auto& id = *o.segments;
+  if (static_cast<index_t>(id.size()) != B * Tq)
+    fail(errc::shape, "tfm::attention: options.segments holds ", id.size(),
+         " document ids, expected B * T = ", B, " * ", Tq, " = ", B * Tq, ".");
+  if (S != Tq)
+    fail(errc::shape, "tfm::attention: options.segments needs self-attention with as many keys as ",
+         "queries, got T = ", Tq, " queries and S = ", S, " keys.");
+  if (o.q_offset > 0)
+    fail(errc::value, "tfm::attention: options.segments needs q_offset 0, got ", o.q_offset, ".");
+  auto bounds = std::make_shared<std::vector<index_t>>(static_cast<std::size_t>(2 * B * Tq));
+  index_t* lo = bounds->data();
+  index_t* hi = lo + B * Tq;
+  for (index_t b = 0; b < B; ++b) {
+    const std::int32_t* r = id.data() + b * Tq;
+    for (index_t i = 1; i < Tq; ++i)
+      if (r[i] < r[i - 1])
+        fail(errc::value, "tfm::attention: options.segments must be non-decreasing along each ",
+             "row (documents are contiguous), but row ", b, " has id ", r[i], " at position ", i,
+             " after ", r[i - 1], ".");
+    for (index_t i = 0; i < Tq; ++i)
+      lo[b * Tq + i] = (i > 0 && r[i] == r[i - 1]) ? lo[b * Tq + i - 1] : i;
+    for (index_t i = Tq - 1; i >= 0; --i)
+      hi[b * Tq + i] = (i + 1 < Tq && r[i] == r[i + 1]) ? hi[b * Tq + i + 1] : i + 1;
+  }
+  return bounds;
+}
+}  // namespace detail
 
 /// ALiBi slopes for H heads (Press et al., arXiv:2108.12409, and their reference code for H not
 /// a power of two).
@@ -94,6 +144,25 @@ tensor<T, dyn_shape<3>> attention_bias(index_t H, index_t Tq, index_t S,
   return m;
 }
 
+/// The document mask (B, 1, T, T): 0 where key j is in query i's document (equal ids in
+/// o.segments), -inf elsewhere. Checks o.segments as attention does.
+template <class T>
+tensor<T, dyn_shape<4>> attention_segment_mask(index_t B, index_t Tq, index_t S,
+                                               const attention_options& o) {
+  detail::attention_segment_bounds(o, B, Tq, S);  // validates
+  tensor<T, dyn_shape<4>> m(dyn_shape<4>(B, 1, Tq, S));
+  const T ninf = -std::numeric_limits<T>::infinity();
+  const auto& id = *o.segments;
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 0; i < Tq; ++i)
+      for (index_t j = 0; j < S; ++j)
+        m(b, 0, i, j) =
+            id[static_cast<std::size_t>(b * Tq + i)] == id[static_cast<std::size_t>(b * Tq + j)]
+                ? T(0)
+                : ninf;
+  return m;
+}
+
 /// Composed attention over vars (see the header comment).
 template <class T, class SQ, class SK, class SV>
 auto attention_composed(const var<T, SQ>& q, const var<T, SK>& k, const var<T, SV>& v,
@@ -120,7 +189,11 @@ auto attention_composed(const var<T, SQ>& q, const var<T, SK>& k, const var<T, S
   var<T, S4> qq(q.data());
   auto scores = matmul(qq, transpose(kk)) * scale;  // (B, H, T, S)
   auto bias = attention_bias<T>(H, Tq, S, o);
-  auto p = softmax(scores + constant(bias));
+  var<T, S4> masked((scores + constant(bias)).data());
+  if (o.segments && !o.segments->empty())
+    masked =
+        var<T, S4>((masked + constant(attention_segment_mask<T>(q.extent(0), Tq, S, o))).data());
+  auto p = softmax(masked);
   auto out = matmul(p, vv);
   using SO = shape<SQ::static_extents[0], SQ::static_extents[1], SQ::static_extents[2],
                    SV::static_extents[3]>;
@@ -152,6 +225,11 @@ var_ptr<T> ad_flash_attention(const var_ptr<T>& q, const var_ptr<T>& k, const va
   auto slopes =
       std::make_shared<std::vector<double>>(o.alibi ? alibi_slopes(g.H) : std::vector<double>{});
   g.alibi = o.alibi ? slopes->data() : nullptr;
+  auto seg = detail::attention_segment_bounds(o, g.B, g.T, g.S);
+  if (seg) {
+    g.seg_lo = seg->data();
+    g.seg_hi = seg->data() + g.B * g.T;
+  }
   auto out = result<T>(q->extents);
   auto lse = std::make_shared<std::vector<K>>(static_cast<std::size_t>(g.B * g.H * g.T));
   // Kernel-type copies of the inputs (none for f32/f64) and of the output.
@@ -183,8 +261,12 @@ var_ptr<T> ad_flash_attention(const var_ptr<T>& q, const var_ptr<T>& k, const va
   if constexpr (!std::is_same_v<T, K>)
     for (index_t i = 0; i < out->size(); ++i) out->value.data()[i] = T(static_cast<float>(op[i]));
   record(out, "attention", {q, k, v},
-         [q, k, v, o = out.get(), g, slopes, lse, qk, kk, vk, ok]() mutable {
+         [q, k, v, o = out.get(), g, slopes, seg, lse, qk, kk, vk, ok]() mutable {
            g.alibi = slopes->empty() ? nullptr : slopes->data();
+           if (seg) {
+             g.seg_lo = seg->data();
+             g.seg_hi = seg->data() + g.B * g.T;
+           }
            using G = grad_t<T>;
            static_assert(std::is_same_v<G, K>, "attention: gradients are held in the kernel type");
            const K *qp, *kp, *vp, *opp;

@@ -44,6 +44,7 @@ void gc_concat();
 // gc_linalg.cpp
 void gc_matmul();
 void gc_linear();
+void gc_lora_linear();
 // gc_rows.cpp
 void gc_embedding();
 void gc_index_select();

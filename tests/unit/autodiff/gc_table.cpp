@@ -39,7 +39,7 @@ constexpr op_case table[] = {
     {"cross_entropy", gc::gc_cross_entropy},
     {"linear_cross_entropy", gc::gc_linear_cross_entropy}, {"dropout", gc::gc_dropout},
     {"checkpoint", gc::gc_checkpoint},
-    {"linear", gc::gc_linear}, {"rope", gc::gc_rope},
+    {"linear", gc::gc_linear}, {"rope", gc::gc_rope}, {"lora_linear", gc::gc_lora_linear},
     {"attention", gc::gc_attention},
 };
 // clang-format on

@@ -7,7 +7,12 @@
 //
 // Layout (contiguous, row-major): q, o, do, dq (B, H, T, D); k, v, dk, dv (B, G, S, D); lse
 // (B, H, T). Head h reads key/value head h / (H / G). Query i sits at key position q_offset + i.
-// Visibility and bias as in ops/attention.hpp (causal, sliding window, ALiBi slopes per head).
+// Visibility and bias as in ops/attention.hpp (causal, sliding window, ALiBi slopes per head,
+// documents of a packed row). Documents: when seg_lo is set (then S == T and q_offset == 0),
+// query i of batch b sees key j only if seg_lo[b T + i] <= j < seg_hi[b T + i], the bounds of its
+// document; both are non-decreasing in i, so a query tile's keys start at the bound of its first
+// query and end at that of its last, and whole key tiles outside are never computed (as for the
+// sliding window's lower bound).
 //
 // Determinism: forward parallelises over (batch, head, query tile); backward over (batch,
 // kv-head), whose thread owns that head's dK/dV and the dQ of the query heads sharing it. No two
@@ -36,50 +41,64 @@ struct attention_geometry {
   index_t window = 0;
   double scale = 1.0;
   const double* alibi = nullptr;  // H slopes, or null
+  // Document bounds (B * T each, non-decreasing along a row), or null: no document mask.
+  const index_t* seg_lo = nullptr;  // first position of the query's document
+  const index_t* seg_hi = nullptr;  // one past its last position
 };
 
 namespace attention_detail {
 inline constexpr index_t tile_q = 64;
 inline constexpr index_t tile_k = 64;
 
-inline bool visible(const attention_geometry& g, index_t i, index_t j) {
+inline bool visible(const attention_geometry& g, index_t b, index_t i, index_t j) {
   const index_t pos = g.q_offset + i;
-  return (!g.causal || j <= pos) && (g.window <= 0 || j > pos - g.window);
+  return (!g.causal || j <= pos) && (g.window <= 0 || j > pos - g.window) &&
+         (!g.seg_lo || (j >= g.seg_lo[b * g.T + i] && j < g.seg_hi[b * g.T + i]));
 }
-/// Key range [lo, hi) that queries [i0, i1) can see at all.
-inline void key_range(const attention_geometry& g, index_t i0, index_t i1, index_t& lo,
+/// Key range [lo, hi) that queries [i0, i1) (i1 > i0) of batch b can see at all.
+inline void key_range(const attention_geometry& g, index_t b, index_t i0, index_t i1, index_t& lo,
                       index_t& hi) {
   lo = 0;
   hi = g.S;
   if (g.causal) hi = std::min(g.S, g.q_offset + i1);
   if (g.window > 0) lo = std::max<index_t>(0, g.q_offset + i0 - g.window + 1);
+  if (g.seg_lo) {  // bounds non-decreasing in the query: the first query's start, the last's end
+    lo = std::max(lo, g.seg_lo[b * g.T + i0]);
+    hi = std::min(hi, g.seg_hi[b * g.T + i1 - 1]);
+  }
   if (hi < lo) hi = lo;
 }
-/// Query range [lo, hi) that can see keys [j0, j1).
-inline void query_range(const attention_geometry& g, index_t j0, index_t j1, index_t& lo,
+/// Query range [lo, hi) of batch b that can see keys [j0, j1) (j1 > j0).
+inline void query_range(const attention_geometry& g, index_t b, index_t j0, index_t j1, index_t& lo,
                         index_t& hi) {
   lo = 0;
   hi = g.T;
   if (g.causal) lo = std::clamp<index_t>(j0 - g.q_offset, 0, g.T);
   if (g.window > 0) hi = std::clamp<index_t>(j1 - 1 + g.window - g.q_offset, 0, g.T);
+  if (g.seg_lo) {  // S == T: the queries of the documents that keys j0 .. j1-1 belong to
+    lo = std::max(lo, g.seg_lo[b * g.T + j0]);
+    hi = std::min(hi, g.seg_hi[b * g.T + j1 - 1]);
+  }
   if (hi < lo) hi = lo;
 }
 
-/// s (nq, nk) = scale * q k^T + bias, -inf where invisible.
+/// s (nq, nk) = scale * q k^T + bias, -inf where invisible (queries i0.. of batch b, head h).
 template <class T>
-void scores(const attention_geometry& g, index_t h, const T* q, const T* k, index_t i0, index_t nq,
-            index_t j0, index_t nk, T* s) {
+void scores(const attention_geometry& g, index_t b, index_t h, const T* q, const T* k, index_t i0,
+            index_t nq, index_t j0, index_t nk, T* s) {
   gemm<T>(false, true, nq, nk, g.D, static_cast<T>(g.scale), q, g.D, k, g.D, T(0), s, nk);
   // Whole tile visible and no bias: nothing to do (the common case away from the diagonal).
-  const bool all_visible = (!g.causal || j0 + nk - 1 <= g.q_offset + i0) &&
-                           (g.window <= 0 || j0 > g.q_offset + i0 + nq - 1 - g.window);
+  const bool all_visible =
+      (!g.causal || j0 + nk - 1 <= g.q_offset + i0) &&
+      (g.window <= 0 || j0 > g.q_offset + i0 + nq - 1 - g.window) &&
+      (!g.seg_lo || (j0 >= g.seg_lo[b * g.T + i0 + nq - 1] && j0 + nk <= g.seg_hi[b * g.T + i0]));
   if (all_visible && !g.alibi) return;
   const T ninf = -std::numeric_limits<T>::infinity();
   for (index_t a = 0; a < nq; ++a)
-    for (index_t b = 0; b < nk; ++b) {
-      const index_t i = i0 + a, j = j0 + b;
-      T& x = s[a * nk + b];
-      if (!visible(g, i, j))
+    for (index_t c = 0; c < nk; ++c) {
+      const index_t i = i0 + a, j = j0 + c;
+      T& x = s[a * nk + c];
+      if (!visible(g, b, i, j))
         x = ninf;
       else if (g.alibi)
         x -= static_cast<T>(g.alibi[h] * static_cast<double>(g.q_offset + i - j));
@@ -130,10 +149,10 @@ void attention_forward(const attention_geometry& g, const T* q, const T* k, cons
       std::fill(l.begin(), l.end(), T(0));
       std::fill(acc.begin(), acc.end(), T(0));
       index_t lo, hi;
-      key_range(g, i0, i0 + nq, lo, hi);
+      key_range(g, b, i0, i0 + nq, lo, hi);
       for (index_t j0 = lo; j0 < hi; j0 += tile_k) {
         const index_t nk = std::min(tile_k, hi - j0);
-        scores(g, h, qb, kb + j0 * g.D, i0, nq, j0, nk, s.data());
+        scores(g, b, h, qb, kb + j0 * g.D, i0, nq, j0, nk, s.data());
         for (index_t a = 0; a < nq; ++a) {
           T* sr = s.data() + a * nk;
           T mx = m[static_cast<std::size_t>(a)];
@@ -189,7 +208,7 @@ void attention_backward(const attention_geometry& g, const T* q, const T* k, con
     const T* kb = k + ((b * g.G + h / rep) * g.S + j0) * g.D;
     const T* vb = v + ((b * g.G + h / rep) * g.S + j0) * g.D;
     const T* dob = dout + ((b * g.H + h) * g.T + i0) * g.D;
-    scores(g, h, qb, kb, i0, nq, j0, nk, p);
+    scores(g, b, h, qb, kb, i0, nq, j0, nk, p);
     const T* lb = lse + (b * g.H + h) * g.T + i0;
     for (index_t a = 0; a < nq; ++a) {
       T* pr = p + a * nk;
@@ -218,7 +237,7 @@ void attention_backward(const attention_geometry& g, const T* q, const T* k, con
         T* dvb = dv + ((b * g.G + gk) * g.S + j0) * g.D;
         const T* kb = k + ((b * g.G + gk) * g.S + j0) * g.D;
         index_t lo, hi;
-        query_range(g, j0, j0 + nk, lo, hi);
+        query_range(g, b, j0, j0 + nk, lo, hi);
         for (index_t h = gk * rep; h < (gk + 1) * rep; ++h)
           for (index_t i0 = lo - lo % tile_q; i0 < hi; i0 += tile_q) {
             const index_t nq = std::min(tile_q, g.T - i0);

@@ -1,0 +1,188 @@
+// bench_finetune_step: one fine-tuning step on a real model, for the side-by-side comparison with
+// PyTorch + PEFT (bench/finetune/torch_peers.py runs the same settings; run_peers.sh runs both).
+//
+//   bench_finetune_step --model SmolLM2.gguf --task lora|qlora|full [--batch 4] [--seq 256]
+//                       [--rank 16] [--alpha 32] [--steps 5] [--threads N] [--json]
+//
+// lora: the base f32 and frozen, adapters on q/k/v/o/gate/up/down; qlora: the same on an NF4
+// base (nn/qlora.hpp); full: every parameter trains. Random token ids (seed 1), loss over every
+// position, AdamW on the trainable parameters, gradient clipping at 1.0 as in the trainers.
+// Prints tokens/s (median step time after one warm-up step), the process's peak RSS, and the
+// peak RSS of the training steps alone (VmHWM reset after loading, /proc/self/clear_refs).
+#include "bench_util.hpp"
+
+#include <typeformer/nn/lora.hpp>
+#include <typeformer/nn/qlora.hpp>
+#include <typeformer/optim/optimizer.hpp>
+#include <typeformer/train/finetune.hpp>
+
+#include <sys/resource.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+double vm_hwm_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  return 0;
+}
+void reset_hwm() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+}
+double max_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+int usage(const char* msg) {
+  std::fprintf(stderr,
+               "bench_finetune_step: %s\nusage: bench_finetune_step --model FILE.gguf "
+               "--task lora|qlora|full [--batch B] [--seq T] [--rank R] [--alpha A] [--steps N] "
+               "[--threads N] [--json]\n",
+               msg);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model, task = "lora";
+  long batch = 4, seq = 256, rank = 16, steps = 5, threads = 0;
+  double alpha = 32;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    auto num = [&](long& v) {
+      const char* s = next();
+      if (!s) return false;
+      v = std::atol(s);
+      return true;
+    };
+    if (a == "--model") {
+      const char* s = next();
+      if (!s) return usage("--model needs a file");
+      model = s;
+    } else if (a == "--task") {
+      const char* s = next();
+      if (!s) return usage("--task needs lora, qlora or full");
+      task = s;
+    } else if (a == "--batch") {
+      if (!num(batch)) return usage("--batch needs a number");
+    } else if (a == "--seq") {
+      if (!num(seq)) return usage("--seq needs a number");
+    } else if (a == "--rank") {
+      if (!num(rank)) return usage("--rank needs a number");
+    } else if (a == "--steps") {
+      if (!num(steps)) return usage("--steps needs a number");
+    } else if (a == "--threads") {
+      if (!num(threads)) return usage("--threads needs a number");
+    } else if (a == "--alpha") {
+      const char* s = next();
+      if (!s) return usage("--alpha needs a number");
+      alpha = std::atof(s);
+    } else if (a == "--json") {
+      json = true;
+    } else {
+      return usage(("unknown argument '" + a + "'").c_str());
+    }
+  }
+  if (model.empty()) return usage("--model is required");
+  if (task != "lora" && task != "qlora" && task != "full") return usage("unknown --task");
+  if (batch < 1 || seq < 2 || rank < 1 || steps < 2) return usage("sizes must be positive");
+  if (threads > 0) tfm_bench::set_threads(static_cast<int>(threads));
+#if defined(_OPENMP)
+  const int nthreads = omp_get_max_threads();
+#else
+  const int nthreads = 1;
+#endif
+  using namespace tfm;
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto m = train::load_gguf_model(model, seq);
+    nn::lora_adapter<float> a;
+    nn::parameter_list<float> trainable;
+    std::size_t base_bytes = 0;
+    if (task == "qlora") {
+      const auto st = nn::quantize_base_nf4(m);
+      base_bytes = st.packed_bytes;
+    }
+    if (task == "full") {
+      trainable = m.parameters();
+    } else {
+      nn::lora_config lc;
+      lc.rank = rank;
+      lc.alpha = alpha;
+      a = nn::make_lora(m, lc);
+      nn::freeze(m);
+      nn::attach(m, a);
+      a.train(true);
+      trainable = a.parameters();
+    }
+    const double load_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double load_peak = max_rss_mb();
+    reset_hwm();
+    optim::adam_options o;
+    o.lr = 1e-4;
+    auto opt = optim::adamw(trainable, o);
+    std::mt19937 g(1);
+    std::uniform_int_distribution<int> d(0, static_cast<int>(m.config().vocab) - 1);
+    train::pretrained_model::ids_type x(dyn_shape<2>(batch, seq)), y(dyn_shape<2>(batch, seq));
+    std::vector<double> times;
+    double loss = 0;
+    for (long s = 0; s < steps; ++s) {
+      for (index_t i = 0; i < x.size(); ++i) {
+        x.data()[i] = d(g);
+        y.data()[i] = d(g);
+      }
+      const auto s0 = std::chrono::steady_clock::now();
+      opt.zero_grad();
+      auto l = m.loss(x, y, true);
+      loss = l.item();
+      l.backward();
+      opt.step_clipped(1.0);
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
+    }
+    std::vector<double> t(times.begin() + 1, times.end());
+    std::sort(t.begin(), t.end());
+    const double med = t[t.size() / 2];
+    const double tok_s = static_cast<double>(batch * seq) / med;
+    const double train_peak = vm_hwm_mb();
+    const index_t n_train = count_parameters(trainable);
+    if (json)
+      std::printf(
+          "{\"peer\": \"typeformer\", \"task\": \"%s\", \"threads\": %d, \"batch\": %ld, "
+          "\"seq\": %ld, \"rank\": %ld, \"tokens_per_s\": %.2f, \"step_s_median\": %.4f, "
+          "\"peak_rss_mb\": %.1f, \"train_peak_rss_mb\": %.1f, \"load_peak_rss_mb\": %.1f, "
+          "\"trainable\": %lld, \"base_packed_bytes\": %zu, \"last_loss\": %.4f, "
+          "\"load_s\": %.2f}\n",
+          task.c_str(), nthreads, batch, seq, rank, tok_s, med, max_rss_mb(), train_peak, load_peak,
+          static_cast<long long>(n_train), base_bytes, loss, load_s);
+    else
+      std::printf(
+          "%s: %.1f tokens/s (step %.3f s median of %zu), peak RSS %.0f MB (training %.0f MB, "
+          "load %.0f MB), %lld trainable, loss %.3f\n",
+          task.c_str(), tok_s, med, t.size(), max_rss_mb(), train_peak, load_peak,
+          static_cast<long long>(n_train), loss);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_finetune_step: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
