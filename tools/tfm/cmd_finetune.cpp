@@ -75,6 +75,9 @@ int run_finetune(const std::vector<std::string>& args) {
   p.option("--warmup", "N", "warmup steps (-1: min(100, steps / 10))", s.warmup);
   p.option("--weight-decay", "W", "AdamW weight decay", s.weight_decay);
   p.option("--clip", "X", "gradient norm clipping, 0 = off", s.clip);
+  p.flag("--grad-ckpt",
+         "gradient checkpointing: keep only each block's input, recompute it in the backward",
+         s.grad_checkpointing);
   p.option("--eval-every", "N", "steps between evaluations (0: 10 per run)", s.eval_interval);
   p.option("--eval-batches", "N", "held-out batches per evaluation (0: all)", s.eval_batches);
   p.option("--save-every", "N", "steps between checkpoints (0: at evaluations)", s.ckpt_interval);

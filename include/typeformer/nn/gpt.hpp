@@ -19,6 +19,7 @@
 // attends over everything cached so far.
 #pragma once
 
+#include "typeformer/autodiff/checkpoint.hpp"
 #include "typeformer/nn/config.hpp"
 #include "typeformer/nn/layers.hpp"
 #include "typeformer/nn/module.hpp"
@@ -41,6 +42,12 @@ namespace nn {
 
 /// Interface a KV cache offers to attention (infer/kv_cache.hpp implements it).
 struct no_cache {};
+
+/// Tag of nn::gpt's constructor that leaves the parameters without initial values.
+struct uninitialized_t {
+  explicit uninitialized_t() = default;
+};
+inline constexpr uninitialized_t uninitialized{};
 
 /// Document ids per (batch, position) of packed rows (B * T values, non-decreasing along a row):
 /// attention does not cross documents (tfm::attention_options::segments). Null: no mask.
@@ -211,9 +218,15 @@ class gpt {
   using ids_type = tensor<std::int32_t, shape<dyn, dyn>>;
   using logits_type = var<T, shape<dyn, dyn, V>>;
 
-  explicit gpt(const Cfg& cfg = Cfg{}, std::uint64_t seed = 0) : cfg_(cfg), seed_(seed) {
+  explicit gpt(const Cfg& cfg = Cfg{}, std::uint64_t seed = 0) : gpt(cfg, seed, true) {}
+  /// A model whose parameters are allocated but hold no defined values (their weights are loaded
+  /// next, e.g. train::load_gguf_model): skips the initialisation's random draws.
+  gpt(const Cfg& cfg, uninitialized_t) : gpt(cfg, 0, false) {}
+
+ private:
+  gpt(const Cfg& cfg, std::uint64_t seed, bool fill) : cfg_(cfg), seed_(seed) {
     validate(cfg_);
-    builder b{seed, ""};
+    builder b{seed, "", fill};
     wte = embedding<T, V, C>(b.sub("wte"), cfg.vocab, cfg.n_embd);
     if (cfg.position == position_kind::learned)
       wpe = embedding<T, Tmax, C>(b.sub("wpe"), cfg.block_size, cfg.n_embd);
@@ -223,6 +236,7 @@ class gpt {
       lm_head = linear<T, C, V>(b.sub("lm_head"), cfg.n_embd, cfg.vocab, false);
   }
 
+ public:
   const Cfg& config() const noexcept { return cfg_; }
 
   /// Logits (B, T, V) for token ids (B, T) at positions pos0 .. pos0 + T - 1.
@@ -255,9 +269,28 @@ class gpt {
     }
     (void)B;
     std::uint64_t offset = dropout_offset_;
-    for (std::size_t l = 0; l < h.size(); ++l)
-      x = h[l](x, pos0, cache, static_cast<index_t>(l), training, seed_ ^ 0x9e3779b97f4a7c15ull,
-               offset, segments);
+    const std::uint64_t dseed = seed_ ^ 0x9e3779b97f4a7c15ull;
+    const bool recompute = checkpointing_ && training && grad_enabled();
+    if (recompute) check_recomputable();
+    for (std::size_t l = 0; l < h.size(); ++l) {
+      const auto L = static_cast<index_t>(l);
+      if (!recompute) {
+        x = h[l](x, pos0, cache, L, training, dseed, offset, segments);
+        continue;
+      }
+      // The block runs again in the backward from its input: it gets the same dropout offset
+      // both times, and the offset after it is what the first run left.
+      auto after = std::make_shared<std::uint64_t>(offset);
+      x = checkpoint(
+          [this, l, L, pos0, cache, dseed, off0 = offset, after, segments](const var<T, SX>& in) {
+            std::uint64_t o = off0;
+            auto r = h[l](in, pos0, cache, L, true, dseed, o, segments);
+            *after = o;
+            return r;
+          },
+          x);
+      offset = *after;
+    }
     if (training) dropout_offset_ = offset;
     return ln_f(x);
   }
@@ -313,13 +346,38 @@ class gpt {
     return s;
   }
 
+  /// Gradient checkpointing (autodiff/checkpoint.hpp) of every block while training: only the
+  /// blocks' inputs are kept for the backward, which runs each block's forward again (about a
+  /// third more compute for the activations of one block instead of all). LoRA adapters with
+  /// dropout cannot be recomputed bitwise and are refused while it is on.
+  void set_checkpointing(bool on) noexcept { checkpointing_ = on; }
+  bool checkpointing() const noexcept { return checkpointing_; }
+
   /// Dropout stream position (saved in checkpoints for exact resume).
   std::uint64_t dropout_offset() const noexcept { return dropout_offset_; }
   void set_dropout_offset(std::uint64_t o) noexcept { dropout_offset_ = o; }
 
  private:
+  /// Adapters whose dropout is on draw new masks on every call, so a recomputed block would not
+  /// be the block that ran: refused (tfm::unsupported_error) rather than given wrong gradients.
+  void check_recomputable() const {
+    for (const auto& b : h) {
+      auto bad = [](const auto& lin) {
+        return lin.lora && lin.lora->enabled && lin.lora->dropout > 0 && lin.lora->state &&
+               lin.lora->state->training;
+      };
+      if (bad(b.attn.c_attn) || bad(b.attn.c_proj) || bad(b.mlp_.gate_proj()) ||
+          bad(b.mlp_.up_proj()) || bad(b.mlp_.down_proj()))
+        fail(errc::unsupported,
+             "tfm::nn::gpt: gradient checkpointing cannot recompute LoRA adapters with dropout "
+             "(their masks change per call); set the adapter's dropout to 0 or turn "
+             "checkpointing off.");
+    }
+  }
+
   Cfg cfg_;
   std::uint64_t seed_ = 0;
+  bool checkpointing_ = false;
   mutable std::uint64_t dropout_offset_ = 0;
 
  public:

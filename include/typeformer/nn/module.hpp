@@ -75,8 +75,11 @@ struct init {
 struct builder {
   std::uint64_t seed = 0;
   std::string prefix;
+  /// false: parameters are allocated but not given their initial values (a model whose weights
+  /// are loaded next; see nn::gpt's uninitialized constructor).
+  bool fill = true;
   builder sub(std::string_view name) const {
-    return {seed, prefix.empty() ? std::string(name) : prefix + "." + std::string(name)};
+    return {seed, prefix.empty() ? std::string(name) : prefix + "." + std::string(name), fill};
   }
   std::string name(std::string_view leaf) const {
     return prefix.empty() ? std::string(leaf) : prefix + "." + std::string(leaf);
@@ -87,6 +90,14 @@ struct builder {
 template <class T, shape_type S>
 var<T, S> make_parameter(const builder& b, std::string_view leaf, const S& s, init how) {
   std::string nm = b.name(leaf);
+  if (!b.fill) {  // the values are overwritten next: no fill, no copy
+    const auto e = s.extents();
+    auto d = detail::make_var_data<T>(std::vector<index_t>(e.begin(), e.end()));
+    d->requires_grad = true;
+    var<T, S> v(std::move(d));
+    v.set_name(nm);
+    return v;
+  }
   tensor<T, S> t(s);
   if (how.k == init::kind::normal) {
     t = randn<T>(s, b.seed ^ name_hash(nm), static_cast<compute_t<T>>(how.stddev));

@@ -63,30 +63,46 @@ struct quantized_base_stats {
   std::size_t packed_bytes = 0;  ///< their size as NF4 + double-quantized constants
 };
 
+/// Replaces one linear map's f32 weight by an NF4 frozen_weight (its width must be a multiple of
+/// 64) and releases the f32 values; adds to `st`.
+template <class B = cpu, class Lin>
+void quantize_linear_nf4(Lin& lin, quantized_base_stats& st) {
+  if (lin.frozen || !lin.weight.defined()) return;
+  const auto rows = static_cast<std::size_t>(lin.weight.extent(0));
+  const auto cols = static_cast<std::size_t>(lin.weight.extent(1));
+  const float* w = lin.weight.data()->value.data();
+  auto q = quantize_nf4_dq(std::span<const float>(w, rows * cols), rows, cols, lin.weight.name());
+  st.f32_bytes += rows * cols * sizeof(float);
+  st.packed_bytes += q.bytes();
+  ++st.matrices;
+  lin.frozen = std::make_shared<const nf4_weight<B>>(std::move(q));
+  lin.weight = std::remove_cvref_t<decltype(lin.weight)>();
+}
+
+/// Fails (tfm::shape_error naming the parameter) unless every block linear map of m has an
+/// input width NF4 can hold (a multiple of 64).
+template <class Cfg>
+void check_nf4_widths(gpt<Cfg, float>& m) {
+  detail::lora::for_each_site(m, [&](index_t, std::string_view, auto& lin) {
+    if (!lin.frozen && lin.weight.defined() && lin.weight.extent(1) % 64 != 0)
+      fail(errc::shape, "tfm::nn::quantize_base_nf4: '", lin.weight.name(), "' has ",
+           lin.weight.extent(1), " input features; NF4 needs a multiple of 64.");
+  });
+}
+
 /// Replaces the weight of every linear map in m's blocks (c_attn, c_proj, the MLP projections)
 /// by an NF4 frozen_weight and releases the f32 values. Maps whose input width is not a
 /// multiple of 64 (NF4's block) raise tfm::shape_error naming the parameter, before anything
 /// changes. Maps with a bias keep it (f32, frozen with the rest by nn::freeze).
 template <class B = cpu, class Cfg>
 quantized_base_stats quantize_base_nf4(gpt<Cfg, float>& m) {
+  check_nf4_widths(m);
   quantized_base_stats st;
-  detail::lora::for_each_site(m, [&](index_t, std::string_view, auto& lin) {
-    if (!lin.frozen && lin.weight.defined() && lin.weight.extent(1) % 64 != 0)
-      fail(errc::shape, "tfm::nn::quantize_base_nf4: '", lin.weight.name(), "' has ",
-           lin.weight.extent(1), " input features; NF4 needs a multiple of 64.");
-  });
-  detail::lora::for_each_site(m, [&](index_t, std::string_view, auto& lin) {
-    if (lin.frozen || !lin.weight.defined()) return;
-    const auto rows = static_cast<std::size_t>(lin.weight.extent(0));
-    const auto cols = static_cast<std::size_t>(lin.weight.extent(1));
-    const float* w = lin.weight.data()->value.data();
-    auto q = quantize_nf4_dq(std::span<const float>(w, rows * cols), rows, cols, lin.weight.name());
-    st.f32_bytes += rows * cols * sizeof(float);
-    st.packed_bytes += q.bytes();
-    ++st.matrices;
-    lin.frozen = std::make_shared<const nf4_weight<B>>(std::move(q));
-    lin.weight = std::remove_cvref_t<decltype(lin.weight)>();
-  });
+  detail::lora::for_each_site(
+      m, [&](index_t, std::string_view, auto& lin) { quantize_linear_nf4<B>(lin, st); });
+  // The f32 blocks just freed would otherwise stay in the storage cache (core/storage.hpp),
+  // resident, waiting for tensors of their exact sizes.
+  release_cached_storage();
   return st;
 }
 

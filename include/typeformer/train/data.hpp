@@ -57,14 +57,14 @@ enum class split { train, validation };
 
 using ids_tensor = tensor<std::int32_t, shape<dyn, dyn>>;
 
-/// Reads a whole file; io_error naming the path when it cannot be read.
-inline std::string read_text_file(const std::string& path) {
+/// Reads a whole file; io_error naming the path (after `who`) when it cannot be read.
+inline std::string read_text_file(const std::string& path, const char* who = "tfm::train") {
   std::ifstream f(path, std::ios::binary);
-  if (!f) fail(errc::io, "tfm::train: cannot open '", path, "'.");
+  if (!f) fail(errc::io, who, ": cannot open '", path, "'.");
   std::ostringstream ss;
   ss << f.rdbuf();
-  if (f.bad()) fail(errc::io, "tfm::train: reading '", path, "' failed.");
-  return ss.str();
+  if (f.bad()) fail(errc::io, who, ": reading '", path, "' failed.");
+  return std::move(ss).str();
 }
 
 class token_dataset {

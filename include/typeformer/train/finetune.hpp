@@ -28,6 +28,7 @@
 #include "typeformer/io/export_gguf_import.hpp"
 #include "typeformer/io/gguf.hpp"
 #include "typeformer/nn/gpt.hpp"
+#include "typeformer/nn/qlora.hpp"
 #include "typeformer/ops/loss.hpp"
 #include "typeformer/optim/optimizer.hpp"
 #include "typeformer/optim/schedule.hpp"
@@ -122,12 +123,37 @@ inline void load_gguf_weights(const io::gguf_file& f, const nn::parameter_list<f
 /// A llama or gpt2 GGUF as a trainable nn::gpt with f32 weights.
 inline pretrained_model load_gguf_model(const io::gguf_file& f, index_t block_size = 0) {
   const nn::dynamic_config c = gguf_config(f, block_size);
-  pretrained_model m(c, 0);
+  pretrained_model m(c, nn::uninitialized);
   load_gguf_weights(f, m.parameters(), f.get<std::string>("general.architecture") == "llama");
   return m;
 }
 inline pretrained_model load_gguf_model(const std::string& path, index_t block_size = 0) {
   return load_gguf_model(io::gguf_file(path), block_size);
+}
+
+/// A llama or gpt2 GGUF as a trainable nn::gpt whose block linear maps are NF4 frozen weights
+/// (QLoRA, nn/qlora.hpp) and everything else f32. Each map is read, quantized and released
+/// before the next is read, so the f32 copy of the blocks never exists whole: the peak is the
+/// f32 embeddings and norms plus one matrix.
+inline pretrained_model load_gguf_model_nf4(const io::gguf_file& f, index_t block_size = 0) {
+  const nn::dynamic_config c = gguf_config(f, block_size);
+  pretrained_model m(c, nn::uninitialized);  // pages untouched until written
+  const bool llama = f.get<std::string>("general.architecture") == "llama";
+  nn::check_nf4_widths(m);
+  nn::quantized_base_stats st;
+  nn::detail::lora::for_each_site(m, [&](index_t, std::string_view, auto& lin) {
+    nn::parameter_list<float> one;
+    nn::add_parameter(one, lin.weight, true);
+    load_gguf_weights(f, one, llama);
+    one.clear();
+    nn::quantize_linear_nf4(lin, st);
+    release_cached_storage();
+  });
+  load_gguf_weights(f, m.parameters(), llama);
+  return m;
+}
+inline pretrained_model load_gguf_model_nf4(const std::string& path, index_t block_size = 0) {
+  return load_gguf_model_nf4(io::gguf_file(path), block_size);
 }
 
 // ---- supervised fine-tuning ----------------------------------------------------------------
@@ -188,20 +214,9 @@ sft_step_result sft_step(Model& model, optim::optimizer<T>& opt,
   }
   res.loss =
       total > 0 ? sum / static_cast<double>(total) : std::numeric_limits<double>::quiet_NaN();
-  if (o.clip > 0) {
-    const auto r = opt.step_clipped(o.clip);
-    res.grad_norm = r.grad_norm;
-    res.applied = r.applied;
-  } else {
-    res.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    res.applied = opt.step();
-  }
-  ++st.step;
-  curve_point cp;
-  cp.step = st.step;
-  cp.lr = res.lr;
-  cp.train_loss = res.loss;
-  st.curve.push_back(cp);
+  const auto u = apply_update(opt, o.clip, res.lr, res.loss, st);
+  res.grad_norm = u.grad_norm;
+  res.applied = u.applied;
   return res;
 }
 

@@ -78,6 +78,7 @@
 #include "typeformer/tokenizer/detail/bpe_tables.hpp"
 #include "typeformer/tokenizer/detail/json.hpp"
 #include "typeformer/tokenizer/vocab_tokenizer.hpp"
+#include "typeformer/train/data.hpp"
 
 #include <algorithm>
 #include <array>
@@ -234,9 +235,13 @@ inline sft_record parse_sft_line(std::string_view text, std::string_view name, s
                     "; expected two strings or two arrays of messages.");
 }
 
-/// Records of a JSONL text; `name` names it in errors (see INPUT).
-inline std::vector<sft_record> parse_sft_jsonl(std::string_view text, std::string_view name) {
-  std::vector<sft_record> out;
+/// The records of a JSONL text, one per non-blank line (CRLF accepted), each made by
+/// parse(line_text, name, line_number); `who` and `what` ("examples", "pairs") word the error
+/// for a text without any (train/preference.hpp reads its files with it too).
+template <class Parse>
+auto parse_jsonl(std::string_view text, std::string_view name, const char* who, const char* what,
+                 Parse&& parse) {
+  std::vector<decltype(parse(std::string_view{}, name, std::size_t{}))> out;
   std::size_t line = 0, pos = 0;
   while (pos < text.size()) {
     ++line;
@@ -246,22 +251,25 @@ inline std::vector<sft_record> parse_sft_jsonl(std::string_view text, std::strin
     pos = end + 1;
     if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
     if (l.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    out.push_back(parse_sft_line(l, name, line));
+    out.push_back(parse(l, name, line));
   }
   if (out.empty())
-    fail(errc::parse, "tfm::train::sft: '", name, "' holds no examples (",
+    fail(errc::parse, who, ": '", name, "' holds no ", what, " (",
          text.empty() ? "the file is empty" : "only blank lines", ").");
   return out;
 }
 
+/// Records of a JSONL text; `name` names it in errors (see INPUT).
+inline std::vector<sft_record> parse_sft_jsonl(std::string_view text, std::string_view name) {
+  return parse_jsonl(text, name, "tfm::train::sft", "examples",
+                     [](std::string_view l, std::string_view n, std::size_t line) {
+                       return parse_sft_line(l, n, line);
+                     });
+}
+
 /// Records of a JSONL file; io_error when it cannot be read.
 inline std::vector<sft_record> read_sft_jsonl(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(errc::io, "tfm::train::sft: cannot open '", path, "'.");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(errc::io, "tfm::train::sft: reading '", path, "' failed.");
-  return parse_sft_jsonl(ss.str(), path);
+  return parse_sft_jsonl(read_text_file(path, "tfm::train::sft"), path);
 }
 
 // ---- held-out split -----------------------------------------------------------------------------

@@ -87,9 +87,10 @@ struct sft_settings {
   std::int64_t warmup = -1;   ///< -1: min(100, steps / 10)
   double weight_decay = 0.0;  ///< PEFT/TRL's default for adapters
   double clip = 1.0;
-  std::int64_t eval_interval = 0;  ///< 0: 10 evaluations per run
-  std::int64_t eval_batches = 0;   ///< 0: the whole held-out split
-  std::int64_t ckpt_interval = 0;  ///< 0: at evaluations
+  bool grad_checkpointing = false;  ///< recompute each block in the backward (nn::gpt)
+  std::int64_t eval_interval = 0;   ///< 0: 10 evaluations per run
+  std::int64_t eval_batches = 0;    ///< 0: the whole held-out split
+  std::int64_t ckpt_interval = 0;   ///< 0: at evaluations
   std::uint64_t seed = 1;
   bool resume = false;
   std::int64_t stop_after = 0;  ///< stop (with a checkpoint) after this step, for tests
@@ -186,7 +187,8 @@ inline int run_sft(sft_settings s) {
   const io::gguf_file file(s.model);
   const vocab_tokenizer tok = io::load_gguf_tokenizer(file);
   const jinja_chat_template tpl = gguf_chat_template(file, tok);
-  pretrained_model m = load_gguf_model(file, s.block_size);
+  pretrained_model m = s.method == finetune_method::qlora ? load_gguf_model_nf4(file, s.block_size)
+                                                          : load_gguf_model(file, s.block_size);
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Data.
@@ -224,7 +226,8 @@ inline int run_sft(sft_settings s) {
           ? s.steps
           : std::max<std::int64_t>(
                 1, static_cast<std::int64_t>(std::ceil(s.epochs * static_cast<double>(per_epoch))));
-  const std::int64_t warmup = s.warmup >= 0 ? s.warmup : std::min<std::int64_t>(100, steps / 10);
+  const std::int64_t warmup =
+      std::min(steps, s.warmup >= 0 ? s.warmup : std::min<std::int64_t>(100, steps / 10));
   const std::int64_t eval_every =
       s.eval_interval > 0 ? s.eval_interval : std::max<std::int64_t>(1, steps / 10);
   const std::int64_t ckpt_every = s.ckpt_interval > 0 ? s.ckpt_interval : eval_every;
@@ -233,10 +236,13 @@ inline int run_sft(sft_settings s) {
   nn::parameter_list<float> trainable;
   std::string base_note;
   if (s.method == finetune_method::qlora) {
-    const auto q = nn::quantize_base_nf4(m);
-    base_note = ", base NF4 " + detail::sft::fmt("%.1f MB", double(q.packed_bytes) / 1e6) +
-                " (f32 " + detail::sft::fmt("%.1f MB", double(q.f32_bytes) / 1e6) + ")";
+    std::size_t packed = 0;
+    nn::detail::lora::for_each_site(m, [&](index_t, std::string_view, auto& lin) {
+      if (lin.frozen) packed += lin.frozen->bytes();
+    });
+    base_note = ", block weights NF4 " + detail::sft::fmt("%.1f MB", double(packed) / 1e6);
   }
+  m.set_checkpointing(s.grad_checkpointing);
   if (s.method == finetune_method::full) {
     trainable = m.parameters();
   } else {

@@ -497,6 +497,34 @@ training_state load_training_state(const std::string& path, const nn::parameter_
 
 // ---- the step --------------------------------------------------------------------------------
 
+/// The end of every training step (pretraining, fine-tuning, alignment): the optimizer update
+/// with the gradients accumulated so far (clipped to a global norm `clip` when > 0; the norm pass
+/// doubles as the finiteness check), then st.step advances and the curve gets the step's point.
+struct update_result {
+  double grad_norm = 0;  ///< before clipping (NaN when clip == 0)
+  bool applied = true;   ///< false: a gradient was not finite and nothing changed
+};
+template <class T>
+update_result apply_update(optim::optimizer<T>& opt, double clip, double lr, double loss,
+                           training_state& st) {
+  update_result u;
+  if (clip > 0) {
+    const auto r = opt.step_clipped(clip);
+    u.grad_norm = r.grad_norm;
+    u.applied = r.applied;
+  } else {
+    u.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    u.applied = opt.step();
+  }
+  ++st.step;
+  curve_point cp;
+  cp.step = st.step;
+  cp.lr = lr;
+  cp.train_loss = loss;
+  st.curve.push_back(cp);
+  return u;
+}
+
 struct step_options {
   index_t batch = 8;            // B: sequences per micro-batch
   index_t seq = 128;            // T: tokens per sequence
@@ -537,21 +565,9 @@ step_result train_step(Model& model, optim::optimizer<T>& opt, const token_datas
   }
   st.dropout_offset = model.dropout_offset();
   res.loss = sum * inv_k;
-  // Clipping is applied inside the update, and the norm pass doubles as the finiteness check.
-  if (o.clip > 0) {
-    const auto r = opt.step_clipped(o.clip);
-    res.grad_norm = r.grad_norm;
-    res.applied = r.applied;
-  } else {
-    res.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    res.applied = opt.step();
-  }
-  ++st.step;
-  curve_point cp;
-  cp.step = st.step;
-  cp.lr = res.lr;
-  cp.train_loss = res.loss;
-  st.curve.push_back(cp);
+  const auto u = apply_update(opt, o.clip, res.lr, res.loss, st);
+  res.grad_norm = u.grad_norm;
+  res.applied = u.applied;
   return res;
 }
 

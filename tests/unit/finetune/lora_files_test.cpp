@@ -2,6 +2,7 @@
 // io/lora_adapter.hpp): PEFT directory and llama.cpp LoRA GGUF round trips give the same logits
 // bitwise, and merging the file into the exported weights (io::merge) equals nn::merge.
 #include "tfm_test.hpp"
+#include "tiny_llama.hpp"
 
 #include <typeformer/io/export.hpp>
 #include <typeformer/nn/lora.hpp>
@@ -20,19 +21,8 @@ using namespace tfm;
 
 namespace {
 nn::dynamic_config tiny() {
-  nn::dynamic_config c;
-  c.vocab = 53;
+  auto c = tfm_test::tiny_llama(53, 32, 40, true);
   c.block_size = 16;
-  c.n_layer = 2;
-  c.n_embd = 32;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.ffn = 40;
-  c.norm = nn::norm_kind::rms_norm;
-  c.mlp = nn::mlp_kind::swiglu;
-  c.position = nn::position_kind::rope;
-  c.bias = false;
-  c.tie_embeddings = true;
   return c;
 }
 using model_t = nn::gpt<nn::dynamic_config, float>;
@@ -77,7 +67,7 @@ TEST_CASE("lora files: PEFT and GGUF round trips of a trained adapter keep the l
   std::filesystem::create_directories(dir);
   io::save_peft(file, (dir / "peft").string(), m.config());
   io::save_lora_gguf(file, (dir / "a.gguf").string(), m.config());
-  for (const std::string path : {(dir / "peft").string(), (dir / "a.gguf").string()}) {
+  for (const std::string& path : {(dir / "peft").string(), (dir / "a.gguf").string()}) {
     auto b = train::from_adapter_file(m, io::load_lora(path, m.config()));
     nn::attach(m, b);
     CHECK_MESSAGE(logits_of(m, x) == trained, path);

@@ -2,6 +2,7 @@
 // fresh adapter leaves the model unchanged, only the adapter trains and its loss falls, merge and
 // unmerge, switching adapters, a frozen_weight base, and the errors.
 #include "tfm_test.hpp"
+#include "tiny_llama.hpp"
 
 #include <typeformer/nn/lora.hpp>
 #include <typeformer/optim/optimizer.hpp>
@@ -18,32 +19,12 @@ using namespace tfm;
 
 namespace {
 
-nn::dynamic_config tiny_llama() {
-  nn::dynamic_config c;
-  c.vocab = 61;
-  c.block_size = 32;
-  c.n_layer = 2;
-  c.n_embd = 32;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.ffn = 48;
-  c.norm = nn::norm_kind::rms_norm;
-  c.mlp = nn::mlp_kind::swiglu;
-  c.position = nn::position_kind::rope;
-  c.bias = false;
-  c.tie_embeddings = false;
-  return c;
-}
+using tfm_test::tiny_llama;
 
 using model_t = nn::gpt<nn::dynamic_config, float>;
 using ids_t = model_t::ids_type;
 
-ids_t random_ids(index_t B, index_t T, index_t V, std::mt19937& g) {
-  ids_t ids(dyn_shape<2>(B, T));
-  std::uniform_int_distribution<int> d(0, static_cast<int>(V) - 1);
-  for (index_t i = 0; i < ids.size(); ++i) ids.data()[i] = d(g);
-  return ids;
-}
+using tfm_test::random_ids;
 
 std::vector<float> logits_of(const model_t& m, const ids_t& ids) {
   no_grad ng;
@@ -314,4 +295,33 @@ TEST_CASE("lora: bad configurations are errors that name the field") {
   model_t mw(wide, 1);
   auto aw = nn::make_lora(mw, nn::lora_config{});
   CHECK_THROWS_AS(nn::attach(m, aw), shape_error);
+}
+
+TEST_CASE("lora with gradient checkpointing: the same loss and gradients; dropout is refused") {
+  auto g = tfm_test::rng(12);
+  model_t m(tiny_llama(), 12);
+  const ids_t x = random_ids(2, 10, 61, g), y = random_ids(2, 10, 61, g);
+  nn::lora_config lc;
+  lc.rank = 3;
+  auto a = nn::make_lora(m, lc);
+  nn::freeze(m);
+  train(m, a, x, y, 3, 2e-2);  // B != 0
+  auto grads = [&]() {
+    for (const auto& p : a.parameters()) p.data->release_grad();
+    auto l = m.loss(x, y, true);
+    l.backward();
+    std::vector<float> v{l.item()};
+    for (const auto& p : a.parameters())
+      v.insert(v.end(), p.data->grad.data(), p.data->grad.data() + p.data->size());
+    return v;
+  };
+  const auto plain = grads();
+  m.set_checkpointing(true);
+  CHECK(grads() == plain);
+  a.config.dropout = 0.1;
+  for (auto& s : a.sites) s.update->dropout = 0.1;
+  a.train(true);
+  CHECK_THROWS_AS(m.loss(x, y, true), unsupported_error);
+  a.train(false);
+  CHECK_NOTHROW(m.loss(x, y, true));
 }

@@ -2,6 +2,7 @@
 // the adapter's gradients and a few training steps agree within f32 rounding — the bytes the
 // base holds, the round trip through dequantize_base, and the errors.
 #include "tfm_test.hpp"
+#include "tiny_llama.hpp"
 
 #include <typeformer/nn/lora.hpp>
 #include <typeformer/nn/qlora.hpp>
@@ -16,31 +17,11 @@
 using namespace tfm;
 
 namespace {
-nn::dynamic_config tiny_llama64() {
-  nn::dynamic_config c;
-  c.vocab = 67;
-  c.block_size = 32;
-  c.n_layer = 2;
-  c.n_embd = 64;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.ffn = 128;
-  c.norm = nn::norm_kind::rms_norm;
-  c.mlp = nn::mlp_kind::swiglu;
-  c.position = nn::position_kind::rope;
-  c.bias = false;
-  c.tie_embeddings = true;
-  return c;
-}
+nn::dynamic_config tiny_llama64() { return tfm_test::tiny_llama(67, 64, 128, true); }
 using model_t = nn::gpt<nn::dynamic_config, float>;
 using ids_t = model_t::ids_type;
 
-ids_t random_ids(index_t B, index_t T, index_t V, std::mt19937& g) {
-  ids_t ids(dyn_shape<2>(B, T));
-  std::uniform_int_distribution<int> d(0, static_cast<int>(V) - 1);
-  for (index_t i = 0; i < ids.size(); ++i) ids.data()[i] = d(g);
-  return ids;
-}
+using tfm_test::random_ids;
 
 double rel_diff(const float* a, const float* b, index_t n) {
   double d = 0, s = 0;

@@ -1,7 +1,8 @@
 // The bytes QLoRA's frozen-base kernels allocate (backend/cpu/quant/nf4_linear.hpp's contract:
 // scratch sized by the tile and the GEMM's cache blocks, nothing proportional to N x K). This
 // translation unit replaces the global allocation functions of the test binary with malloc-based
-// ones that add up the bytes asked for (tests/support/count_new.hpp counts calls only).
+// ones that add up the bytes asked for (tests/support/count_new.hpp).
+#include "count_new.hpp"
 #include "tfm_test.hpp"
 #include "typeformer/backend/cpu/parallel.hpp"
 #include "typeformer/backend/cpu/quant/nf4_linear.hpp"
@@ -13,62 +14,6 @@
 #include <cstdlib>
 #include <new>
 #include <vector>
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
-namespace {
-std::atomic<long long> g_bytes{0};
-std::atomic<long long> g_largest{0};
-
-void note(std::size_t n) {
-  g_bytes.fetch_add(static_cast<long long>(n), std::memory_order_relaxed);
-  long long cur = g_largest.load(std::memory_order_relaxed);
-  while (static_cast<long long>(n) > cur &&
-         !g_largest.compare_exchange_weak(cur, static_cast<long long>(n))) {
-  }
-}
-}  // namespace
-
-void* operator new(std::size_t n) {
-  note(n);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  note(n);
-  const std::size_t al = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  note(n);
-  return std::malloc(n ? n : 1);
-}
-void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  note(n);
-  const std::size_t al = static_cast<std::size_t>(a);
-  return std::aligned_alloc(al, (n + al - 1) / al * al);
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept {
-  return operator new(n, a, t);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 TEST_CASE("nf4 kernels allocate scratch sized by the tile, not by the matrix; none once warm") {
   using tfm::index_t;
@@ -86,12 +31,12 @@ TEST_CASE("nf4 kernels allocate scratch sized by the tile, not by the matrix; no
     tfm::thread_scope ts(t);
     for (int pass = 0; pass < 2; ++pass) {
       CAPTURE(pass);
-      g_bytes = 0;
-      g_largest = 0;
+      g_new_bytes = 0;
+      g_new_largest = 0;
       tfm::nf4_matmul_bt(tfm::cpu{}, w, x.data(), M, y.data(), 0.0f);
       tfm::nf4_matmul(tfm::cpu{}, w, dy.data(), M, dx.data(), 0.0f);
       tfm::nf4_dequantize_rows(tfm::cpu{}, w, 5, 8, rows.data());
-      const long long bytes = g_bytes.load(), largest = g_largest.load();
+      const long long bytes = g_new_bytes.load(), largest = g_new_largest.load();
       MESSAGE("threads " << t << " pass " << pass << ": " << bytes << " bytes allocated (largest "
                          << largest << "); W as f32 would be " << f32_bytes
                          << ", the NF4 tensor holds " << w.bytes());
