@@ -60,6 +60,16 @@ inline std::mt19937 rng(std::uint64_t salt = 0) {
   return std::mt19937(seq);
 }
 
+/// SmolLM2-135M-Instruct's Q4_1 GGUF in the model cache scripts/setup fills ($TFM_MODEL_DIR, or
+/// ~/.cache/typeformer/models); tests that need it print "TFM_SKIP:" when it is absent.
+inline std::string smollm2_path() {
+  const char* dir = std::getenv("TFM_MODEL_DIR");
+  const char* home = std::getenv("HOME");
+  const std::string base =
+      dir && *dir ? dir : std::string(home ? home : "") + "/.cache/typeformer/models";
+  return base + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
 // ---- element conversions ---------------------------------------------------------------------
 
 /// Exact value of an element as a double (bf16/f16 widen exactly through float).

@@ -25,13 +25,7 @@
 using namespace tfm;
 
 namespace {
-std::string smollm2_path() {
-  const char* dir = std::getenv("TFM_MODEL_DIR");
-  const char* home = std::getenv("HOME");
-  const std::string base =
-      dir && *dir ? dir : std::string(home ? home : "") + "/.cache/typeformer/models";
-  return base + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+using tfm_test::smollm2_path;
 }  // namespace
 
 TEST_CASE("finetune smollm2: nn::gpt from the GGUF equals the engine; a LoRA step learns" *

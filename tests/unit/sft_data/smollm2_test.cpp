@@ -3,6 +3,7 @@
 // assistant spans by sentinels): token ids and loss masks of the 14 examples in
 // conversations.jsonl, then the rows they pack into. Run by ctest as tfm_test_sft_data_smollm2
 // (doctest::skip() in the main run); "TFM_SKIP:" when the model file is absent.
+#include "tfm_test.hpp"
 #include "typeformer/io/gguf.hpp"
 #include "typeformer/io/gguf_tokenizer.hpp"
 #include "typeformer/tokenizer/jinja.hpp"
@@ -22,13 +23,7 @@ using namespace tfm::train;
 
 namespace {
 
-std::string smollm2_path() {
-  const char* dir = std::getenv("TFM_MODEL_DIR");
-  const char* home = std::getenv("HOME");
-  const std::string base =
-      dir && *dir ? dir : std::string(home ? home : "") + "/.cache/typeformer/models";
-  return base + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+using tfm_test::smollm2_path;
 
 std::string data_dir() { return std::string(TFM_SOURCE_DIR) + "/tests/data/sft_data"; }
 
