@@ -246,6 +246,22 @@ inline std::vector<float> to_rotate_half(const std::vector<float>& v, index_t he
   return out;
 }
 
+/// HF rotate_half rows -> nn's interleaved rope rows, head by head, of a (heads D, cols)
+/// matrix: out[h D + 2i + s] = v[h D + s D/2 + i]. The inverse of to_rotate_half.
+inline std::vector<float> from_rotate_half(const std::vector<float>& v, index_t heads, index_t D,
+                                           index_t cols) {
+  std::vector<float> out(v.size());
+  const index_t half = D / 2;
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t i = 0; i < half; ++i)
+      for (int s = 0; s < 2; ++s) {
+        const float* src = v.data() + (h * D + s * half + i) * cols;
+        float* dst = out.data() + (h * D + 2 * i + s) * cols;
+        std::memcpy(dst, src, static_cast<std::size_t>(cols) * sizeof(float));
+      }
+  return out;
+}
+
 enum class target { gguf, hf };
 
 /// The output tensors of `m` for `arch` in `tgt`'s names and layouts (file comment's table).

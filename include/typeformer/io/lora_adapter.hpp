@@ -251,19 +251,10 @@ inline std::vector<float> to_hf_rows(const std::vector<float>& v, index_t heads,
   return detail::exporter::to_rotate_half(v, heads, D, cols);
 }
 
-/// The inverse of to_hf_rows: nn[h D + 2i + s] = hf[h D + s D/2 + i].
+/// The inverse of to_hf_rows (io/export.hpp from_rotate_half).
 inline std::vector<float> from_hf_rows(const std::vector<float>& v, index_t heads, index_t D,
                                        index_t cols) {
-  std::vector<float> out(v.size());
-  const index_t half = D / 2;
-  for (index_t h = 0; h < heads; ++h)
-    for (index_t i = 0; i < half; ++i)
-      for (index_t s = 0; s < 2; ++s) {
-        const float* src = v.data() + (h * D + s * half + i) * cols;
-        float* dst = out.data() + (h * D + 2 * i + s) * cols;
-        std::memcpy(dst, src, static_cast<std::size_t>(cols) * sizeof(float));
-      }
-  return out;
+  return detail::exporter::from_rotate_half(v, heads, D, cols);
 }
 
 /// Heads of q or k (0 for targets without RoPE rows).
