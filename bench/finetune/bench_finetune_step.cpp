@@ -2,7 +2,8 @@
 // PyTorch + PEFT (bench/finetune/torch_peers.py runs the same settings; run_peers.sh runs both).
 //
 //   bench_finetune_step --model SmolLM2.gguf --task lora|qlora|full [--batch 4] [--seq 256]
-//                       [--rank 16] [--alpha 32] [--steps 5] [--threads N] [--grad-ckpt] [--json]
+//                       [--rank 16] [--alpha 32] [--steps 5] [--threads N] [--grad-ckpt]
+//                       [--logits store|recompute] [--embedding f32|bf16|nf4] [--json]
 //
 // lora: the base f32 and frozen, adapters on q/k/v/o/gate/up/down; qlora: the same on an NF4
 // base (nn/qlora.hpp); full: every parameter trains; dpo: a DPO step (train/preference.hpp,
@@ -11,7 +12,14 @@
 // token ids (seed 1), loss over every position, AdamW on the trainable parameters, gradient
 // clipping at 1.0 as in the trainers. Prints tokens/s (median step time after one warm-up step),
 // the process's peak RSS, and the peak RSS of the training steps alone (VmHWM reset after loading,
-// /proc/self/clear_refs).
+// /proc/self/clear_refs). --grad-ckpt checkpoints every block and, with it, recomputes the head's
+// logits in the backward (nn::gpt::logits_mode, ops/linear_loss.hpp lce_logits::recompute) for
+// every task alike; --logits sets that mode on its own (to time the recomputation). Also printed:
+// the peak of the bytes held by tensors during the steps (core/storage.hpp memory_stats: what
+// the tensors need, without the allocator's and the storage cache's slack) and the bytes of
+// freed tensor buffers the storage cache holds at the end (resident, counted in RSS).
+// --embedding (lora and qlora: the embedding is frozen there) holds the tied embedding/head in
+// bf16 or NF4 (nn::quantize_embedding) instead of f32.
 #include "bench_util.hpp"
 
 #include <typeformer/nn/lora.hpp>
@@ -64,7 +72,8 @@ int usage(const char* msg) {
       stderr,
       "bench_finetune_step: %s\nusage: bench_finetune_step --model FILE.gguf "
       "--task lora|qlora|full|dpo [--batch B] [--seq T] [--rank R] [--alpha A] [--steps N] "
-      "[--threads N] [--grad-ckpt] [--json]\n",
+      "[--threads N] [--grad-ckpt] [--logits store|recompute] [--embedding f32|bf16|nf4] "
+      "[--json]\n",
       msg);
   return 2;
 }
@@ -72,7 +81,7 @@ int usage(const char* msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model, task = "lora";
+  std::string model, task = "lora", logits, emb = "f32";
   long batch = 4, seq = 256, rank = 16, steps = 5, threads = 0;
   double alpha = 32;
   bool json = false, ckpt = false;
@@ -111,6 +120,16 @@ int main(int argc, char** argv) {
       json = true;
     } else if (a == "--grad-ckpt") {
       ckpt = true;
+    } else if (a == "--embedding") {
+      const char* s = next();
+      if (!s || (std::string(s) != "f32" && std::string(s) != "bf16" && std::string(s) != "nf4"))
+        return usage("--embedding needs f32, bf16 or nf4");
+      emb = s;
+    } else if (a == "--logits") {
+      const char* s = next();
+      if (!s || (std::string(s) != "store" && std::string(s) != "recompute"))
+        return usage("--logits needs store or recompute");
+      logits = s;
     } else {
       return usage(("unknown argument '" + a + "'").c_str());
     }
@@ -118,6 +137,8 @@ int main(int argc, char** argv) {
   if (model.empty()) return usage("--model is required");
   if (task != "lora" && task != "qlora" && task != "full" && task != "dpo")
     return usage("unknown --task");
+  if (emb != "f32" && (task == "full" || task == "dpo"))
+    return usage("--embedding is for lora and qlora");
   if (batch < 1 || seq < 2 || rank < 1 || steps < 2) return usage("sizes must be positive");
   if (threads > 0) tfm_bench::set_threads(static_cast<int>(threads));
 #if defined(_OPENMP)
@@ -147,12 +168,20 @@ int main(int argc, char** argv) {
       nn::attach(m, a);
       a.train(true);
       trainable = a.parameters();
+      if (emb != "f32")
+        nn::quantize_embedding(
+            m, emb == "bf16" ? nn::embedding_storage::bf16 : nn::embedding_storage::nf4);
     }
     m.set_checkpointing(ckpt);
+    if (!logits.empty())
+      m.set_logits_mode(logits == "store" ? lce_logits::store : lce_logits::recompute);
+    // A bf16/NF4 head (--embedding) is always read chunk by chunk, its logits recomputed.
+    const bool recompute = m.logits_mode() == lce_logits::recompute || m.head_rows() != nullptr;
     const double load_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double load_peak = max_rss_mb();
     reset_hwm();
+    reset_peak_memory();
     optim::adam_options o;
     o.lr = 1e-4;
     auto opt = optim::adamw(trainable, o);
@@ -205,6 +234,8 @@ int main(int argc, char** argv) {
     const double cpu_med = c[c.size() / 2];
     const double tok_s = static_cast<double>((task == "dpo" ? 2 : 1) * batch * seq) / med;
     const double train_peak = vm_hwm_mb();
+    const double tensor_peak = static_cast<double>(memory_stats().peak_bytes) / 1048576.0;
+    const double cached = static_cast<double>(cached_storage_bytes()) / 1048576.0;
     // clear_refs resets getrusage's maximum too: the process peak is the larger of the two.
     const double process_peak = std::max(load_peak, std::max(train_peak, max_rss_mb()));
     const index_t n_train = count_parameters(trainable);
@@ -212,20 +243,22 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"peer\": \"typeformer\", \"task\": \"%s\", \"threads\": %d, \"batch\": %ld, "
           "\"seq\": %ld, \"rank\": %ld, \"tokens_per_s\": %.2f, \"step_s_median\": %.4f, "
-          "\"cpu_s_median\": %.4f, \"grad_ckpt\": %s, "
+          "\"cpu_s_median\": %.4f, \"grad_ckpt\": %s, \"logits\": \"%s\", \"embedding\": \"%s\", "
+          "\"tensor_peak_mb\": %.1f, \"storage_cached_mb\": %.1f, "
           "\"peak_rss_mb\": %.1f, \"train_peak_rss_mb\": %.1f, \"load_peak_rss_mb\": %.1f, "
           "\"trainable\": %lld, \"base_packed_bytes\": %zu, \"last_loss\": %.4f, "
           "\"load_s\": %.2f}\n",
           task.c_str(), nthreads, batch, seq, rank, tok_s, med, cpu_med, ckpt ? "true" : "false",
-          process_peak, train_peak, load_peak, static_cast<long long>(n_train), base_bytes, loss,
-          load_s);
+          recompute ? "recompute" : "store", emb.c_str(), tensor_peak, cached, process_peak,
+          train_peak, load_peak, static_cast<long long>(n_train), base_bytes, loss, load_s);
     else
       std::printf(
           "%s: %.1f tokens/s (step %.3f s median of %zu, %.3f CPU s), peak RSS %.0f MB (training "
           "%.0f MB, "
-          "load %.0f MB), %lld trainable, loss %.3f\n",
+          "load %.0f MB; tensors %.0f MB, cached %.0f MB), logits %s, %lld trainable, loss %.3f\n",
           task.c_str(), tok_s, med, t.size(), cpu_med, process_peak, train_peak, load_peak,
-          static_cast<long long>(n_train), loss);
+          tensor_peak, cached, recompute ? "recomputed" : "stored", static_cast<long long>(n_train),
+          loss);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_finetune_step: %s\n", e.what());
     return 1;

@@ -3,7 +3,7 @@
 
 Modes (see bench/finetune/README.md):
 
-  prepare a Hugging Face model directory from a llama GGUF (via `tfm convert ... .safetensors`):
+  prepare a Hugging Face model directory from a llama GGUF (`tfm convert GGUF DIR --type f32`):
     torch_peers.py --prepare GGUF --model DIR [--tfm PATH]
   sanity checks: HF model logits against llama-cpp-python's on the same f32 weights; the PyTorch
   DPO loss against TRL's DPOTrainer.compute_loss on the same batch and adapter weights:
@@ -82,113 +82,20 @@ def reset_hwm():
 # --prepare: GGUF -> HF directory (config.json, model.safetensors, tokenizer files)
 
 
-def _unpermute_rope_rows(w, n_head):
-    """Inverse of llama.cpp's conversion permutation of q/k rows (convert_hf_to_gguf.py permute):
-    GGUF stores each head's rows as interleaved (re, im) pairs, HF's LlamaAttention expects
-    rotate_half order (all first halves, then all second halves)."""
-    rows, cols = w.shape
-    d = rows // n_head
-    return w.reshape(n_head, d // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
-
-
 def prepare(gguf_path, out_dir, tfm):
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-    from safetensors import safe_open
-
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, "gguf-f32.safetensors")
-    subprocess.run([tfm, "convert", gguf_path, tmp, "--type", "f32"], check=True)
-    with safe_open(tmp, "np") as f:
-        meta = f.metadata() or {}
-    arch = meta.get("gguf.general.architecture")
-    if arch != "llama":
-        sys.exit(f"--prepare: {gguf_path}: general.architecture is {arch!r}, only 'llama' is handled")
-
-    def m(key, conv=int):
-        v = meta.get(f"gguf.llama.{key}")
-        if v is None:
-            sys.exit(f"--prepare: {gguf_path}: llama.{key} missing")
-        return conv(v)
-
-    n_head, n_kv = m("attention.head_count"), m("attention.head_count_kv")
-    hidden, n_layer = m("embedding_length"), m("block_count")
-    src = load_file(tmp)
-    names = {
-        "attn_q": "self_attn.q_proj",
-        "attn_k": "self_attn.k_proj",
-        "attn_v": "self_attn.v_proj",
-        "attn_output": "self_attn.o_proj",
-        "ffn_gate": "mlp.gate_proj",
-        "ffn_up": "mlp.up_proj",
-        "ffn_down": "mlp.down_proj",
-        "attn_norm": "input_layernorm",
-        "ffn_norm": "post_attention_layernorm",
-    }
-    dst = {}
-    for k, v in src.items():
-        if k == "token_embd.weight":
-            dst["model.embed_tokens.weight"] = v
-        elif k == "output_norm.weight":
-            dst["model.norm.weight"] = v
-        elif k == "output.weight":
-            dst["lm_head.weight"] = v
-        elif k.startswith("blk."):
-            _, i, kind, _ = k.split(".")
-            if kind == "attn_q":
-                v = _unpermute_rope_rows(v, n_head)
-            elif kind == "attn_k":
-                v = _unpermute_rope_rows(v, n_kv)
-            dst[f"model.layers.{i}.{names[kind]}.weight"] = np.ascontiguousarray(v)
-        elif k == "rope_freqs.weight":
-            sys.exit("--prepare: rope_freqs (llama-3 rope scaling) is not handled")
-        else:
-            sys.exit(f"--prepare: unexpected tensor {k}")
-    tied = "lm_head.weight" not in dst
-    save_file(dst, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    os.remove(tmp)
-
-    def tok(key):
-        v = meta.get(f"gguf.tokenizer.ggml.{key}")
-        return int(v) if v is not None else None
-
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": hidden,
-        "intermediate_size": m("feed_forward_length"),
-        "num_hidden_layers": n_layer,
-        "num_attention_heads": n_head,
-        "num_key_value_heads": n_kv,
-        "head_dim": hidden // n_head,
-        "hidden_act": "silu",
-        "rms_norm_eps": m("attention.layer_norm_rms_epsilon", float),
-        "rope_theta": m("rope.freq_base", float),
-        "max_position_embeddings": m("context_length"),
-        "vocab_size": dst["model.embed_tokens.weight"].shape[0],
-        "tie_word_embeddings": tied,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "bos_token_id": tok("bos_token_id"),
-        "eos_token_id": tok("eos_token_id"),
-        "pad_token_id": tok("padding_token_id"),
-        "torch_dtype": "float32",
-    }
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    # A tokenizer is only needed by TRL's DPOTrainer (it is built from the GGUF's vocabulary by
-    # transformers' GGUF reader, which needs the `gguf` package); the timed steps use token ids.
-    try:
-        from transformers import AutoTokenizer
-
-        t = AutoTokenizer.from_pretrained(
-            os.path.dirname(os.path.abspath(gguf_path)), gguf_file=os.path.basename(gguf_path)
-        )
-        t.save_pretrained(out_dir)
-        tok_note = "tokenizer saved"
-    except Exception as e:  # noqa: BLE001 - reported, the LoRA peer does not need it
-        tok_note = f"no tokenizer ({type(e).__name__}: {e})"
-    print(f"prepared {out_dir}: {len(dst)} tensors, tied lm_head={tied}; {tok_note}")
+    """`tfm convert GGUF DIR --type f32` (io::export_hf on io::read_export_model): config.json
+    (LlamaConfig), model.safetensors (F32, q/k rows in HF's rotate_half order), tokenizer.json
+    (SmolLM2's pre "smollm" as [Digits, ByteLevel]), tokenizer_config.json (bos/eos/pad tokens,
+    chat template) and generation_config.json."""
+    subprocess.run([tfm, "convert", gguf_path, out_dir, "--type", "f32"], check=True)
+    with open(os.path.join(out_dir, "config.json")) as f:
+        config = json.load(f)
+    if config.get("model_type") != "llama":
+        sys.exit(f"--prepare: {gguf_path}: model_type is {config.get('model_type')!r}, only 'llama' is handled")
+    print(
+        f"prepared {out_dir}: {config['num_hidden_layers']} layers, "
+        f"tied lm_head={config['tie_word_embeddings']}, tokenizer from the GGUF"
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,13 +26,16 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "typeformer/config/error.hpp"
 #include "typeformer/core/dtype.hpp"
 #include "typeformer/core/half.hpp"
 #include "typeformer/core/tensor.hpp"
@@ -58,6 +61,52 @@ inline std::mt19937 rng(std::uint64_t salt = 0) {
   std::seed_seq seq{static_cast<std::uint32_t>(s), static_cast<std::uint32_t>(s >> 32),
                     static_cast<std::uint32_t>(salt), static_cast<std::uint32_t>(salt >> 32)};
   return std::mt19937(seq);
+}
+
+/// True in a build with AddressSanitizer (scripts/test's asan phase: clang++ -O1, where code
+/// runs 5-20x slower): heavy cases shrink their sizes there and keep their checks.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+#else
+inline constexpr bool sanitized = false;
+#endif
+
+/// A text fixture of named arrays, one a line: "NAME COUNT v1 v2 ... vCOUNT" (blank lines and
+/// lines starting with '#' skipped), as the Python fixture generators under tests/data write them.
+inline std::map<std::string, std::vector<double>> read_named_arrays(const std::string& path) {
+  std::map<std::string, std::vector<double>> m;
+  std::ifstream f(path);
+  REQUIRE_MESSAGE(f.good(), "cannot open " << path);
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream s(line);
+    std::string name;
+    std::size_t n = 0;
+    s >> name >> n;
+    std::vector<double> v(n);
+    for (auto& x : v) s >> x;
+    REQUIRE_MESSAGE(!s.fail(), "malformed fixture line for " << name << " in " << path);
+    m[name] = std::move(v);
+  }
+  return m;
+}
+
+/// The message of the tfm::error f() raises, or "(no error)".
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const tfm::error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 /// SmolLM2-135M-Instruct's Q4_1 GGUF in the model cache scripts/setup fills ($TFM_MODEL_DIR, or

@@ -191,6 +191,39 @@ expect 1 "convert an HF directory with head_dim" "$tfm" convert "$hf/llama_f32" 
 grep -q "config.json': head_dim" "$work/err" || fail "convert HF head_dim: the key is not named"
 expect 2 "convert an HF directory to a non-GGUF OUT" "$tfm" convert "$hf/gpt2_f16" "$work/x.safetensors"
 
+# tfm dpo (train/dpo_run.hpp): three LoRA steps on the 2-step run's GGUF with plain-text pairs;
+# its files and margin, an interrupted + resumed run writing the same adapter, and the error paths
+for i in $(seq 1 12); do
+  echo "{\"prompt\": \"the $i\", \"chosen\": \" good\", \"rejected\": \" bad\"}"
+done >"$work/pairs.jsonl"
+for i in 1 2 3 4; do
+  echo "{\"prompt\": \"a $i\", \"chosen\": \" good\", \"rejected\": \" bad\"}"
+done >"$work/pairs_eval.jsonl"
+dpo=(dpo -m "$work/run.gguf" --data "$work/pairs.jsonl" --eval-data "$work/pairs_eval.jsonl"
+  --max-length 24 --batch 2 --steps 3 --eval-every 2 --rank 2 --lr 1e-2 --warmup 0 -t 1)
+expect 0 "dpo: 3 steps" "$tfm" "${dpo[@]}" --out "$work/dpo"
+for f in checkpoint.tfm adapter/adapter_model.safetensors adapter/adapter_config.json adapter.gguf \
+  loss.csv loss.svg margin.svg; do
+  [ -f "$work/dpo/$f" ] || fail "dpo: no $f"
+done
+grep -q "margin" "$work/out" || fail "dpo: no margin in the output"
+head -n 1 "$work/dpo/loss.csv" | grep -q "val_margin" || fail "dpo: loss.csv has no val_margin"
+expect 0 "dpo: stopped after step 1" "$tfm" "${dpo[@]}" --out "$work/dpo2" --stop-after 1 --quiet
+expect 0 "dpo: resumed" "$tfm" "${dpo[@]}" --out "$work/dpo2" --resume --quiet
+cmp -s "$work/dpo/adapter.gguf" "$work/dpo2/adapter.gguf" || fail "dpo: the resumed adapter differs"
+cmp -s "$work/dpo/loss.csv" "$work/dpo2/loss.csv" || fail "dpo: the resumed loss.csv differs"
+expect 2 "dpo --loss kto" "$tfm" "${dpo[@]}" --out "$work/dpo3" --loss kto
+expect 2 "dpo --beta 0" "$tfm" "${dpo[@]}" --out "$work/dpo3" --beta 0
+grep -q "beta must be positive" "$work/err" || fail "dpo --beta 0: message"
+expect 2 "dpo --label-smoothing with ipo" "$tfm" "${dpo[@]}" --out "$work/dpo3" --loss ipo \
+  --label-smoothing 0.1
+expect 2 "dpo without --data" "$tfm" dpo -m "$work/run.gguf"
+printf '{"prompt": "a", "chosen": " b"}\n' >"$work/bad_pairs.jsonl"
+expect 1 "dpo on a malformed line" "$tfm" dpo -m "$work/run.gguf" --data "$work/bad_pairs.jsonl" \
+  --out "$work/dpo3"
+grep -q "bad_pairs.jsonl' line 1" "$work/err" || fail "dpo on a malformed line: file and line not named"
+expect 1 "dpo --resume without a checkpoint" "$tfm" "${dpo[@]}" --out "$work/dpo_none" --resume
+
 model=${TFM_MODEL_DIR:-$HOME/.cache/typeformer/models}/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$model" ]; then
   expect 0 "inspect SmolLM2" "$tfm" inspect "$model"

@@ -21,6 +21,7 @@ int run_perplexity(const std::vector<std::string>& args);
 int run_quantize(const std::vector<std::string>& args);
 int run_embed(const std::vector<std::string>& args);
 int run_finetune(const std::vector<std::string>& args);
+int run_dpo(const std::vector<std::string>& args);
 int run_train(const std::vector<std::string>& args);
 #if TFM_CLI_HAVE_SERVE
 int run_serve(const std::vector<std::string>& args);
@@ -53,6 +54,9 @@ inline std::span<const cli::command> commands() {
       {"train", "train a small GPT on text files and sample from it (resumable)", &run_train},
       {"finetune", "fine-tune a GGUF model on JSONL conversations (LoRA, QLoRA, full; resumable)",
        &run_finetune},
+      {"dpo",
+       "align a GGUF model on JSONL preference pairs (DPO, IPO; LoRA, QLoRA, full; resumable)",
+       &run_dpo},
       {"serve", "an OpenAI-compatible HTTP server (completions, chat, embeddings, metrics)",
        &run_serve},
   };

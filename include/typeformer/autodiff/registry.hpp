@@ -10,6 +10,7 @@
 #include "typeformer/config/config.hpp"
 
 #include <array>
+#include <iterator>
 #include <string_view>
 
 TFM_BEGIN_NAMESPACE
@@ -44,12 +45,23 @@ TFM_BEGIN_NAMESPACE
 #define TFM_ALIGNMENT_OPS(X)                                                                       \
   X(sequence_logprob) X(dpo_loss) X(bradley_terry_loss) X(ppo_policy_loss) X(ppo_value_loss)      \
   X(grpo_loss)
+
+// The mixture-of-experts ops. The router's (ops/moe_router.hpp) have their gradient checks and
+// count tripwire (moe_router_op_count) in tests/unit/moe; the expert kernels'
+// (ops/moe_experts.hpp) theirs in tests/unit/moe_experts.
+#define TFM_MOE_ROUTER_OPS(X)                                                                      \
+  X(moe_noisy_logits) X(moe_gates) X(moe_aux_loss) X(moe_z_loss)
+#define TFM_MOE_EXPERT_OPS(X) X(moe_experts)
+#define TFM_MOE_OPS(X) TFM_MOE_ROUTER_OPS(X) TFM_MOE_EXPERT_OPS(X)
 // clang-format on
 
 namespace detail {
 #define TFM_DETAIL_OP_NAME(n) std::string_view(#n),
 inline constexpr std::array differentiable_op_names{TFM_DIFFERENTIABLE_OPS(TFM_DETAIL_OP_NAME)};
 inline constexpr std::array alignment_op_names{TFM_ALIGNMENT_OPS(TFM_DETAIL_OP_NAME)};
+inline constexpr std::array moe_router_op_names{TFM_MOE_ROUTER_OPS(TFM_DETAIL_OP_NAME)};
+inline constexpr std::string_view moe_expert_op_names[] = {TFM_MOE_EXPERT_OPS(TFM_DETAIL_OP_NAME)
+                                                               std::string_view()};
 #undef TFM_DETAIL_OP_NAME
 }  // namespace detail
 
@@ -59,13 +71,23 @@ inline constexpr std::size_t differentiable_op_count = detail::differentiable_op
 /// Number of alignment losses (TFM_ALIGNMENT_OPS); tests/unit/alignment asserts it equals the
 /// number of its gradient checks.
 inline constexpr std::size_t alignment_op_count = detail::alignment_op_names.size();
+/// Number of MoE router ops (TFM_MOE_ROUTER_OPS); tests/unit/moe asserts it equals the number of
+/// its gradient checks.
+inline constexpr std::size_t moe_router_op_count = detail::moe_router_op_names.size();
+/// Number of MoE expert ops (TFM_MOE_EXPERT_OPS; the name array ends with an empty sentinel so
+/// that an empty list compiles); tests/unit/moe_experts checks it against its gradient checks.
+inline constexpr std::size_t moe_expert_op_count = std::size(detail::moe_expert_op_names) - 1;
 
-/// True when `name` is a registered differentiable op (of either list).
+/// True when `name` is a registered differentiable op (of any of the lists above).
 constexpr bool is_differentiable_op(std::string_view name) noexcept {
   for (auto n : detail::differentiable_op_names)
     if (n == name) return true;
   for (auto n : detail::alignment_op_names)
     if (n == name) return true;
+  for (auto n : detail::moe_router_op_names)
+    if (n == name) return true;
+  for (auto n : detail::moe_expert_op_names)
+    if (!n.empty() && n == name) return true;
   return false;
 }
 

@@ -30,13 +30,13 @@
 // TOKENIZER
 //   tokenizer.json must be a byte-level BPE (no byte_fallback, no normalizer, ignore_merges
 //   false, every one of the 256 bytes a token, as bpe_tokenizer requires) whose pre-tokenizer is
-//   ByteLevel (the GPT-2 split) or [Split(qwen2 regex), ByteLevel]: the split patterns
-//   io::export_model's bpe_tokenizer and export_gguf carry. Added tokens become special tokens; ids
-//   missing below vocab_size become unused ids. Other tokenizers (SmolLM's Digits + ByteLevel,
-//   llama-3's regex, SentencePiece, WordPiece) are refused naming tokenizer.json and what is
-//   unsupported. export_gguf writes "<|endoftext|>" as BOS/EOS and add_bos_token false;
-//   config.json's bos/eos ids and the chat template are not carried (export_model has no field for
-//   them).
+//   ByteLevel (the GPT-2 split), [Digits(individual_digits), ByteLevel] (SmolLM's, GGUF pre
+//   "smollm") or [Split(qwen2 regex), ByteLevel]: the split patterns io::export_model's
+//   bpe_tokenizer and export_gguf carry. Added tokens become special tokens; ids missing below
+//   vocab_size become unused ids. Other tokenizers (llama-3's regex, SentencePiece, WordPiece)
+//   are refused naming tokenizer.json and what is unsupported. config.json's bos_token_id /
+//   eos_token_id and tokenizer_config.json's chat_template are carried (export_model's bos, eos,
+//   chat_template); export_gguf writes add_bos_token false.
 //
 // ERRORS
 //   tfm::io_error / parse_error naming DIR/config.json when it is missing or not JSON;
@@ -226,9 +226,10 @@ inline export_weights gpt2_weights(const nn::dynamic_config& c, tensors& st) {
 }
 
 /// The byte-level BPE of dir/tokenizer.json (file comment), through the engine's tokenizer.json
-/// -> tokenizer.ggml.* adapter (hf_detail::make_metadata) and the GGUF importer.
-inline bpe_tokenizer tokenizer_of(const std::string& dir, const infer::model_config& mc,
-                                  const infer::hf_detail::reader& cfg) {
+/// -> tokenizer.ggml.* adapter (hf_detail::make_metadata) and the GGUF importer, into m with the
+/// BOS/EOS ids and chat template that adapter reads (config.json, tokenizer_config.json).
+inline void tokenizer_of(const std::string& dir, const infer::model_config& mc,
+                         const infer::hf_detail::reader& cfg, export_model& m) {
   const std::string path = dir + "/tokenizer.json";
   const auto md = infer::hf_detail::make_metadata(dir, mc, cfg);
   if (md->find("tokenizer.ggml.model") == nullptr)
@@ -236,11 +237,12 @@ inline bpe_tokenizer tokenizer_of(const std::string& dir, const infer::model_con
          md->get_or<std::string>("typeformer.tokenizer_error", "unknown reason"),
          " (supported: a byte-level BPE tokenizer.json).");
   const std::string pre = md->get<std::string>("tokenizer.ggml.pre");
-  if (pre != "gpt2" && pre != "qwen2")
+  if (pre != "gpt2" && pre != "qwen2" && pre != "smollm")
     fail(errc::unsupported, "tfm::io::export: '", path, "': its pre_tokenizer is llama.cpp's '",
          pre,
          "' split, which io::export_model's byte-level BPE cannot carry (supported: ByteLevel, "
-         "the GPT-2 split; [Split(qwen2 regex), ByteLevel]).");
+         "the GPT-2 split; [Digits(individual_digits), ByteLevel], SmolLM's; [Split(qwen2 "
+         "regex), ByteLevel]).");
   const auto root = tfm::detail::json::parse(infer::hf_detail::read_text(path), path);
   if (const auto* model = root.find("model"); model != nullptr)
     if (const auto* im = model->find("ignore_merges"); im && im->is_bool() && im->boolean)
@@ -263,7 +265,8 @@ inline bpe_tokenizer tokenizer_of(const std::string& dir, const infer::model_con
            "': the vocabulary has no token for the byte ", hex,
            "; io::export_model's byte-level BPE needs all 256 single-byte tokens.");
     }
-  return detail::importer::tokenizer_of(*md);
+  m.tokenizer = detail::importer::tokenizer_of(*md);
+  detail::importer::carry_specials(*md, m);
 }
 
 /// general.name (file comment).
@@ -307,7 +310,7 @@ inline export_model read_hf_export_model(const std::string& dir) {
   d::tensors t(st, st.shards().size() == 1 ? st.shards()[0].name() : dir + " (sharded checkpoint)");
   m.weights =
       mc.architecture == "llama" ? d::llama_weights(m.config, t) : d::gpt2_weights(m.config, t);
-  m.tokenizer = d::tokenizer_of(dir, mc, r);
+  d::tokenizer_of(dir, mc, r, m);
   m.name = d::name_of(dir, r);
   return m;
 }

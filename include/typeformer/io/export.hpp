@@ -52,11 +52,15 @@
 // TOKENIZER
 //   GGUF: tokenizer.ggml.model "gpt2" with the GPT-2 bytes_to_unicode text of every token and
 //   merge, token_type 1 (normal), 3 (control: the tokenizer's special tokens) or 5 (unused id,
-//   text "<unused_N>"), pre "gpt-2" for the GPT-2 split pattern (the one bpe_trainer uses) or
+//   text "<unused_N>"), pre "gpt-2" for the GPT-2 split pattern (the one bpe_trainer uses),
+//   "smollm" for digits split off first and then GPT-2's split (bpe_tokenizer::split_digits(),
+//   HF's [Digits(individual_digits), ByteLevel]; llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM) or
 //   "qwen2", add_bos_token false. A byte-level run (ids = byte values) is written as the 256
 //   byte tokens without merges (byte_vocabulary()), which llama.cpp tokenizes byte by byte.
-//   HF: the tokenizer's to_hf_json() (any split pattern); "<|endoftext|>", when the tokenizer has
-//   it as a special token, is BOS and EOS in both formats.
+//   HF: the tokenizer's to_hf_json() (any split pattern). BOS / EOS / padding: export_model's
+//   ids (a GGUF read by io/export_gguf_import.hpp carries its own), else "<|endoftext|>", when
+//   the tokenizer has it as a special token, is BOS and EOS in both formats. A chat template is
+//   tokenizer.chat_template in GGUF and tokenizer_config.json's "chat_template" in HF.
 #pragma once
 
 #include "typeformer/config/error.hpp"
@@ -77,6 +81,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -101,6 +106,11 @@ struct export_model {
   export_weights weights;
   bpe_tokenizer tokenizer;          ///< byte-level BPE; byte_vocabulary() for a byte-level run
   std::string name = "typeformer";  ///< general.name / the HF "_name_or_path"
+  /// BOS, EOS and padding ids (GGUF tokenizer.ggml.{bos,eos,padding}_token_id; HF config.json
+  /// {bos,eos,pad}_token_id and tokenizer_config.json's token texts). nullopt: BOS and EOS are
+  /// the tokenizer's "<|endoftext|>" when it has one (GPT-2's), no padding id.
+  std::optional<std::int32_t> bos, eos, pad;
+  std::string chat_template;  ///< tokenizer.chat_template / tokenizer_config.json; empty: none
 };
 
 /// Element type of the exported matrices: ggml_type::f32, f16 or bf16.
@@ -397,7 +407,6 @@ struct gguf_vocab {
   std::vector<std::string> tokens, merges;
   std::vector<std::int32_t> types;
   std::string pre;
-  std::int64_t eos = -1;
 };
 
 /// The id of the special token "<|endoftext|>" (GPT-2's BOS and EOS), or -1.
@@ -405,6 +414,25 @@ inline std::int64_t eos_of(const bpe_tokenizer& tok) {
   for (const auto& sp : tok.specials())
     if (sp.text == "<|endoftext|>") return sp.id;
   return -1;
+}
+
+/// The BOS, EOS and padding ids the files name (-1: none; export_model's comment).
+struct special_ids {
+  std::int64_t bos = -1, eos = -1, pad = -1;
+};
+
+inline special_ids specials_of(const export_model& m) {
+  special_ids s;
+  const std::int64_t eot = eos_of(m.tokenizer);
+  s.bos = m.bos ? *m.bos : eot;
+  s.eos = m.eos ? *m.eos : eot;
+  s.pad = m.pad ? *m.pad : -1;
+  for (const auto& [what, id] :
+       {std::pair<const char*, std::int64_t>{"bos", s.bos}, {"eos", s.eos}, {"pad", s.pad}})
+    if (id < -1 || id >= m.config.vocab)
+      fail(errc::value, "tfm::io::export: the ", what, " id ", id,
+           " is outside the model's vocabulary of ", m.config.vocab, ".");
+  return s;
 }
 
 /// Whether id is a regular token of tok (false for an unused id of a vocabulary with gaps).
@@ -437,13 +465,13 @@ inline gguf_vocab vocab_of(const bpe_tokenizer& tok, index_t vocab) {
          "gpt2 pre-tokenizer equivalent here.");
   gguf_vocab g;
   if (tok.pattern() == split_pattern::gpt2)
-    g.pre = "gpt-2";
-  else if (tok.pattern() == split_pattern::qwen2)
+    g.pre = tok.split_digits() ? "smollm" : "gpt-2";
+  else if (tok.pattern() == split_pattern::qwen2 && !tok.split_digits())
     g.pre = "qwen2";
   else
     fail(errc::unsupported,
          "tfm::io::export: the tokenizer's split pattern has no GGUF pre-tokenizer name here; "
-         "supported: gpt2 (pre 'gpt-2'), qwen2.");
+         "supported: gpt2 (pre 'gpt-2'), digits then gpt2 (pre 'smollm'), qwen2.");
   g.tokens.resize(static_cast<std::size_t>(vocab));
   g.types.assign(static_cast<std::size_t>(vocab), 1);
   for (index_t id = 0; id < vocab; ++id) {
@@ -460,7 +488,6 @@ inline gguf_vocab vocab_of(const bpe_tokenizer& tok, index_t vocab) {
       g.tokens[i] = tfm::detail::bpe::map_bytes(tok.token_bytes(id32));
     }
   }
-  g.eos = eos_of(tok);
   for (const auto& [a, b] : tok.merges())
     g.merges.push_back(g.tokens[static_cast<std::size_t>(a)] + " " +
                        g.tokens[static_cast<std::size_t>(b)]);
@@ -497,9 +524,9 @@ inline const char* torch_dtype(ggml_type t) {
 
 /// config.json of the HF model (transformers' LlamaConfig / GPT2Config field names).
 inline std::string hf_config(const export_model& m, export_arch arch, ggml_type t,
-                             std::int64_t eos) {
+                             const special_ids& ids) {
   const nn::dynamic_config& c = m.config;
-  const std::string special = eos >= 0 ? std::to_string(eos) : "null";
+  auto id_text = [](std::int64_t id) { return id >= 0 ? std::to_string(id) : "null"; };
   std::string j = "{\n";
   auto field = [&](const char* k, const std::string& v) {
     j += std::string(j.size() > 2 ? ",\n" : "") + "  \"" + k + "\": " + v;
@@ -548,8 +575,9 @@ inline std::string hf_config(const export_model& m, export_arch arch, ggml_type 
   }
   field("initializer_range", "0.02");
   field("tie_word_embeddings", tied);
-  field("bos_token_id", special);
-  field("eos_token_id", special);
+  field("bos_token_id", id_text(ids.bos));
+  field("eos_token_id", id_text(ids.eos));
+  if (ids.pad >= 0) field("pad_token_id", id_text(ids.pad));
   field("torch_dtype", str(torch_dtype(t)));
   field("use_cache", "true");
   field("_name_or_path", str(m.name));
@@ -568,6 +596,7 @@ inline void export_gguf(const export_model& m, const std::string& path,
   const auto tensors = d::map_tensors(m, d::target::gguf);
   const export_arch arch = export_arch_of(m.config);
   const d::gguf_vocab vocab = d::vocab_of(m.tokenizer, m.config.vocab);
+  const d::special_ids ids = d::specials_of(m);
   const nn::dynamic_config& c = m.config;
   const std::string a = arch == export_arch::llama ? "llama" : "gpt2";
   auto u32 = [](index_t v) { return static_cast<std::uint32_t>(v); };
@@ -597,12 +626,12 @@ inline void export_gguf(const export_model& m, const std::string& path,
   w.add("tokenizer.ggml.tokens", vocab.tokens);
   w.add("tokenizer.ggml.token_type", vocab.types);
   w.add("tokenizer.ggml.merges", vocab.merges);
-  if (vocab.eos >= 0) {
-    w.add("tokenizer.ggml.bos_token_id", static_cast<std::uint32_t>(vocab.eos));
-    w.add("tokenizer.ggml.eos_token_id", static_cast<std::uint32_t>(vocab.eos));
-  }
+  if (ids.bos >= 0) w.add("tokenizer.ggml.bos_token_id", static_cast<std::uint32_t>(ids.bos));
+  if (ids.eos >= 0) w.add("tokenizer.ggml.eos_token_id", static_cast<std::uint32_t>(ids.eos));
+  if (ids.pad >= 0) w.add("tokenizer.ggml.padding_token_id", static_cast<std::uint32_t>(ids.pad));
   w.add("tokenizer.ggml.add_bos_token", false);
   w.add("tokenizer.ggml.add_eos_token", false);
+  if (!m.chat_template.empty()) w.add("tokenizer.chat_template", m.chat_template);
 
   auto type_of = [&](const d::out_tensor& t) {
     return t.shape.size() <= 1 ? ggml_type::f32 : o.type;
@@ -628,7 +657,7 @@ inline void export_hf(const export_model& m, const std::string& dir, const expor
   if (static_cast<index_t>(m.tokenizer.vocab_size()) > m.config.vocab)
     fail(errc::value, "tfm::io::export: the tokenizer has ", m.tokenizer.vocab_size(),
          " ids, more than the model's vocabulary of ", m.config.vocab, ".");
-  const std::int64_t eos = d::eos_of(m.tokenizer);
+  const d::special_ids ids = d::specials_of(m);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec || !std::filesystem::is_directory(dir))
@@ -648,21 +677,30 @@ inline void export_hf(const export_model& m, const std::string& dir, const expor
   }
   w.save(base + "model.safetensors");
 
-  d::write_text(base + "config.json", d::hf_config(m, arch, o.type, eos));
+  d::write_text(base + "config.json", d::hf_config(m, arch, o.type, ids));
   d::write_text(base + "tokenizer.json", m.tokenizer.to_hf_json());
   std::string tc = "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n";
   tc += "  \"model_max_length\": " + std::to_string(m.config.block_size) + ",\n";
   tc += "  \"add_bos_token\": false,\n  \"add_eos_token\": false";
-  if (eos >= 0) {
-    std::string q;
-    tfm::detail::json::append_quoted(q, m.tokenizer.token_bytes(static_cast<std::int32_t>(eos)));
-    tc += ",\n  \"eos_token\": " + q + ",\n  \"bos_token\": " + q;
+  auto token = [&](const char* key, std::int64_t id) {
+    if (id < 0) return;
+    tc += std::string(",\n  \"") + key + "\": ";
+    tfm::detail::json::append_quoted(tc, m.tokenizer.token_bytes(static_cast<std::int32_t>(id)));
+  };
+  token("eos_token", ids.eos);
+  token("bos_token", ids.bos);
+  token("pad_token", ids.pad);
+  if (!m.chat_template.empty()) {
+    tc += ",\n  \"chat_template\": ";
+    tfm::detail::json::append_quoted(tc, m.chat_template);
   }
   d::write_text(base + "tokenizer_config.json", tc + "\n}\n");
-  const std::string special = eos >= 0 ? std::to_string(eos) : "null";
+  auto id_text = [](std::int64_t id) { return id >= 0 ? std::to_string(id) : "null"; };
+  std::string gc =
+      "{\n  \"bos_token_id\": " + id_text(ids.bos) + ",\n  \"eos_token_id\": " + id_text(ids.eos);
+  if (ids.pad >= 0) gc += ",\n  \"pad_token_id\": " + id_text(ids.pad);
   d::write_text(base + "generation_config.json",
-                "{\n  \"bos_token_id\": " + special + ",\n  \"eos_token_id\": " + special +
-                    ",\n  \"max_length\": " + std::to_string(m.config.block_size) + "\n}\n");
+                gc + ",\n  \"max_length\": " + std::to_string(m.config.block_size) + "\n}\n");
 }
 
 }  // namespace io

@@ -10,9 +10,12 @@
 //   feed_forward_length, context_length, attention.head_count[_kv], rope.freq_base,
 //   attention.layer_norm[_rms]_epsilon); tie_embeddings is true when output.weight is absent or
 //   holds the same bytes as token_embd.weight; gpt2 biases are kept (bias = true).
-//   The tokenizer must be tokenizer.ggml.model "gpt2" with pre "gpt-2"/"gpt2" or "qwen2" (the
-//   split patterns bpe_tokenizer has): control tokens (type 3) become special tokens, unused
-//   ids (type 5) gaps.
+//   The tokenizer must be tokenizer.ggml.model "gpt2" with pre "gpt-2"/"gpt2", "smollm" (digits
+//   split off first, then GPT-2's split: bpe_tokenizer::split_digits()) or "qwen2" (the split
+//   patterns bpe_tokenizer has): control tokens (type 3) become special tokens, unused ids
+//   (type 5) gaps. tokenizer.ggml.{bos,eos,padding}_token_id and tokenizer.chat_template are
+//   carried (export_model's bos, eos, pad, chat_template). Single-byte tokens may be missing
+//   (SmolLM2 lacks 21): those bytes encode to nothing, as in llama.cpp (bpe.hpp byte_tokens).
 //
 // ERRORS
 //   tfm::unsupported_error naming the key or tensor for what nn::gpt cannot hold: another
@@ -33,6 +36,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -163,8 +167,8 @@ inline bpe_tokenizer tokenizer_of(const gguf_file& f) {
   split_pattern pattern = split_pattern::gpt2;
   if (pre == "qwen2")
     pattern = split_pattern::qwen2;
-  else if (pre != "gpt-2" && pre != "gpt2")
-    refuse(f, "tokenizer.ggml.pre '" + pre + "' (only gpt-2 and qwen2 map)");
+  else if (pre != "gpt-2" && pre != "gpt2" && pre != "smollm")
+    refuse(f, "tokenizer.ggml.pre '" + pre + "' (only gpt-2, smollm and qwen2 map)");
   const auto texts = f.get<std::vector<std::string>>("tokenizer.ggml.tokens");
   const auto types = f.get_or<std::vector<std::int32_t>>("tokenizer.ggml.token_type", {});
   std::vector<std::string> tokens(texts.size());
@@ -195,7 +199,28 @@ inline bpe_tokenizer tokenizer_of(const gguf_file& f) {
            "' does not name two tokens.");
     merges.emplace_back(a->second, b->second);
   }
-  return bpe_tokenizer(std::move(tokens), merges, std::move(specials), pattern);
+  // Byte tokens may be missing, as in SmolLM2's vocabulary; llama.cpp then drops those bytes.
+  bpe_tokenizer tok(std::move(tokens), merges, std::move(specials), pattern, false,
+                    byte_tokens::optional);
+  tok.set_split_digits(pre == "smollm");  // llama.cpp: \p{N} pieces, then GPT-2 regex
+  return tok;
+}
+
+/// m.bos / eos / pad and m.chat_template from the tokenizer.ggml.*_token_id keys and
+/// tokenizer.chat_template (m.config.vocab set).
+inline void carry_specials(const gguf_file& f, export_model& m) {
+  auto id = [&](const char* key, std::optional<std::int32_t>& to) {
+    if (f.find(key) == nullptr) return;
+    const auto v = f.get<std::int64_t>(key);
+    if (v < 0 || v >= m.config.vocab)
+      fail(errc::parse, "tfm::io::export: '", f.name(), "': ", key, " = ", v,
+           " is outside the vocabulary of ", m.config.vocab, ".");
+    to = static_cast<std::int32_t>(v);
+  };
+  id("tokenizer.ggml.bos_token_id", m.bos);
+  id("tokenizer.ggml.eos_token_id", m.eos);
+  id("tokenizer.ggml.padding_token_id", m.pad);
+  m.chat_template = f.get_or<std::string>("tokenizer.chat_template", "");
 }
 
 }  // namespace detail::importer
@@ -210,7 +235,81 @@ inline export_model read_export_model(const gguf_file& f) {
   m.weights = d::weights_of(f, m.config, a == "llama");
   m.tokenizer = d::tokenizer_of(f);
   m.name = f.get_or<std::string>("general.name", "typeformer");
+  d::carry_specials(f, m);
   return m;
+}
+
+/// Element types of a GGUF rewritten by rewrite_gguf.
+struct rewrite_gguf_options {
+  /// Every 2-D tensor (and more) in this type, 1-D tensors in F32, general.file_type set (as
+  /// `tfm convert` writes); nullopt: unchanged tensors keep their bytes, changed ones keep
+  /// F32/F16/BF16 and become F32 when they were block-quantized.
+  std::optional<ggml_type> type;
+};
+
+/// Writes `out` (through out.tmp): the GGUF `base` with every metadata key (general.file_type
+/// and general.quantization_version replaced when o.type is set) and every tensor in its order
+/// and shape, the tensors for which `changed(t)` is true dequantized to float, passed through
+/// `update(t, values)` (values in ggml order, n_elements of t) and re-encoded. Integer and F64
+/// tensors are copied as they are. This is what `tfm merge-lora` (io/lora_adapter.hpp
+/// merge_lora_gguf) and a full fine-tune's export (train/finetune_export.hpp) write.
+/// tfm::value_error for o.type other than f32/f16/bf16, tfm::unsupported_error naming a changed
+/// tensor whose type this build cannot dequantize, tfm::io_error on write failure.
+template <class Changed, class Update>
+void rewrite_gguf(const gguf_file& base, const std::string& out, Changed&& changed, Update&& update,
+                  const rewrite_gguf_options& o = {},
+                  std::string_view who = "tfm::io::rewrite_gguf") {
+  if (o.type && *o.type != ggml_type::f32 && *o.type != ggml_type::f16 &&
+      *o.type != ggml_type::bf16)
+    fail(errc::value, who, ": output type ", ggml_type_name(*o.type),
+         " is not one of f32, f16, bf16.");
+  auto passthrough = [](ggml_type t) {
+    return t == ggml_type::i8 || t == ggml_type::i16 || t == ggml_type::i32 ||
+           t == ggml_type::i64 || t == ggml_type::f64;
+  };
+  std::vector<std::uint8_t> is_changed;
+  is_changed.reserve(base.tensors().size());
+  for (const auto& t : base.tensors()) {
+    const bool c = !passthrough(t.type) && static_cast<bool>(changed(t));
+    if (c && !ggml_type_info_of(t.type).dequantizable)
+      fail(errc::unsupported, who, ": '", base.name(), "': tensor '", t.name, "' has type ",
+           ggml_type_name(t.type), ", which this build cannot dequantize.");
+    is_changed.push_back(c);
+  }
+  auto type_of = [&](const gguf_tensor_info& t, bool c) {
+    if (passthrough(t.type)) return t.type;
+    if (o.type) return t.n_dims <= 1 ? ggml_type::f32 : *o.type;
+    if (!c) return t.type;
+    return t.type == ggml_type::f16 || t.type == ggml_type::bf16 ? t.type : ggml_type::f32;
+  };
+  gguf_writer w(out);
+  for (const auto& kv : base.metadata()) {
+    if (o.type && (kv.key == "general.file_type" || kv.key == "general.quantization_version"))
+      continue;
+    w.add(kv.key, kv.value);
+  }
+  if (o.type)
+    w.add("general.file_type", std::uint32_t{*o.type == ggml_type::f16    ? 1u
+                                             : *o.type == ggml_type::bf16 ? 32u
+                                                                          : 0u});
+  std::size_t i = 0;
+  for (const auto& t : base.tensors())
+    w.add_tensor_info(t.name, std::span<const std::int64_t>(t.ne.data(), t.n_dims),
+                      type_of(t, is_changed[i++] != 0));
+  w.write_header();
+  i = 0;
+  for (const auto& t : base.tensors()) {
+    const bool c = is_changed[i++] != 0;
+    const ggml_type to = type_of(t, c);
+    if (!c && to == t.type) {
+      w.write_tensor_data(base.tensor_data(t));
+      continue;
+    }
+    std::vector<float> v = dequantize(t.type, base.tensor_data(t));
+    if (c) update(t, v);
+    w.write_tensor_data(detail::exporter::encode(v, to));
+  }
+  w.finish();
 }
 
 }  // namespace io

@@ -69,6 +69,7 @@
 #include "typeformer/io/gguf.hpp"
 #include "typeformer/io/safetensors.hpp"
 #include "typeformer/nn/config.hpp"
+#include "typeformer/nn/lora_target.hpp"
 #include "typeformer/quant/dequantize.hpp"
 #include "typeformer/tokenizer/detail/json.hpp"
 
@@ -92,12 +93,10 @@
 TFM_BEGIN_NAMESPACE
 namespace io {
 
-/// The adaptable projections of a LLaMA layer (file comment's table).
-enum class lora_target { q, k, v, o, gate, up, down };
-
-inline constexpr std::array<lora_target, 7> all_lora_targets{
-    lora_target::q,    lora_target::k,  lora_target::v,   lora_target::o,
-    lora_target::gate, lora_target::up, lora_target::down};
+/// The adaptable projections of a LLaMA layer (file comment's table): nn's enum, shared with
+/// the adapters themselves (nn/lora.hpp).
+using nn::all_lora_targets;
+using nn::lora_target;
 
 /// One adapted projection of one layer.
 struct lora_pair {
@@ -883,42 +882,13 @@ inline void merge_lora_gguf(const gguf_file& base, const lora_adapter_file& f,
            ggml_type_name(t->type), ", which this build cannot dequantize.");
     by_tensor[n] = &p;
   }
-  auto passthrough = [](ggml_type t) {
-    return t == ggml_type::i8 || t == ggml_type::i16 || t == ggml_type::i32 ||
-           t == ggml_type::i64 || t == ggml_type::f64;
-  };
-  auto type_of = [&](const gguf_tensor_info& t) {
-    if (passthrough(t.type)) return t.type;
-    if (o.type) return t.n_dims <= 1 ? ggml_type::f32 : *o.type;
-    if (by_tensor.count(t.name) == 0) return t.type;
-    return t.type == ggml_type::f16 || t.type == ggml_type::bf16 ? t.type : ggml_type::f32;
-  };
-  gguf_writer w(out);
-  for (const auto& kv : base.metadata()) {
-    if (o.type && (kv.key == "general.file_type" || kv.key == "general.quantization_version"))
-      continue;
-    w.add(kv.key, kv.value);
-  }
-  if (o.type)
-    w.add("general.file_type", std::uint32_t{*o.type == ggml_type::f16    ? 1u
-                                             : *o.type == ggml_type::bf16 ? 32u
-                                                                          : 0u});
-  for (const auto& t : base.tensors())
-    w.add_tensor_info(t.name, std::span<const std::int64_t>(t.ne.data(), t.n_dims), type_of(t));
-  w.write_header();
   const double s = o.scale * f.scale();
-  for (const auto& t : base.tensors()) {
-    const ggml_type to = type_of(t);
-    const auto it = by_tensor.find(t.name);
-    if (it == by_tensor.end() && to == t.type) {
-      w.write_tensor_data(base.tensor_data(t));
-      continue;
-    }
-    std::vector<float> v = dequantize(t.type, base.tensor_data(t));
-    if (it != by_tensor.end()) d::add_product(v, 0, *it->second, s);
-    w.write_tensor_data(detail::exporter::encode(v, to));
-  }
-  w.finish();
+  rewrite_gguf(
+      base, out, [&](const gguf_tensor_info& t) { return by_tensor.count(t.name) != 0; },
+      [&](const gguf_tensor_info& t, std::vector<float>& v) {
+        d::add_product(v, 0, *by_tensor.find(t.name)->second, s);
+      },
+      {.type = o.type}, who);
 }
 
 /// Reads an adapter for a model of config `base`: a PEFT directory or a LoRA GGUF file.

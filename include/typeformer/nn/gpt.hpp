@@ -33,7 +33,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -243,6 +245,13 @@ class gpt {
   template <class Cache = no_cache>
   logits_type forward(const ids_type& ids, bool training = false, index_t pos0 = 0,
                       Cache* cache = nullptr) const {
+    if (head_rows()) {  // the held head as a transient f32 constant (evaluation)
+      const auto& r = *head_rows();
+      tensor<T, shape<V, C>> w(shape<V, C>::from_extents({r.rows(), r.cols()}));
+      r.read_rows(0, r.rows(), w.data());
+      return logits_type(
+          tfm::linear(hidden(ids, training, pos0, cache), var<T, shape<V, C>>(w)).data());
+    }
     return logits_type(tfm::linear(hidden(ids, training, pos0, cache), head_weight()).data());
   }
 
@@ -260,7 +269,16 @@ class gpt {
         fail(errc::index, "tfm::nn::gpt: token id ", ids.data()[i],
              " is outside the vocabulary of ", cfg_.vocab, ".");
     using SX = shape<dyn, dyn, C>;
-    var<T, SX> x = wte(ids);
+    var<T, SX> x;
+    if (wte_rows) {  // frozen rows held in another format: a constant gathered row by row
+      tensor<T, SX> e(SX::from_extents({B, Tn, cfg_.n_embd}));
+      const index_t n = ids.size(), c = cfg_.n_embd;
+      for (index_t i = 0; i < n; ++i)
+        wte_rows->read_rows(ids.data()[i], ids.data()[i] + 1, e.data() + i * c);
+      x = var<T, SX>(e);
+    } else {
+      x = wte(ids);
+    }
     if (cfg_.position == position_kind::learned) {
       tensor<std::int32_t, shape<dyn>> pos(Tn);
       for (index_t t = 0; t < Tn; ++t) pos(t) = static_cast<std::int32_t>(pos0 + t);
@@ -296,15 +314,30 @@ class gpt {
   }
 
   /// The head's weight (V, C): wte's with tied embeddings, else lm_head's (it has no bias).
+  /// Raises tfm::unsupported_error when the tied embedding is held as wte_rows (no f32 copy).
   const var<T, shape<V, C>>& head_weight() const {
+    if (head_rows())
+      fail(errc::unsupported,
+           "tfm::nn::gpt: the tied embedding/head is held in another format (wte_rows, "
+           "nn::quantize_embedding): no f32 head weight; use loss() or forward().");
     return cfg_.tie_embeddings ? wte.weight : lm_head.weight;
+  }
+  /// Whether the head can be held as frozen rows: the chunked head + loss reads them as float or
+  /// double (ops/linear_loss.hpp); bf16/f16 models never hold wte_rows.
+  static constexpr bool frozen_head_capable = std::is_same_v<T, float> || std::is_same_v<T, double>;
+  /// The tied head as frozen rows when wte_rows holds it, else null.
+  const std::shared_ptr<const frozen_rows<T>>& head_rows() const noexcept {
+    static const std::shared_ptr<const frozen_rows<T>> none;
+    return cfg_.tie_embeddings ? wte_rows : none;
   }
 
   /// Mean cross-entropy of next-token prediction: logits(ids) against targets (B, T). The head
   /// and the loss run as one op (ops/linear_loss.hpp), whose backward never stores the logits'
-  /// gradient.
+  /// gradient; with logits_mode() recompute it keeps no logits either (same values).
   var<T, shape<>> loss(const ids_type& ids, const ids_type& targets, bool training = true) const {
-    return linear_cross_entropy(hidden(ids, training), head_weight(), targets);
+    if constexpr (frozen_head_capable)
+      if (head_rows()) return linear_cross_entropy(hidden(ids, training), head_rows(), targets);
+    return linear_cross_entropy(hidden(ids, training), head_weight(), targets, {}, logits_mode());
   }
 
   /// The loss of packed or masked rows (fine-tuning): targets equal to ce.ignore_index add
@@ -313,10 +346,23 @@ class gpt {
   template <ce_reduction Red = ce_reduction::mean>
   auto loss(const ids_type& ids, const ids_type& targets, bool training,
             const cross_entropy_options& ce, const segment_ids& segments = {}) const {
-    return linear_cross_entropy<Red>(
-        hidden(ids, training, 0, static_cast<no_cache*>(nullptr), segments), head_weight(), targets,
-        ce);
+    auto hs = hidden(ids, training, 0, static_cast<no_cache*>(nullptr), segments);
+    if constexpr (frozen_head_capable)
+      if (head_rows()) return linear_cross_entropy<Red>(hs, head_rows(), targets, ce);
+    return linear_cross_entropy<Red>(hs, head_weight(), targets, ce, logits_mode());
   }
+
+  /// What loss() keeps of the logits for the backward (ops/linear_loss.hpp, lce_logits): the
+  /// mode set by set_logits_mode, else recompute while gradient checkpointing is on (the logits,
+  /// rows x V, are then the largest activation of a step: 201 MB at 1024 rows of a 49152-token
+  /// vocabulary; recomputing them costs one more head GEMM) and store otherwise. Gradients are
+  /// bitwise the same either way, losses within an ulp (ops/linear_loss.hpp).
+  lce_logits logits_mode() const noexcept {
+    if (logits_mode_) return *logits_mode_;
+    return checkpointing_ ? lce_logits::recompute : lce_logits::store;
+  }
+  /// Fixes logits_mode(); std::nullopt (the default) lets it follow set_checkpointing.
+  void set_logits_mode(std::optional<lce_logits> m) noexcept { logits_mode_ = m; }
 
   /// Parameters with stable names, in declaration order.
   parameter_list<T> parameters() const {
@@ -378,10 +424,15 @@ class gpt {
   Cfg cfg_;
   std::uint64_t seed_ = 0;
   bool checkpointing_ = false;
+  std::optional<lce_logits> logits_mode_;
   mutable std::uint64_t dropout_offset_ = 0;
 
  public:
   embedding<T, V, C> wte;
+  /// The token embedding held frozen in another format (bf16 or NF4 rows: nn/qlora.hpp
+  /// quantize_embedding), wte.weight then being empty; with tied embeddings it is the head too
+  /// (loss() reads it chunk by chunk, ops/linear_loss.hpp). Null: wte.weight holds it.
+  std::shared_ptr<const frozen_rows<T>> wte_rows;
   embedding<T, Tmax, C> wpe;
   std::vector<block<T, Cfg>> h;
   norm<T, C> ln_f;

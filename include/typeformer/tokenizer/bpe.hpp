@@ -87,6 +87,13 @@ class allowed_specials {
   std::vector<std::string> texts_;
 };
 
+/// Whether a byte-level BPE vocabulary must hold all 256 single-byte tokens. `optional`: a byte
+/// without a token is a piece of its own that merges with nothing and is dropped from the ids,
+/// as llama.cpp's BPE does (llm_tokenizer_bpe_session: a symbol without a token and without
+/// byte tokens emits nothing); SmolLM2's vocabulary lacks 21 bytes (0x04, 0x06, ..., 0xF5..0xFF).
+/// decode(encode(s)) == s then holds only for text without those bytes.
+enum class byte_tokens { required, optional };
+
 /// Byte-level BPE tokenizer. See the file comment for semantics.
 class bpe_tokenizer {
  public:
@@ -102,9 +109,9 @@ class bpe_tokenizer {
   bpe_tokenizer(std::vector<std::string> tokens,
                 const std::vector<std::pair<std::int32_t, std::int32_t>>& merges,
                 std::vector<special_token> specials, split_pattern pattern,
-                bool ignore_merges = false)
+                bool ignore_merges = false, byte_tokens bytes = byte_tokens::required)
       : pattern_(pattern), ignore_merges_(ignore_merges) {
-    set_tokens(std::move(tokens));
+    set_tokens(std::move(tokens), bytes);
     pairs_.reserve(merges.size());
     for (std::size_t r = 0; r < merges.size(); ++r)
       add_merge(merges[r].first, merges[r].second, r, "merge list");
@@ -128,8 +135,10 @@ class bpe_tokenizer {
                                           std::vector<special_token> specials = {});
 
   /// Hugging Face tokenizer.json with a BPE model and a ByteLevel pre-tokenizer (alone with
-  /// use_regex, or after a Split with a supported pattern). Merges may be "a b" strings or
-  /// ["a", "b"] pairs. added_tokens become special tokens.
+  /// use_regex, or after a Split with a supported pattern), optionally after
+  /// Digits(individual_digits = true) (split_digits(), SmolLM's). Merges may be "a b" strings or
+  /// ["a", "b"] pairs. added_tokens become special tokens. Single-byte tokens may be missing
+  /// (byte_tokens::optional).
   static bpe_tokenizer from_hf_json(std::string_view json_text,
                                     std::string_view doc = "tokenizer.json");
   static bpe_tokenizer from_hf_json_file(const std::string& path);
@@ -141,7 +150,8 @@ class bpe_tokenizer {
 
   // ---- savers ---------------------------------------------------------------------------------
 
-  /// tokenizer.json text (ByteLevel; merges as "a b" strings); specials as added_tokens.
+  /// tokenizer.json text (ByteLevel, after Digits when split_digits(); merges as "a b" strings);
+  /// specials as added_tokens.
   std::string to_hf_json() const;
   void save_hf_json(const std::string& path) const { detail::bpe::write_file(path, to_hf_json()); }
   /// tiktoken text: every token "<base64> <id>" in id order (rank = id). Specials and the
@@ -208,24 +218,36 @@ class bpe_tokenizer {
 
   void encode_ordinary_into(std::string_view text, std::vector<std::int32_t>& out) const {
     if (tokens_.empty()) fail(errc::value, "bpe_tokenizer: encode() called on an empty tokenizer.");
-    std::size_t i = 0;
     if (add_prefix_space_ && !text.empty() && text[0] != ' ') {
       // Hugging Face ByteLevel add_prefix_space: as if the text started with a space.
       std::string t;
       t.reserve(text.size() + 1);
       t.push_back(' ');
       t.append(text);
-      std::size_t j = 0;
-      while (j < t.size()) {
-        const std::size_t e = next_piece(t, j, pattern_);
-        encode_piece(std::string_view(t).substr(j, e - j), out);
-        j = e;
-      }
+      encode_split(t, out);
       return;
     }
+    encode_split(text, out);
+  }
+
+  /// Pre-tokenizes text (digits first when split_digits()) and encodes every piece.
+  void encode_split(std::string_view text, std::vector<std::int32_t>& out) const {
+    auto by_pattern = [&](std::string_view part) {
+      std::size_t i = 0;
+      while (i < part.size()) {
+        const std::size_t e = next_piece(part, i, pattern_);
+        encode_piece(part.substr(i, e - i), out);
+        i = e;
+      }
+    };
+    if (!split_digits_) {
+      by_pattern(text);
+      return;
+    }
+    std::size_t i = 0;
     while (i < text.size()) {
-      const std::size_t e = next_piece(text, i, pattern_);
-      encode_piece(text.substr(i, e - i), out);
+      const std::size_t e = next_piece(text, i, split_pattern::digits);
+      by_pattern(text.substr(i, e - i));
       i = e;
     }
   }
@@ -234,7 +256,8 @@ class bpe_tokenizer {
   void encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
     if (piece.empty()) return;
     if (piece.size() == 1) {
-      out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
+      if (const std::int32_t id = byte_id_[static_cast<unsigned char>(piece[0])]; id >= 0)
+        out.push_back(id);
       return;
     }
     if (ignore_merges_) {
@@ -244,11 +267,18 @@ class bpe_tokenizer {
         return;
       }
     }
+    const std::size_t start = out.size();
     if (piece.size() <= small_piece)
       merge_small(piece, out);
     else
       merge_large(piece, out);
+    if (missing_bytes_ > 0)  // bytes without a token (byte_tokens::optional) emit nothing
+      out.erase(std::remove(out.begin() + static_cast<std::ptrdiff_t>(start), out.end(), -1),
+                out.end());
   }
+
+  /// Number of the 256 bytes without a token (0 unless built with byte_tokens::optional).
+  int missing_bytes() const noexcept { return missing_bytes_; }
 
   /// Bytes of the tokens, concatenated. index_error for an id that is not a token.
   std::string decode(std::span<const std::int32_t> ids) const {
@@ -295,6 +325,11 @@ class bpe_tokenizer {
   bool ignore_merges() const noexcept { return ignore_merges_; }
   bool add_prefix_space() const noexcept { return add_prefix_space_; }
   void set_add_prefix_space(bool on) noexcept { add_prefix_space_ = on; }
+  /// Whether every numeric character (\p{N}) is split off as its own piece before the pattern
+  /// runs: Hugging Face's Digits(individual_digits = true) pre-tokenizer in a Sequence before
+  /// ByteLevel, llama.cpp's "smollm" pre-tokenizer (regexes "\p{N}" then GPT-2's; SmolLM2).
+  bool split_digits() const noexcept { return split_digits_; }
+  void set_split_digits(bool on) noexcept { split_digits_ = on; }
   /// The merges in rank order (derived from the ranks for tiktoken-loaded models; a token that
   /// no pair of lower-ranked tokens builds has no merge).
   std::vector<std::pair<std::int32_t, std::int32_t>> merges() const {
@@ -305,7 +340,7 @@ class bpe_tokenizer {
  private:
   static constexpr std::size_t small_piece = 48;
 
-  void set_tokens(std::vector<std::string> tokens) {
+  void set_tokens(std::vector<std::string> tokens, byte_tokens bytes = byte_tokens::required) {
     if (static_cast<std::int64_t>(tokens.size()) > max_tokens)
       fail(errc::value, "bpe_tokenizer: ", tokens.size(), " tokens exceed the limit of ",
            max_tokens, ".");
@@ -317,10 +352,12 @@ class bpe_tokenizer {
       token_count_ += present_[i];
     }
     index_.build(tokens_, present_);
+    missing_bytes_ = 0;
     for (int b = 0; b < 256; ++b) {
       const char c = static_cast<char>(b);
       const std::int32_t id = index_.find(std::string_view(&c, 1), tokens_);
-      if (id < 0)
+      missing_bytes_ += id < 0;
+      if (id < 0 && bytes == byte_tokens::required)
         fail(errc::parse, "bpe_tokenizer: the vocabulary has no token for the byte 0x",
              std::string(1, "0123456789abcdef"[b >> 4]) + "0123456789abcdef"[b & 15],
              "; a byte-level BPE vocabulary needs all 256 single-byte tokens.");
@@ -502,6 +539,8 @@ class bpe_tokenizer {
   bool ignore_merges_ = false;
   bool derive_merges_ = false;
   bool add_prefix_space_ = false;
+  bool split_digits_ = false;
+  int missing_bytes_ = 0;
 };
 
 // ---- loaders -------------------------------------------------------------------------------
@@ -560,11 +599,12 @@ struct bpe_loader {
   static bpe_tokenizer finish(std::vector<std::string> tokens,
                               std::vector<std::pair<std::int32_t, std::int32_t>> merges,
                               std::vector<special_token> specials, split_pattern p,
-                              bool ignore_merges, std::string_view doc) {
+                              bool ignore_merges, std::string_view doc,
+                              byte_tokens bytes = byte_tokens::required) {
     bpe_tokenizer t;
     t.pattern_ = p;
     t.ignore_merges_ = ignore_merges;
-    t.set_tokens(std::move(tokens));
+    t.set_tokens(std::move(tokens), bytes);
     t.pairs_.reserve(merges.size());
     for (std::size_t r = 0; r < merges.size(); ++r)
       t.add_merge(merges[r].first, merges[r].second, r, doc);
@@ -730,9 +770,11 @@ inline bpe_tokenizer bpe_tokenizer::from_hf_json(std::string_view json_text, std
   if (const value* norm = root.find("normalizer"); norm && !norm->is_null())
     fail(errc::unsupported, doc, ": a normalizer is set; byte-level BPE files have none.");
 
-  // Pre-tokenizer: ByteLevel(use_regex) or Sequence[Split(Regex, Isolated), ByteLevel(!use_regex)].
+  // Pre-tokenizer: ByteLevel(use_regex) or Sequence[Split(Regex, Isolated), ByteLevel(!use_regex)],
+  // either one optionally after Digits(individual_digits).
   split_pattern pattern = split_pattern::gpt2;
   bool prefix_space = false;
+  bool split_digits = false;
   bool byte_level = false;
   auto read_split = [&](const value& v) {
     const value* pat = v.find("pattern");
@@ -774,13 +816,33 @@ inline bpe_tokenizer bpe_tokenizer::from_hf_json(std::string_view json_text, std
     if (pt == "ByteLevel") {
       read_byte_level(*pre, false);
     } else if (pt == "Sequence") {
+      // [Split, ByteLevel], [Digits, ByteLevel] or [Digits, Split, ByteLevel].
       const value* list = pre->find("pretokenizers");
-      if (!list || !list->is_array() || list->array.size() != 2 ||
-          type_of(list->array[0]) != "Split" || type_of(list->array[1]) != "ByteLevel")
+      std::size_t at = 0;
+      if (list && list->is_array() && !list->array.empty() && type_of(list->array[0]) == "Digits") {
+        const value* ind = list->array[0].find("individual_digits");
+        if (!ind || !ind->is_bool() || !ind->boolean)
+          fail(errc::unsupported, doc,
+               ": a Digits pre-tokenizer without individual_digits = true is not supported.");
+        split_digits = true;
+        at = 1;
+      }
+      const std::size_t n = list && list->is_array() ? list->array.size() : 0;
+      if (n == at + 1 && at == 1 && type_of(list->array[1]) == "ByteLevel") {
+        read_byte_level(list->array[1], false);
+      } else if (n == at + 2 && type_of(list->array[at]) == "Split" &&
+                 type_of(list->array[at + 1]) == "ByteLevel") {
+        read_split(list->array[at]);
+        read_byte_level(list->array[at + 1], true);
+      } else {
         fail(errc::unsupported, doc,
-             ": only the pre-tokenizer Sequence [Split, ByteLevel] is supported.");
-      read_split(list->array[0]);
-      read_byte_level(list->array[1], true);
+             ": only the pre-tokenizer Sequences [Split, ByteLevel], [Digits, ByteLevel] and "
+             "[Digits, Split, ByteLevel] are supported.");
+      }
+      if (split_digits && prefix_space)
+        fail(errc::unsupported, doc,
+             ": a ByteLevel add_prefix_space after Digits (a space before every piece) is not "
+             "supported.");
     } else {
       fail(errc::unsupported, doc, ": pre-tokenizer type '", pt,
            "' is not supported for byte-level BPE.");
@@ -844,9 +906,12 @@ inline bpe_tokenizer bpe_tokenizer::from_hf_json(std::string_view json_text, std
       if (!dup) specials.push_back({content->string, static_cast<std::int32_t>(id->integer)});
     }
   }
-  bpe_tokenizer t = bpe_loader::finish(std::move(tokens), std::move(merges), std::move(specials),
-                                       pattern, flag(model, "ignore_merges"), doc);
+  // A byte without a token (SmolLM2's vocabulary lacks 21) encodes to nothing (byte_tokens).
+  bpe_tokenizer t =
+      bpe_loader::finish(std::move(tokens), std::move(merges), std::move(specials), pattern,
+                         flag(model, "ignore_merges"), doc, byte_tokens::optional);
   t.add_prefix_space_ = prefix_space;
+  t.split_digits_ = split_digits;
   return t;
 }
 
@@ -910,12 +975,18 @@ inline std::string bpe_tokenizer::to_hf_json() const {
   o += specials_.empty() ? "],\n" : "\n  ],\n";
   o += "  \"normalizer\": null,\n  \"pre_tokenizer\": ";
   const std::string aps = add_prefix_space_ ? "true" : "false";
+  const char* digits = "{\"type\": \"Digits\", \"individual_digits\": true}";
   if (pattern_ == split_pattern::gpt2) {
-    o += "{\"type\": \"ByteLevel\", \"add_prefix_space\": " + aps +
-         ", \"trim_offsets\": true, \"use_regex\": true}";
+    const std::string bl = "{\"type\": \"ByteLevel\", \"add_prefix_space\": " + aps +
+                           ", \"trim_offsets\": true, \"use_regex\": true}";
+    if (split_digits_)
+      o += "{\"type\": \"Sequence\", \"pretokenizers\": [" + std::string(digits) + ", " + bl + "]}";
+    else
+      o += bl;
   } else {
-    o += "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
-         "{\"Regex\": ";
+    o += "{\"type\": \"Sequence\", \"pretokenizers\": [";
+    if (split_digits_) o += std::string(digits) + ", ";
+    o += "{\"type\": \"Split\", \"pattern\": {\"Regex\": ";
     append_quoted(o, pattern_regex(pattern_));
     o += "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", "
          "\"add_prefix_space\": " +

@@ -33,13 +33,6 @@
 TFM_BEGIN_NAMESPACE
 namespace train {
 
-/// io's target enum and nn's list the same projections in the same order.
-inline nn::lora_target to_nn(io::lora_target t) { return static_cast<nn::lora_target>(t); }
-inline io::lora_target to_io(nn::lora_target t) { return static_cast<io::lora_target>(t); }
-static_assert(static_cast<int>(io::lora_target::down) == static_cast<int>(nn::lora_target::down) &&
-              static_cast<int>(io::lora_target::q) == static_cast<int>(nn::lora_target::q) &&
-              static_cast<int>(io::lora_target::gate) == static_cast<int>(nn::lora_target::gate));
-
 /// The adapter's matrices and hyper-parameters as a file's contents.
 inline io::lora_adapter_file to_adapter_file(const nn::lora_adapter<float>& a,
                                              std::string base_model = {}) {
@@ -49,13 +42,13 @@ inline io::lora_adapter_file to_adapter_file(const nn::lora_adapter<float>& a,
   f.rslora = a.config.rslora;
   f.dropout = a.config.dropout;
   f.base_model = std::move(base_model);
-  for (auto t : nn::parse_lora_targets(a.config.targets)) f.targets.push_back(to_io(t));
+  for (auto t : nn::parse_lora_targets(a.config.targets)) f.targets.push_back(t);
   for (const auto& s : a.sites)
     for (std::size_t i = 0; i < s.targets.size(); ++i) {
       const auto& part = s.update->parts[i];
       io::lora_pair p;
       p.layer = s.layer;
-      p.target = to_io(s.targets[i]);
+      p.target = s.targets[i];
       p.rank = part.a.extent(0);
       p.in = part.a.extent(1);
       p.out = part.b.extent(0);
@@ -78,15 +71,14 @@ nn::lora_adapter<float> from_adapter_file(nn::gpt<Cfg, float>& m, const io::lora
   c.rslora = f.rslora;
   c.dropout = f.dropout;
   c.targets.clear();
-  for (auto t : f.targets) c.targets.push_back(nn::to_string(to_nn(t)));
+  for (auto t : f.targets) c.targets.push_back(nn::to_string(t));
   if (c.targets.empty())
-    for (const auto& p : f.pairs) c.targets.push_back(nn::to_string(to_nn(p.target)));
+    for (const auto& p : f.pairs) c.targets.push_back(nn::to_string(p.target));
   auto a = nn::make_lora(m, c);
   std::vector<bool> seen;
   for (const auto& p : f.pairs) {
-    lora_part<float>* part = a.find(p.layer, to_nn(p.target));
-    const std::string who =
-        "layer " + std::to_string(p.layer) + " " + nn::to_string(to_nn(p.target));
+    lora_part<float>* part = a.find(p.layer, p.target);
+    const std::string who = "layer " + std::to_string(p.layer) + " " + nn::to_string(p.target);
     if (part == nullptr)
       fail(errc::value, "tfm::train: the adapter file has a pair for ", who,
            ", which the model has no site for (", m.config().n_layer, " layers).");

@@ -488,6 +488,18 @@ class stored_reference {
     }
     return s;
   }
+  /// Values computed before (e.g. read back from a checkpoint): chosen[i], rejected[i] of pair
+  /// i. value_error when the lengths differ.
+  static stored_reference from_values(std::vector<double> chosen, std::vector<double> rejected) {
+    if (chosen.size() != rejected.size())
+      fail(errc::value, "tfm::train::stored_reference: ", chosen.size(), " chosen and ",
+           rejected.size(), " rejected log-probs.");
+    stored_reference s;
+    s.t_ = std::make_shared<table>();
+    s.t_->chosen = std::move(chosen);
+    s.t_->rejected = std::move(rejected);
+    return s;
+  }
   double chosen(std::size_t pair) const { return t_->chosen.at(pair); }
   double rejected(std::size_t pair) const { return t_->rejected.at(pair); }
   std::size_t size() const noexcept { return t_ ? t_->chosen.size() : 0; }
@@ -597,6 +609,50 @@ inline index_t total_pairs(std::span<const preference_batch> bs) {
   return n;
 }
 
+/// Calls one(b, w) for every non-empty batch, w its share of all the pairs (so that every pair
+/// weighs the same); value_error "<who>: no pairs." when there are none, before anything else.
+template <class F>
+void for_each_weighted(std::span<const preference_batch> bs, const char* who, F&& one) {
+  const index_t P = total_pairs(bs);
+  if (P == 0) fail(errc::value, who, ": no pairs.");
+  for (const auto& b : bs)
+    if (b.pair_count() > 0) one(b, static_cast<double>(b.pair_count()) / static_cast<double>(P));
+}
+
+/// One optimizer step of a pairwise loss over `micro` (DPO, Bradley-Terry): lr from the schedule,
+/// one backward of w * batch_loss(b, w, res) per micro-batch (batch_loss adds the batch's
+/// w-weighted figures into res), then apply_update with clipping.
+template <class Result, class T, class BatchLoss>
+Result pairwise_step(optim::optimizer<T>& opt, std::span<const preference_batch> micro, double clip,
+                     const optim::lr_schedule& schedule, training_state& st, const char* who,
+                     BatchLoss&& batch_loss) {
+  if (total_pairs(micro) == 0) fail(errc::value, who, ": no pairs.");
+  Result res;
+  res.lr = schedule(st.step);
+  opt.set_lr(res.lr);
+  opt.zero_grad();
+  for_each_weighted(micro, who, [&](const preference_batch& b, double w) {
+    auto l = batch_loss(b, w, res);
+    (l * w).backward();
+  });
+  const auto u = apply_update(opt, clip, res.lr, res.loss, st);
+  res.grad_norm = u.grad_norm;
+  res.applied = u.applied;
+  return res;
+}
+
+/// The pair-weighted figures of held-out batches, without gradients: batch_figures(b, w, f) adds
+/// batch b's (forward in evaluation mode) into f.
+template <class Figures, class BatchFigures>
+Figures pairwise_evaluate(std::span<const preference_batch> batches, const char* who,
+                          BatchFigures&& batch_figures) {
+  no_grad ng;
+  Figures f;
+  for_each_weighted(batches, who,
+                    [&](const preference_batch& b, double w) { batch_figures(b, w, f); });
+  return f;
+}
+
 }  // namespace detail::preference
 
 /// One optimizer step of DPO over `micro` (gradient accumulation, one backward per micro-batch,
@@ -606,38 +662,22 @@ template <class Model, class T>
 dpo_step_result dpo_step(Model& policy, optim::optimizer<T>& opt,
                          std::span<const preference_batch> micro, const reference_fn& ref,
                          const dpo_train_options& o, training_state& st) {
-  const index_t P = detail::preference::total_pairs(micro);
-  if (P == 0) fail(errc::value, "tfm::train::dpo_step: no pairs.");
-  dpo_step_result res;
-  res.lr = o.schedule(st.step);
-  opt.set_lr(res.lr);
-  opt.zero_grad();
-  for (const auto& b : micro) {
-    if (b.pair_count() == 0) continue;
-    const double w = static_cast<double>(b.pair_count()) / static_cast<double>(P);
-    auto l = detail::preference::dpo_batch(policy, b, ref, o, true, w, res);
-    (l * w).backward();
-  }
-  const auto u = apply_update(opt, o.clip, res.lr, res.loss, st);
-  res.grad_norm = u.grad_norm;
-  res.applied = u.applied;
-  return res;
+  return detail::preference::pairwise_step<dpo_step_result>(
+      opt, micro, o.clip, o.schedule, st, "tfm::train::dpo_step",
+      [&](const preference_batch& b, double w, dpo_step_result& res) {
+        return detail::preference::dpo_batch(policy, b, ref, o, true, w, res);
+      });
 }
 
 /// DPO loss, rewards, margin and accuracy over held-out batches (no gradients, no dropout).
 template <class Model>
 dpo_figures dpo_evaluate(const Model& policy, std::span<const preference_batch> batches,
                          const reference_fn& ref, const dpo_train_options& o = {}) {
-  no_grad ng;
-  const index_t P = detail::preference::total_pairs(batches);
-  if (P == 0) fail(errc::value, "tfm::train::dpo_evaluate: no pairs.");
-  dpo_figures f;
-  for (const auto& b : batches)
-    if (b.pair_count() > 0)
-      detail::preference::dpo_batch(policy, b, ref, o, false,
-                                    static_cast<double>(b.pair_count()) / static_cast<double>(P),
-                                    f);
-  return f;
+  return detail::preference::pairwise_evaluate<dpo_figures>(
+      batches, "tfm::train::dpo_evaluate",
+      [&](const preference_batch& b, double w, dpo_figures& f) {
+        detail::preference::dpo_batch(policy, b, ref, o, false, w, f);
+      });
 }
 
 // ---- reward model -------------------------------------------------------------------------------
@@ -744,37 +784,22 @@ template <class Cfg, class T>
 reward_step_result reward_step(const reward_model<Cfg, T>& rm, optim::optimizer<T>& opt,
                                std::span<const preference_batch> micro,
                                const reward_train_options& o, training_state& st) {
-  const index_t P = detail::preference::total_pairs(micro);
-  if (P == 0) fail(errc::value, "tfm::train::reward_step: no pairs.");
-  reward_step_result res;
-  res.lr = o.schedule(st.step);
-  opt.set_lr(res.lr);
-  opt.zero_grad();
-  for (const auto& b : micro) {
-    if (b.pair_count() == 0) continue;
-    const double w = static_cast<double>(b.pair_count()) / static_cast<double>(P);
-    auto l = detail::preference::reward_batch(rm, b, true, w, res);
-    (l * w).backward();
-  }
-  const auto u = apply_update(opt, o.clip, res.lr, res.loss, st);
-  res.grad_norm = u.grad_norm;
-  res.applied = u.applied;
-  return res;
+  return detail::preference::pairwise_step<reward_step_result>(
+      opt, micro, o.clip, o.schedule, st, "tfm::train::reward_step",
+      [&](const preference_batch& b, double w, reward_step_result& res) {
+        return detail::preference::reward_batch(rm, b, true, w, res);
+      });
 }
 
 /// Loss, accuracy and mean gap over held-out batches (no gradients, no dropout).
 template <class Cfg, class T>
 reward_figures reward_evaluate(const reward_model<Cfg, T>& rm,
                                std::span<const preference_batch> batches) {
-  no_grad ng;
-  const index_t P = detail::preference::total_pairs(batches);
-  if (P == 0) fail(errc::value, "tfm::train::reward_evaluate: no pairs.");
-  reward_figures f;
-  for (const auto& b : batches)
-    if (b.pair_count() > 0)
-      detail::preference::reward_batch(
-          rm, b, false, static_cast<double>(b.pair_count()) / static_cast<double>(P), f);
-  return f;
+  return detail::preference::pairwise_evaluate<reward_figures>(
+      batches, "tfm::train::reward_evaluate",
+      [&](const preference_batch& b, double w, reward_figures& f) {
+        detail::preference::reward_batch(rm, b, false, w, f);
+      });
 }
 
 /// A reward model with its encoder as an RL reward: score(prompt, response) encodes the pair as

@@ -34,6 +34,18 @@
 //                        per-token rewards -kl_coef KL + the score at the last token
 //                        (kl_penalized_rewards), GAE, optional reward and advantage whitening,
 //                        `epochs` passes of clipped policy + vf_coef * clipped value loss.
+//   Both trainers share one mechanism (detail::rl::trainer_core): the rollouts and their
+//   rewards, the reference pass, the epochs x minibatches x micro-batches loop ending each
+//   minibatch in train::apply_update (clipping, the curve point), and the checkpoints.
+//
+// CHECKPOINT AND RESUME
+//   tr.save_checkpoint(path) writes atomically (train::save_training_state) the trainable
+//   parameters (the adapter's A and B, PPO's value head), AdamW's state, the optimizer-step
+//   counter with its curve, the model's and the adapter's dropout counters and the iteration;
+//   tr.load_checkpoint(path) on a trainer built with the same config restores them. Rollouts
+//   and minibatch shuffles are counter-based draws keyed by (seed, iteration), so the resumed
+//   run equals the uninterrupted one bitwise when the caller gives each iteration() the same
+//   prompts (tested for GRPO and PPO).
 //
 // LOG-PROBS
 //   Every log-prob here is log softmax(logits / tau)[token] with tau = sampling.temperature (1
@@ -68,8 +80,10 @@
 #include "typeformer/optim/optimizer.hpp"
 #include "typeformer/optim/schedule.hpp"
 #include "typeformer/train/rl_math.hpp"
+#include "typeformer/train/trainer.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -78,6 +92,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -284,14 +299,96 @@ inline rows build_rows(std::span<const rl_prompt> prompts, std::span<const rl_sa
   return r;
 }
 
+/// Per-token NLL (B, T) of -log softmax(h / tau . head)[target], 0 at ignored targets, from the
+/// model's final hidden states h (B, T, C). A head held in bf16/NF4 (QLoRA's quantized
+/// embedding, gpt::head_rows) is read chunk by chunk, as gpt::loss does.
+template <class Cfg, class T, class H>
+auto tempered_nll(const nn::gpt<Cfg, T>& m, const H& h, const rows& r, double tau) {
+  cross_entropy_options ce;
+  ce.ignore_index = ignore;
+  const H hs = tau != 1.0 ? H((h * (1.0 / tau)).data()) : h;
+  if (m.head_rows())
+    return linear_cross_entropy<ce_reduction::none>(hs, m.head_rows(), r.targets, ce);
+  return linear_cross_entropy<ce_reduction::none>(hs, m.head_weight(), r.targets, ce);
+}
+
+/// The head's weight for sampling: head_weight(), or the bf16/NF4 head (gpt::head_rows) widened
+/// to f32 once per call (a constant; rollouts need no gradient).
+template <class Cfg, class T>
+auto sampling_head(const nn::gpt<Cfg, T>& m) {
+  using W = std::remove_cvref_t<decltype(m.head_weight())>;
+  if (!m.head_rows()) return m.head_weight();
+  const auto& r = *m.head_rows();
+  tensor<T, typename W::shape_type> w(W::shape_type::from_extents({r.rows(), r.cols()}));
+  r.read_rows(0, r.rows(), w.data());
+  return W(w, false);
+}
+
 /// Per-token NLL (B, T) of -log softmax(logits / tau)[target], 0 at ignored targets.
 template <class Cfg, class T>
 auto tempered_nll(const nn::gpt<Cfg, T>& m, const rows& r, double tau, bool training) {
-  cross_entropy_options ce;
-  ce.ignore_index = ignore;
-  auto h = m.hidden(r.ids, training);
-  if (tau != 1.0) h = decltype(h)((h * (1.0 / tau)).data());
-  return linear_cross_entropy<ce_reduction::none>(h, m.head_weight(), r.targets, ce);
+  return tempered_nll(m, m.hidden(r.ids, training), r, tau);
+}
+
+/// A (B, T) tensor of constants for the rows r of samples `which`: value(s, j) at the position of
+/// sample s's completion token j (its log-prob's column), 0 elsewhere.
+template <class F>
+tensor<double, shape<dyn, dyn>> per_token(const rows& r, std::span<const index_t> which,
+                                          std::span<const rl_sample> samples, F&& value) {
+  const index_t B = r.ids.extent(0), Tn = r.ids.extent(1);
+  tensor<double, shape<dyn, dyn>> out(dyn_shape<2>(B, Tn));
+  out.fill(0.0);
+  for (index_t b = 0; b < B; ++b) {
+    const index_t s = which[static_cast<std::size_t>(b)];
+    const auto n = samples[static_cast<std::size_t>(s)].tokens.size();
+    for (std::size_t j = 0; j < n; ++j)
+      out(b, r.first[static_cast<std::size_t>(b)] + static_cast<index_t>(j)) = value(s, j);
+  }
+  return out;
+}
+
+/// Sets every sample's reward: `reward` of its prompt's text and its completion decoded without
+/// the stop id (a non-finite reward is a tfm::value_error). Returns the decoded completions.
+inline std::vector<std::string> score_samples(const char* who, const reward_fn& reward,
+                                              const decode_fn& decode,
+                                              std::span<const rl_prompt> prompts,
+                                              std::span<rl_sample> samples) {
+  std::vector<std::string> texts;
+  for (auto& s : samples) {
+    const std::size_t n = s.tokens.size() - (s.finished ? 1 : 0);
+    texts.push_back(decode(std::span<const std::int32_t>(s.tokens.data(), n)));
+    s.reward = reward(prompts[static_cast<std::size_t>(s.prompt)].text, texts.back());
+    if (!std::isfinite(s.reward))
+      fail(errc::value, who, ": the reward of a completion of prompt ", s.prompt, " is ", s.reward,
+           "; rewards must be finite.");
+  }
+  return texts;
+}
+
+/// The mean and population standard deviation of the samples' rewards.
+inline std::pair<double, double> reward_moments(std::span<const rl_sample> samples) {
+  double mean = 0, var = 0;
+  for (const auto& s : samples) mean += s.reward;
+  mean /= static_cast<double>(samples.size());
+  for (const auto& s : samples) var += (s.reward - mean) * (s.reward - mean);
+  return {mean, std::sqrt(var / static_cast<double>(samples.size()))};
+}
+
+/// The options GRPO and PPO share, checked alike (tfm::value_error naming the field).
+inline void check_updates(const char* who, const rollout_options& r, index_t min_group,
+                          index_t epochs, index_t minibatches, index_t micro_batch,
+                          double clip_grad) {
+  if (r.group_size < min_group)
+    fail(errc::value, who, ": rollout.group_size must be >= ", min_group,
+         min_group > 1 ? " (a group of 1 has no baseline)" : "", ", got ", r.group_size, ".");
+  if (r.max_new_tokens < 1)
+    fail(errc::value, who, ": rollout.max_new_tokens must be >= 1, got ", r.max_new_tokens, ".");
+  infer::validate(r.sampling);
+  if (epochs < 1) fail(errc::value, who, ": epochs must be >= 1, got ", epochs, ".");
+  if (minibatches < 1) fail(errc::value, who, ": minibatches must be >= 1, got ", minibatches, ".");
+  if (micro_batch < 0) fail(errc::value, who, ": micro_batch must be >= 0, got ", micro_batch, ".");
+  if (!(clip_grad >= 0) || !std::isfinite(clip_grad))
+    fail(errc::value, who, ": clip_grad must be finite and >= 0, got ", clip_grad, ".");
 }
 
 }  // namespace detail::rl
@@ -333,6 +430,7 @@ std::vector<rl_sample> sample_completions(const nn::gpt<Cfg, T>& m,
       if (!cur.empty()) batches.push_back(std::move(cur));
     }
   }
+  const auto head = detail::rl::sampling_head(m);
   for (const auto& batch : batches) {
     const auto K = static_cast<index_t>(batch.size());
     const index_t rows = K * G;
@@ -355,8 +453,8 @@ std::vector<rl_sample> sample_completions(const nn::gpt<Cfg, T>& m,
       for (index_t t = 0; t < P; ++t)
         x(k, t) = prompts[static_cast<std::size_t>(batch[static_cast<std::size_t>(k)])]
                       .ids[static_cast<std::size_t>(t)];
-    auto h = m.hidden(x, false, 0, &cache);                             // (K, P, C)
-    auto logits = tfm::linear(slice<1>(h, P - 1, P), m.head_weight());  // (K, 1, V)
+    auto h = m.hidden(x, false, 0, &cache);                  // (K, P, C)
+    auto logits = tfm::linear(slice<1>(h, P - 1, P), head);  // (K, 1, V)
     std::vector<std::int32_t> history;
     for (index_t n = 0; n < o.max_new_tokens; ++n) {
       bool any = false;
@@ -380,7 +478,7 @@ std::vector<rl_sample> sample_completions(const nn::gpt<Cfg, T>& m,
       for (index_t r = 0; r < rows; ++r)
         step(r, 0) = row[static_cast<std::size_t>(r)]->tokens.back();
       auto hs = m.hidden(step, false, P + n, &cache);  // (rows, 1, C)
-      logits = tfm::linear(hs, m.head_weight());
+      logits = tfm::linear(hs, head);
     }
   }
   return out;
@@ -448,24 +546,195 @@ rl_eval_result evaluate_rewards(const nn::gpt<Cfg, T>& m, std::span<const rl_pro
                                 rollout_options o) {
   if (!reward || !decode)
     fail(errc::value, "tfm::train::evaluate_rewards: the reward and decode functions are empty.");
-  const auto samples = sample_completions(m, prompts, o);
+  auto samples = sample_completions(m, prompts, o);
   rl_eval_result r;
+  r.completions =
+      detail::rl::score_samples("tfm::train::evaluate_rewards", reward, decode, prompts, samples);
   for (const auto& s : samples) {
-    const std::size_t n = s.tokens.size() - (s.finished ? 1 : 0);
-    const std::string text = decode(std::span<const std::int32_t>(s.tokens.data(), n));
-    const double v = reward(prompts[static_cast<std::size_t>(s.prompt)].text, text);
-    if (!std::isfinite(v))
-      fail(errc::value, "tfm::train::evaluate_rewards: the reward of prompt ", s.prompt, " is ", v,
-           "; rewards must be finite.");
-    r.rewards.push_back(v);
-    r.completions.push_back(text);
-    r.mean_reward += v;
+    r.rewards.push_back(s.reward);
+    r.mean_reward += s.reward;
     r.mean_length += static_cast<double>(s.tokens.size());
   }
   r.mean_reward /= static_cast<double>(samples.size());
   r.mean_length /= static_cast<double>(samples.size());
   return r;
 }
+
+// ---- what GRPO and PPO share ----------------------------------------------------------------
+
+namespace detail::rl {
+
+/// How one iteration's samples become optimizer steps: `epochs` passes, each over `minibatches`
+/// minibatches of a shuffled order (seed, salt, iteration and pass give the shuffle), each one
+/// optimizer step accumulated over micro-batches of `micro_batch` rows (0: the whole minibatch).
+struct update_plan {
+  index_t epochs = 1, minibatches = 1, micro_batch = 0;
+  double clip_grad = 1.0;
+  const optim::lr_schedule* schedule = nullptr;
+  std::uint64_t seed = 0, salt = 0;
+};
+
+/// What the updates of one iteration log.
+struct update_log {
+  double grad_norm = 0, lr = 0;  ///< the last step's
+  index_t optimizer_steps = 0, skipped_steps = 0;
+};
+
+/// The state and mechanism of an RL trainer on a LoRA policy, shared by grpo_trainer and
+/// ppo_trainer: the model and adapter (attached, base frozen), the reward and decode functions,
+/// the trainable parameters with their AdamW optimizer, the iteration counter and the
+/// training_state (optimizer steps, the per-step curve); rollouts, reference log-probs, the
+/// minibatch updates, and checkpoints.
+template <class Cfg, class T>
+class trainer_core {
+ public:
+  trainer_core(const char* who, nn::gpt<Cfg, T>& model, nn::lora_adapter<T>& adapter,
+               reward_fn reward, decode_fn decode, nn::parameter_list<T> trainable,
+               const optim::adam_options& adam)
+      : who_(who),
+        m(&model),
+        a(&adapter),
+        reward_(std::move(reward)),
+        decode_(std::move(decode)),
+        params(std::move(trainable)),
+        opt(optim::adamw(params, adam)) {
+    if (!reward_ || !decode_)
+      fail(errc::value, who, ": the reward and decode functions must not be empty.");
+    nn::freeze(model);
+    nn::attach(model, adapter);
+  }
+
+  /// This iteration's rollouts from the policy as it is (no dropout), with their rewards.
+  std::vector<rl_sample> rollouts(std::span<const rl_prompt> prompts, const rollout_options& o) {
+    a->train(false);
+    std::vector<rl_sample> samples =
+        sample_completions(*m, prompts, o, static_cast<std::uint64_t>(iteration));
+    score_samples(who_, reward_, decode_, prompts, samples);
+    return samples;
+  }
+
+  /// Fills every sample's ref_logp from the base model.
+  void reference(std::span<const rl_prompt> prompts, std::vector<rl_sample>& samples, double tau,
+                 index_t micro_batch) {
+    auto ref = reference_logprobs(*m, *a, prompts, samples, tau, micro_batch);
+    for (std::size_t i = 0; i < samples.size(); ++i) samples[i].ref_logp = std::move(ref[i]);
+  }
+
+  /// The optimizer steps of one iteration (update_plan), the adapter in training mode. For each
+  /// micro-batch, loss(which, M, mb_tokens) returns the scalar whose gradient is accumulated
+  /// (the micro-batch's loss weighted by its share of the minibatch): `which` are its samples, M
+  /// the minibatch's sample count, mb_tokens its completion tokens. after_step() runs after each
+  /// optimizer step. Each step goes through train::apply_update (clipping, the curve point).
+  template <class Loss, class After>
+  update_log update(const update_plan& p, std::span<const rl_sample> samples, Loss&& loss,
+                    After&& after_step) {
+    update_log log;
+    const auto N = static_cast<index_t>(samples.size());
+    a->train(true);
+    std::vector<index_t> order(static_cast<std::size_t>(N));
+    std::iota(order.begin(), order.end(), index_t(0));
+    const index_t nmb = std::min(p.minibatches, N);
+    for (index_t e = 0; e < p.epochs; ++e) {
+      if (nmb > 1) {
+        const auto stream = static_cast<std::uint64_t>(iteration * p.epochs + e);
+        shuffle(order, p.seed ^ (stream * 0xd1b54a32d192ed03ull) ^ p.salt);
+      }
+      for (index_t k = 0; k < nmb; ++k) {
+        const index_t lo = N * k / nmb, hi = N * (k + 1) / nmb;
+        const std::span<const index_t> mb(order.data() + lo, static_cast<std::size_t>(hi - lo));
+        log.lr = (*p.schedule)(state.step);
+        opt.set_lr(log.lr);
+        opt.zero_grad();
+        const auto M = static_cast<index_t>(mb.size());
+        double mb_tokens = 0, mb_loss = 0;
+        for (index_t s : mb)
+          mb_tokens += static_cast<double>(samples[static_cast<std::size_t>(s)].tokens.size());
+        const index_t micro = p.micro_batch > 0 ? p.micro_batch : M;
+        for (index_t i0 = 0; i0 < M; i0 += micro) {
+          auto l = loss(mb.subspan(static_cast<std::size_t>(i0),
+                                   static_cast<std::size_t>(std::min(micro, M - i0))),
+                        M, mb_tokens);
+          mb_loss += static_cast<double>(l.value()());
+          l.backward();
+        }
+        const auto u = apply_update(opt, p.clip_grad, log.lr, mb_loss, state);
+        log.grad_norm = u.grad_norm;
+        log.skipped_steps += u.applied ? 0 : 1;
+        ++log.optimizer_steps;
+        after_step();
+      }
+    }
+    a->train(false);
+    return log;
+  }
+
+  /// Writes the run's state to `path` atomically (train::save_training_state): the trainable
+  /// parameters, the optimizer's moments and step count, the optimizer-step counter and curve,
+  /// the model's and the adapter's dropout counters, and meta "rl.method" and "rl.iteration".
+  /// Everything else a step draws (rollouts, shuffles) derives from the config's seeds and the
+  /// iteration, so a trainer built with the same config and loaded from this file continues
+  /// the run bitwise when given the same prompts.
+  void save(const std::string& path, const char* method) const {
+    training_state st = state;
+    st.dropout_offset = m->dropout_offset();
+    st.meta["rl.method"] = method;
+    st.meta["rl.iteration"] = std::to_string(iteration);
+    st.meta["rl.lora_dropout_offset"] = std::to_string(a->state->offset);
+    save_training_state(path, params, opt, st);
+  }
+
+  /// Restores what save wrote. A file of another method, with other parameters, or damaged is
+  /// a tfm::parse_error and changes nothing.
+  void load(const std::string& path, const char* method) {
+    const training_state peek = read_training_state(path);
+    auto meta = [&](const char* key) -> const std::string& {
+      const auto it = peek.meta.find(key);
+      if (it == peek.meta.end())
+        fail(errc::parse, who_, ": '", path, "' has no '", key, "'; it is not an RL checkpoint.");
+      return it->second;
+    };
+    if (meta("rl.method") != method)
+      fail(errc::parse, who_, ": '", path, "' is a checkpoint of ", meta("rl.method"), ", not ",
+           method, ".");
+    auto number = [&](const char* key) {
+      const std::string& s = meta(key);
+      std::uint64_t v = 0;
+      const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (ec != std::errc() || end != s.data() + s.size())
+        fail(errc::parse, who_, ": '", path, "' has ", key, " '", s, "', not a count.");
+      return v;
+    };
+    const std::uint64_t it = number("rl.iteration"), lora_offset = number("rl.lora_dropout_offset");
+    training_state st = load_training_state(path, params, opt);
+    st.meta.erase("rl.method");
+    st.meta.erase("rl.iteration");
+    st.meta.erase("rl.lora_dropout_offset");
+    m->set_dropout_offset(st.dropout_offset);
+    a->state->offset = lora_offset;
+    iteration = static_cast<std::int64_t>(it);
+    state = std::move(st);
+  }
+
+  const char* who_;
+  nn::gpt<Cfg, T>* m;
+  nn::lora_adapter<T>* a;
+  reward_fn reward_;
+  decode_fn decode_;
+  nn::parameter_list<T> params;
+  optim::optimizer<T> opt;
+  std::int64_t iteration = 0;
+  training_state state;  ///< state.step: optimizer steps taken; state.curve: one point each
+
+ private:
+  static void shuffle(std::vector<index_t>& v, std::uint64_t key) {
+    for (std::size_t i = v.size(); i > 1; --i) {
+      const auto j = static_cast<std::size_t>(uniform_double(key, i) * static_cast<double>(i));
+      std::swap(v[i - 1], v[std::min(j, i - 1)]);
+    }
+  }
+};
+
+}  // namespace detail::rl
 
 // ---- GRPO -----------------------------------------------------------------------------------
 
@@ -503,20 +772,7 @@ struct grpo_step_result {
 /// Checks a grpo_config (tfm::value_error naming the field).
 inline void validate(const grpo_config& c) {
   constexpr const char* who = "tfm::train::grpo";
-  if (c.rollout.group_size < 2)
-    fail(errc::value, who, ": rollout.group_size must be >= 2 (a group of 1 has no baseline), got ",
-         c.rollout.group_size, ".");
-  if (c.rollout.max_new_tokens < 1)
-    fail(errc::value, who, ": rollout.max_new_tokens must be >= 1, got ", c.rollout.max_new_tokens,
-         ".");
-  infer::validate(c.rollout.sampling);
-  if (c.epochs < 1) fail(errc::value, who, ": epochs must be >= 1, got ", c.epochs, ".");
-  if (c.minibatches < 1)
-    fail(errc::value, who, ": minibatches must be >= 1, got ", c.minibatches, ".");
-  if (c.micro_batch < 0)
-    fail(errc::value, who, ": micro_batch must be >= 0, got ", c.micro_batch, ".");
-  if (!(c.clip_grad >= 0) || !std::isfinite(c.clip_grad))
-    fail(errc::value, who, ": clip_grad must be finite and >= 0, got ", c.clip_grad, ".");
+  detail::rl::check_updates(who, c.rollout, 2, c.epochs, c.minibatches, c.micro_batch, c.clip_grad);
   if (!(c.loss.clip_eps > 0) || !std::isfinite(c.loss.clip_eps))
     fail(errc::value, who, ": loss.clip_eps must be finite and > 0, got ", c.loss.clip_eps, ".");
   if (!(c.loss.clip_eps_high >= 0) || !std::isfinite(c.loss.clip_eps_high))
@@ -528,6 +784,14 @@ inline void validate(const grpo_config& c) {
     fail(errc::value, who, ": advantages.eps must be >= 0, got ", c.advantages.eps, ".");
 }
 
+namespace detail::rl {
+template <class C>
+C validated(C c) {
+  validate(c);
+  return c;
+}
+}  // namespace detail::rl
+
 /// GRPO on a LoRA policy: `model` with `adapter` attached is pi_theta, `model` without it pi_ref.
 /// The trainer attaches the adapter, freezes the base and owns an AdamW optimizer on the
 /// adapter's parameters. Model and adapter must outlive it.
@@ -536,23 +800,22 @@ class grpo_trainer {
  public:
   grpo_trainer(nn::gpt<Cfg, T>& model, nn::lora_adapter<T>& adapter, reward_fn reward,
                decode_fn decode, grpo_config cfg)
-      : m_(&model),
-        a_(&adapter),
-        reward_(std::move(reward)),
-        decode_(std::move(decode)),
-        cfg_(std::move(cfg)),
-        opt_(optim::adamw(adapter.parameters(), cfg_.adam)) {
-    validate(cfg_);
-    if (!reward_ || !decode_)
-      fail(errc::value, "tfm::train::grpo: the reward and decode functions must not be empty.");
-    nn::freeze(model);
-    nn::attach(model, adapter);
-  }
+      : cfg_(detail::rl::validated(std::move(cfg))),
+        core_("tfm::train::grpo", model, adapter, std::move(reward), std::move(decode),
+              adapter.parameters(), cfg_.adam) {}
 
   const grpo_config& config() const noexcept { return cfg_; }
-  optim::optimizer<T>& optimizer() noexcept { return opt_; }
-  std::int64_t iteration() const noexcept { return iteration_; }
-  std::int64_t optimizer_step() const noexcept { return step_; }
+  optim::optimizer<T>& optimizer() noexcept { return core_.opt; }
+  std::int64_t iteration() const noexcept { return core_.iteration; }
+  std::int64_t optimizer_step() const noexcept { return core_.state.step; }
+  /// Optimizer steps, the curve (one point per step: lr, the minibatch's loss), dropout counters.
+  const training_state& state() const noexcept { return core_.state; }
+
+  /// Checkpoint and resume (detail::rl::trainer_core::save): the adapter, AdamW, the counters.
+  /// A trainer built like this one and loaded continues the run bitwise; the caller gives the
+  /// same prompts for each iteration() as the uninterrupted run would have.
+  void save_checkpoint(const std::string& path) const { core_.save(path, "grpo"); }
+  void load_checkpoint(const std::string& path) { core_.load(path, "grpo"); }
 
   /// One GRPO iteration (Algorithm 1's inner loop body) on `prompts`.
   grpo_step_result step(std::span<const rl_prompt> prompts) {
@@ -561,51 +824,35 @@ class grpo_trainer {
       return std::chrono::duration<double>(clock::now() - a).count();
     };
     grpo_step_result res;
-    res.iteration = iteration_;
+    res.iteration = core_.iteration;
     const index_t G = cfg_.rollout.group_size;
     const double tau = logprob_temperature(cfg_.rollout.sampling);
 
     // 1. Rollouts from pi_theta_old (the adapter as it is now), no dropout.
     auto t0 = clock::now();
-    a_->train(false);
-    std::vector<rl_sample> samples =
-        sample_completions(*m_, prompts, cfg_.rollout, static_cast<std::uint64_t>(iteration_));
+    std::vector<rl_sample> samples = core_.rollouts(prompts, cfg_.rollout);
     std::vector<double> rewards;
-    for (auto& s : samples) {
-      const std::size_t n = s.tokens.size() - (s.finished ? 1 : 0);
-      const std::string text = decode_(std::span<const std::int32_t>(s.tokens.data(), n));
-      s.reward = reward_(prompts[static_cast<std::size_t>(s.prompt)].text, text);
-      if (!std::isfinite(s.reward))
-        fail(errc::value, "tfm::train::grpo: the reward of a completion of prompt ", s.prompt,
-             " is ", s.reward, "; rewards must be finite.");
-      rewards.push_back(s.reward);
-    }
+    for (const auto& s : samples) rewards.push_back(s.reward);
     res.rollout_seconds = secs(t0);
 
     // 2. Reference log-probs (the base model), only with a KL term.
     t0 = clock::now();
-    if (cfg_.loss.beta > 0) {
-      auto ref = reference_logprobs(*m_, *a_, prompts, samples, tau, cfg_.micro_batch);
-      for (std::size_t i = 0; i < samples.size(); ++i) samples[i].ref_logp = std::move(ref[i]);
-    } else {
+    if (cfg_.loss.beta > 0)
+      core_.reference(prompts, samples, tau, cfg_.micro_batch);
+    else
       for (auto& s : samples) s.ref_logp = s.logp;
-    }
     res.reference_seconds = secs(t0);
 
     // 3. Group-normalised outcome advantages, and the logged figures.
     const std::vector<double> adv = group_advantages(rewards, G, cfg_.advantages);
     const auto N = static_cast<index_t>(samples.size());
+    std::tie(res.reward_mean, res.reward_std) = detail::rl::reward_moments(samples);
     for (const auto& s : samples) {
-      res.reward_mean += s.reward;
       res.completion_length += static_cast<double>(s.tokens.size());
       res.finished += s.finished ? 1.0 : 0.0;
     }
-    res.reward_mean /= static_cast<double>(N);
     res.completion_length /= static_cast<double>(N);
     res.finished /= static_cast<double>(N);
-    for (const auto& s : samples)
-      res.reward_std += (s.reward - res.reward_mean) * (s.reward - res.reward_mean);
-    res.reward_std = std::sqrt(res.reward_std / static_cast<double>(N));
     for (index_t g0 = 0; g0 < N; g0 += G) {
       bool same = true;
       for (index_t i = g0 + 1; i < g0 + G; ++i)
@@ -615,120 +862,75 @@ class grpo_trainer {
     }
     res.zero_std_groups /= static_cast<double>(N / G);
 
-    // 4. mu epochs of minibatch steps on the clipped surrogate with the k3 KL.
+    // 4. mu epochs of minibatch steps on the clipped surrogate with the k3 KL. Each
+    // micro-batch's grpo_loss is weighted by its share of the minibatch (rows for the sequence
+    // and fixed normalisations, tokens for the token one), so the accumulated gradient is that
+    // of the minibatch's loss.
     t0 = clock::now();
-    a_->train(true);
-    double kl_sum = 0, clip_sum = 0, tok_sum = 0, loss_sum = 0;
-    std::vector<index_t> order(static_cast<std::size_t>(N));
-    std::iota(order.begin(), order.end(), index_t(0));
-    const index_t nmb = std::min(cfg_.minibatches, N);
-    for (index_t e = 0; e < cfg_.epochs; ++e) {
-      if (nmb > 1) shuffle(order, static_cast<std::uint64_t>(iteration_ * cfg_.epochs + e));
-      for (index_t k = 0; k < nmb; ++k) {
-        const index_t lo = N * k / nmb, hi = N * (k + 1) / nmb;
-        const std::span<const index_t> mb(order.data() + lo, static_cast<std::size_t>(hi - lo));
-        const auto st = minibatch_step(prompts, samples, adv, mb, tau);
-        loss_sum += st.loss;
-        kl_sum += st.kl_tokens;
-        clip_sum += st.clip_tokens;
-        tok_sum += st.tokens;
-        res.grad_norm = st.grad_norm;
-        res.lr = st.lr;
-        ++res.optimizer_steps;
-        res.skipped_steps += st.applied ? 0 : 1;
-      }
-    }
-    a_->train(false);
-    res.loss = loss_sum / static_cast<double>(res.optimizer_steps);
-    res.kl = cfg_.loss.beta > 0 ? kl_sum / tok_sum : std::numeric_limits<double>::quiet_NaN();
-    res.clip_fraction = clip_sum / tok_sum;
+    grpo_options lo = cfg_.loss;
+    if (lo.norm == grpo_norm::fixed && lo.fixed_length == 0)
+      lo.fixed_length = cfg_.rollout.max_new_tokens;  // one budget for every micro-batch
+    struct sums {
+      double loss = 0, kl = 0, clip = 0, tokens = 0;
+    } mb, all;  // this minibatch's, the iteration's
+    const std::span<const rl_sample> ss(samples);
+    const auto log = core_.update(
+        plan(), ss,
+        [&](std::span<const index_t> which, index_t M, double mb_tokens) {
+          const auto r = detail::rl::build_rows(prompts, ss, which);
+          const index_t B = r.ids.extent(0);
+          const auto old = detail::rl::per_token(r, which, ss, [&](index_t s, std::size_t j) {
+            return static_cast<double>(samples[static_cast<std::size_t>(s)].logp[j]);
+          });
+          const auto ref = detail::rl::per_token(r, which, ss, [&](index_t s, std::size_t j) {
+            return static_cast<double>(samples[static_cast<std::size_t>(s)].ref_logp[j]);
+          });
+          tensor<double, shape<dyn>> a{dyn_shape<1>(B)};
+          double toks = 0;
+          for (index_t b = 0; b < B; ++b) {
+            const auto s = static_cast<std::size_t>(which[static_cast<std::size_t>(b)]);
+            a(b) = adv[s];
+            toks += static_cast<double>(samples[s].tokens.size());
+          }
+          auto nll = detail::rl::tempered_nll(*core_.m, r, tau, true);
+          auto l = grpo_loss(-nll, old, ref, a, r.mask, lo);
+          const double w = lo.norm == grpo_norm::token
+                               ? toks / mb_tokens
+                               : static_cast<double>(B) / static_cast<double>(M);
+          mb.loss += w * static_cast<double>(l.loss.value()());
+          mb.kl += l.kl * toks;
+          mb.clip += l.clip_fraction * toks;
+          mb.tokens += toks;
+          return l.loss * w;
+        },
+        [&] {
+          all.loss += mb.loss;
+          all.kl += mb.kl;
+          all.clip += mb.clip;
+          all.tokens += mb.tokens;
+          mb = {};
+        });
+    res.grad_norm = log.grad_norm;
+    res.lr = log.lr;
+    res.optimizer_steps = log.optimizer_steps;
+    res.skipped_steps = log.skipped_steps;
+    res.loss = all.loss / static_cast<double>(res.optimizer_steps);
+    res.kl = cfg_.loss.beta > 0 ? all.kl / all.tokens : std::numeric_limits<double>::quiet_NaN();
+    res.clip_fraction = all.clip / all.tokens;
     res.train_seconds = secs(t0);
     res.samples = std::move(samples);
-    ++iteration_;
+    ++core_.iteration;
     return res;
   }
 
  private:
-  struct mb_stats {
-    double loss = 0, kl_tokens = 0, clip_tokens = 0, tokens = 0, grad_norm = 0, lr = 0;
-    bool applied = true;
-  };
-
-  void shuffle(std::vector<index_t>& v, std::uint64_t stream) const {
-    const std::uint64_t key = cfg_.seed ^ (stream * 0xd1b54a32d192ed03ull) ^ 0x7270'6f6cull;
-    for (std::size_t i = v.size(); i > 1; --i) {
-      const auto j = static_cast<std::size_t>(uniform_double(key, i) * static_cast<double>(i));
-      std::swap(v[i - 1], v[std::min(j, i - 1)]);
-    }
+  detail::rl::update_plan plan() const {
+    return {cfg_.epochs,    cfg_.minibatches, cfg_.micro_batch, cfg_.clip_grad,
+            &cfg_.schedule, cfg_.seed,        0x7270'6f6cull};
   }
 
-  /// One optimizer step on the samples `mb`, micro-batched: each micro-batch's grpo_loss is
-  /// weighted by its share of the minibatch (rows for the sequence and fixed normalisations,
-  /// tokens for the token one), so the accumulated gradient is that of the minibatch's loss.
-  mb_stats minibatch_step(std::span<const rl_prompt> prompts, const std::vector<rl_sample>& samples,
-                          const std::vector<double>& adv, std::span<const index_t> mb, double tau) {
-    mb_stats st;
-    st.lr = cfg_.schedule(step_);
-    opt_.set_lr(st.lr);
-    opt_.zero_grad();
-    const auto M = static_cast<index_t>(mb.size());
-    double mb_tokens = 0;
-    for (index_t s : mb)
-      mb_tokens += static_cast<double>(samples[static_cast<std::size_t>(s)].tokens.size());
-    const index_t micro = cfg_.micro_batch > 0 ? cfg_.micro_batch : M;
-    grpo_options lo = cfg_.loss;
-    if (lo.norm == grpo_norm::fixed && lo.fixed_length == 0)
-      lo.fixed_length = cfg_.rollout.max_new_tokens;  // one budget for every micro-batch
-    for (index_t i0 = 0; i0 < M; i0 += micro) {
-      const std::span<const index_t> which = mb.subspan(
-          static_cast<std::size_t>(i0), static_cast<std::size_t>(std::min(micro, M - i0)));
-      const auto r = detail::rl::build_rows(prompts, samples, which);
-      const index_t B = r.ids.extent(0), Tn = r.ids.extent(1);
-      tensor<double, shape<dyn, dyn>> old(dyn_shape<2>(B, Tn)), ref(dyn_shape<2>(B, Tn));
-      tensor<double, shape<dyn>> a{dyn_shape<1>(B)};
-      old.fill(0.0);
-      ref.fill(0.0);
-      double toks = 0;
-      for (index_t b = 0; b < B; ++b) {
-        const auto& x = samples[static_cast<std::size_t>(which[static_cast<std::size_t>(b)])];
-        a(b) = adv[static_cast<std::size_t>(which[static_cast<std::size_t>(b)])];
-        for (std::size_t j = 0; j < x.tokens.size(); ++j) {
-          const index_t t = r.first[static_cast<std::size_t>(b)] + static_cast<index_t>(j);
-          old(b, t) = x.logp[j];
-          ref(b, t) = x.ref_logp[j];
-        }
-        toks += static_cast<double>(x.tokens.size());
-      }
-      auto nll = detail::rl::tempered_nll(*m_, r, tau, true);
-      auto res = grpo_loss(-nll, old, ref, a, r.mask, lo);
-      const double w = lo.norm == grpo_norm::token
-                           ? toks / mb_tokens
-                           : static_cast<double>(B) / static_cast<double>(M);
-      st.loss += w * static_cast<double>(res.loss.value()());
-      st.kl_tokens += res.kl * toks;
-      st.clip_tokens += res.clip_fraction * toks;
-      st.tokens += toks;
-      (res.loss * w).backward();
-    }
-    if (cfg_.clip_grad > 0) {
-      const auto c = opt_.step_clipped(cfg_.clip_grad);
-      st.grad_norm = c.grad_norm;
-      st.applied = c.applied;
-    } else {
-      st.grad_norm = std::numeric_limits<double>::quiet_NaN();
-      st.applied = opt_.step();
-    }
-    ++step_;
-    return st;
-  }
-
-  nn::gpt<Cfg, T>* m_;
-  nn::lora_adapter<T>* a_;
-  reward_fn reward_;
-  decode_fn decode_;
   grpo_config cfg_;
-  optim::optimizer<T> opt_;
-  std::int64_t iteration_ = 0, step_ = 0;
+  detail::rl::trainer_core<Cfg, T> core_;
 };
 
 // ---- PPO ------------------------------------------------------------------------------------
@@ -783,6 +985,7 @@ struct ppo_config {
   std::uint64_t seed = 0;
 };
 
+/// What one PPO iteration logs.
 struct ppo_step_result {
   std::int64_t iteration = 0;
   double reward_mean = 0, reward_std = 0;  ///< the callable's scores (population std)
@@ -795,23 +998,15 @@ struct ppo_step_result {
   index_t optimizer_steps = 0, skipped_steps = 0;
   double rollout_seconds = 0, train_seconds = 0;
   std::vector<rl_sample> samples;
+  /// Per sample, per completion token (as samples[i].tokens): the value head's V(s_t) before the
+  /// updates, the advantages (after whitening when whiten_advantages) and the returns
+  /// (advantage + value, before whitening) the value loss fits.
+  std::vector<std::vector<double>> values, advantages, returns;
 };
 
 inline void validate(const ppo_config& c) {
   constexpr const char* who = "tfm::train::ppo";
-  if (c.rollout.group_size < 1)
-    fail(errc::value, who, ": rollout.group_size must be >= 1, got ", c.rollout.group_size, ".");
-  if (c.rollout.max_new_tokens < 1)
-    fail(errc::value, who, ": rollout.max_new_tokens must be >= 1, got ", c.rollout.max_new_tokens,
-         ".");
-  infer::validate(c.rollout.sampling);
-  if (c.epochs < 1) fail(errc::value, who, ": epochs must be >= 1, got ", c.epochs, ".");
-  if (c.minibatches < 1)
-    fail(errc::value, who, ": minibatches must be >= 1, got ", c.minibatches, ".");
-  if (c.micro_batch < 0)
-    fail(errc::value, who, ": micro_batch must be >= 0, got ", c.micro_batch, ".");
-  if (!(c.clip_grad >= 0) || !std::isfinite(c.clip_grad))
-    fail(errc::value, who, ": clip_grad must be finite and >= 0, got ", c.clip_grad, ".");
+  detail::rl::check_updates(who, c.rollout, 1, c.epochs, c.minibatches, c.micro_batch, c.clip_grad);
   if (!(c.policy.clip_eps > 0) || !std::isfinite(c.policy.clip_eps))
     fail(errc::value, who, ": policy.clip_eps must be finite and > 0, got ", c.policy.clip_eps,
          ".");
@@ -837,22 +1032,24 @@ class ppo_trainer {
  public:
   ppo_trainer(nn::gpt<Cfg, T>& model, nn::lora_adapter<T>& adapter, reward_fn reward,
               decode_fn decode, ppo_config cfg)
-      : m_(&model),
-        a_(&adapter),
+      : cfg_(detail::rl::validated(std::move(cfg))),
         v_(model.config().n_embd),
-        reward_(std::move(reward)),
-        decode_(std::move(decode)),
-        cfg_(std::move(cfg)),
-        opt_(optim::adamw(joined(adapter.parameters(), v_.parameters()), cfg_.adam)) {
-    validate(cfg_);
-    if (!reward_ || !decode_)
-      fail(errc::value, "tfm::train::ppo: the reward and decode functions must not be empty.");
-    nn::freeze(model);
-    nn::attach(model, adapter);
-  }
+        core_("tfm::train::ppo", model, adapter, std::move(reward), std::move(decode),
+              joined(adapter.parameters(), v_.parameters()), cfg_.adam) {}
 
+  /// The value head (its parameters() share storage with the trainer's).
   const value_head<T>& values() const noexcept { return v_; }
-  std::int64_t iteration() const noexcept { return iteration_; }
+  const ppo_config& config() const noexcept { return cfg_; }
+  optim::optimizer<T>& optimizer() noexcept { return core_.opt; }
+  std::int64_t iteration() const noexcept { return core_.iteration; }
+  std::int64_t optimizer_step() const noexcept { return core_.state.step; }
+  /// Optimizer steps, the curve (one point per step: lr, the minibatch's policy + vf_coef *
+  /// value loss), dropout counters.
+  const training_state& state() const noexcept { return core_.state; }
+
+  /// Checkpoint and resume as grpo_trainer's; the file holds the value head too.
+  void save_checkpoint(const std::string& path) const { core_.save(path, "ppo"); }
+  void load_checkpoint(const std::string& path) { core_.load(path, "ppo"); }
 
   ppo_step_result step(std::span<const rl_prompt> prompts) {
     using clock = std::chrono::steady_clock;
@@ -860,30 +1057,22 @@ class ppo_trainer {
       return std::chrono::duration<double>(clock::now() - a).count();
     };
     ppo_step_result res;
-    res.iteration = iteration_;
+    res.iteration = core_.iteration;
     const double tau = logprob_temperature(cfg_.rollout.sampling);
     auto t0 = clock::now();
-    a_->train(false);
-    std::vector<rl_sample> samples =
-        sample_completions(*m_, prompts, cfg_.rollout, static_cast<std::uint64_t>(iteration_));
-    for (auto& s : samples) {
-      const std::size_t n = s.tokens.size() - (s.finished ? 1 : 0);
-      s.reward = reward_(prompts[static_cast<std::size_t>(s.prompt)].text,
-                         decode_(std::span<const std::int32_t>(s.tokens.data(), n)));
-      if (!std::isfinite(s.reward))
-        fail(errc::value, "tfm::train::ppo: the reward of a completion of prompt ", s.prompt,
-             " is ", s.reward, "; rewards must be finite.");
-    }
-    {
-      auto ref = reference_logprobs(*m_, *a_, prompts, samples, tau, cfg_.micro_batch);
-      for (std::size_t i = 0; i < samples.size(); ++i) samples[i].ref_logp = std::move(ref[i]);
-    }
+    std::vector<rl_sample> samples = core_.rollouts(prompts, cfg_.rollout);
+    core_.reference(prompts, samples, tau, cfg_.micro_batch);
+    const std::span<const rl_sample> ss(samples);
     const auto N = static_cast<index_t>(samples.size());
     std::vector<index_t> all(static_cast<std::size_t>(N));
     std::iota(all.begin(), all.end(), index_t(0));
-    const auto R = detail::rl::build_rows(prompts, samples, all);
+    const auto R = detail::rl::build_rows(prompts, ss, all);
     const index_t Tn = R.ids.extent(1);
     const auto BT = static_cast<std::size_t>(N * Tn);
+    // Per-token quantities in the (N, Tn) layout of R; flat(s, j): sample s's token j.
+    auto flat = [&](index_t s, std::size_t j) {
+      return static_cast<std::size_t>(s * Tn + R.first[static_cast<std::size_t>(s)]) + j;
+    };
     // Old values V(s_t) at the positions that predict each completion token.
     std::vector<double> old_v(BT, 0.0), logp(BT, 0.0), ref(BT, 0.0), mask(BT, 0.0), score;
     {
@@ -891,24 +1080,21 @@ class ppo_trainer {
       const index_t mb = cfg_.micro_batch > 0 ? cfg_.micro_batch : N;
       for (index_t s0 = 0; s0 < N; s0 += mb) {
         const std::vector<index_t> which(all.begin() + s0, all.begin() + std::min(N, s0 + mb));
-        const auto r = detail::rl::build_rows(prompts, samples, which);
-        auto vals = v_(m_->hidden(r.ids, false));
+        const auto r = detail::rl::build_rows(prompts, ss, which);
+        auto vals = v_(core_.m->hidden(r.ids, false));
         for (std::size_t b = 0; b < which.size(); ++b)
           for (std::size_t j = 0; j < samples[static_cast<std::size_t>(which[b])].tokens.size();
-               ++j) {
-            const index_t t = r.first[b] + static_cast<index_t>(j);
-            old_v[static_cast<std::size_t>(which[b] * Tn + t)] =
-                static_cast<double>(vals.value()(static_cast<index_t>(b), t));
-          }
+               ++j)
+            old_v[flat(which[b], j)] = static_cast<double>(
+                vals.value()(static_cast<index_t>(b), r.first[b] + static_cast<index_t>(j)));
       }
     }
     for (index_t b = 0; b < N; ++b) {
       const auto& s = samples[static_cast<std::size_t>(b)];
       for (std::size_t j = 0; j < s.tokens.size(); ++j) {
-        const auto i = static_cast<std::size_t>(b * Tn + R.first[static_cast<std::size_t>(b)]) + j;
-        logp[i] = s.logp[j];
-        ref[i] = s.ref_logp[j];
-        mask[i] = 1.0;
+        logp[flat(b, j)] = s.logp[j];
+        ref[flat(b, j)] = s.ref_logp[j];
+        mask[flat(b, j)] = 1.0;
       }
       score.push_back(s.reward);
     }
@@ -932,7 +1118,7 @@ class ppo_trainer {
     std::vector<double> adv(BT, 0.0), ret(BT, 0.0);
     for (index_t b = 0; b < N; ++b) {
       const auto n = samples[static_cast<std::size_t>(b)].tokens.size();
-      const auto o = static_cast<std::size_t>(b * Tn + R.first[static_cast<std::size_t>(b)]);
+      const auto o = flat(b, 0);
       const auto g = gae(std::span<const double>(rewards.data() + o, n),
                          std::span<const double>(old_v.data() + o, n), cfg_.gamma, cfg_.lambda);
       std::copy(g.advantages.begin(), g.advantages.end(),
@@ -943,61 +1129,34 @@ class ppo_trainer {
       adv = whiten(adv, mask, true);
       for (std::size_t i = 0; i < BT; ++i) adv[i] *= mask[i];
     }
-    for (const auto& s : samples) res.reward_mean += s.reward;
-    res.reward_mean /= static_cast<double>(N);
-    for (const auto& s : samples)
-      res.reward_std += (s.reward - res.reward_mean) * (s.reward - res.reward_mean);
-    res.reward_std = std::sqrt(res.reward_std / static_cast<double>(N));
+    std::tie(res.reward_mean, res.reward_std) = detail::rl::reward_moments(ss);
+    for (index_t b = 0; b < N; ++b) {
+      const auto o = static_cast<std::ptrdiff_t>(flat(b, 0));
+      const auto n =
+          static_cast<std::ptrdiff_t>(samples[static_cast<std::size_t>(b)].tokens.size());
+      res.values.emplace_back(old_v.begin() + o, old_v.begin() + o + n);
+      res.advantages.emplace_back(adv.begin() + o, adv.begin() + o + n);
+      res.returns.emplace_back(ret.begin() + o, ret.begin() + o + n);
+    }
 
-    // Epochs of minibatch steps.
+    // Epochs of minibatch steps on the clipped policy loss + vf_coef * the clipped value loss,
+    // each micro-batch weighted by its share of the minibatch's tokens.
     t0 = clock::now();
-    a_->train(true);
-    std::vector<index_t> order = all;
-    const index_t nmb = std::min(cfg_.minibatches, N);
     double toks_all = 0, clip = 0, vclip = 0, akl = 0, pl = 0, vl = 0;
-    for (index_t e = 0; e < cfg_.epochs; ++e) {
-      if (nmb > 1) shuffle(order, static_cast<std::uint64_t>(iteration_ * cfg_.epochs + e));
-      for (index_t k = 0; k < nmb; ++k) {
-        const index_t lo = N * k / nmb, hi = N * (k + 1) / nmb;
-        const std::span<const index_t> mbs(order.data() + lo, static_cast<std::size_t>(hi - lo));
-        opt_.set_lr(res.lr = cfg_.schedule(step_));
-        opt_.zero_grad();
-        double mb_tokens = 0;
-        for (index_t s : mbs)
-          mb_tokens += static_cast<double>(samples[static_cast<std::size_t>(s)].tokens.size());
-        const auto M = static_cast<index_t>(mbs.size());
-        const index_t micro = cfg_.micro_batch > 0 ? cfg_.micro_batch : M;
-        for (index_t i0 = 0; i0 < M; i0 += micro) {
-          const auto which = mbs.subspan(static_cast<std::size_t>(i0),
-                                         static_cast<std::size_t>(std::min(micro, M - i0)));
-          const auto r = detail::rl::build_rows(prompts, samples, which);
-          const index_t B = r.ids.extent(0), Tm = r.ids.extent(1);
-          tensor<double, shape<dyn, dyn>> o_lp(dyn_shape<2>(B, Tm)), o_v(dyn_shape<2>(B, Tm)),
-              a(dyn_shape<2>(B, Tm)), rt(dyn_shape<2>(B, Tm));
-          o_lp.fill(0.0);
-          o_v.fill(0.0);
-          a.fill(0.0);
-          rt.fill(0.0);
+    const auto log = core_.update(
+        plan(), ss,
+        [&](std::span<const index_t> which, index_t, double mb_tokens) {
+          const auto r = detail::rl::build_rows(prompts, ss, which);
+          auto at = [&](const std::vector<double>& v) {
+            return detail::rl::per_token(r, which, ss,
+                                         [&](index_t s, std::size_t j) { return v[flat(s, j)]; });
+          };
+          const auto o_lp = at(logp), o_v = at(old_v), a = at(adv), rt = at(ret);
           double toks = 0;
-          for (index_t b = 0; b < B; ++b) {
-            const index_t sb = which[static_cast<std::size_t>(b)];
-            const auto n = samples[static_cast<std::size_t>(sb)].tokens.size();
-            for (std::size_t j = 0; j < n; ++j) {
-              const index_t t = r.first[static_cast<std::size_t>(b)] + static_cast<index_t>(j);
-              const auto i =
-                  static_cast<std::size_t>(sb * Tn + R.first[static_cast<std::size_t>(sb)]) + j;
-              o_lp(b, t) = logp[i];
-              o_v(b, t) = old_v[i];
-              a(b, t) = adv[i];
-              rt(b, t) = ret[i];
-            }
-            toks += static_cast<double>(n);
-          }
-          auto h = m_->hidden(r.ids, true);
-          auto hs = tau != 1.0 ? decltype(h)((h * (1.0 / tau)).data()) : h;
-          cross_entropy_options ce;
-          ce.ignore_index = detail::rl::ignore;
-          auto nll = linear_cross_entropy<ce_reduction::none>(hs, m_->head_weight(), r.targets, ce);
+          for (index_t s : which)
+            toks += static_cast<double>(samples[static_cast<std::size_t>(s)].tokens.size());
+          auto h = core_.m->hidden(r.ids, true);
+          auto nll = detail::rl::tempered_nll(*core_.m, h, r, tau);
           auto p = ppo_policy_loss(-nll, o_lp, a, r.mask, cfg_.policy);
           auto v = ppo_value_loss(v_(h), o_v, rt, r.mask, cfg_.value_clip);
           const double w = toks / mb_tokens;
@@ -1007,21 +1166,13 @@ class ppo_trainer {
           vclip += v.clip_fraction * toks;
           akl += p.approx_kl * toks;
           toks_all += toks;
-          ((p.loss + v.loss * cfg_.vf_coef) * w).backward();
-        }
-        if (cfg_.clip_grad > 0) {
-          const auto c = opt_.step_clipped(cfg_.clip_grad);
-          res.grad_norm = c.grad_norm;
-          res.skipped_steps += c.applied ? 0 : 1;
-        } else {
-          res.grad_norm = std::numeric_limits<double>::quiet_NaN();
-          res.skipped_steps += opt_.step() ? 0 : 1;
-        }
-        ++step_;
-        ++res.optimizer_steps;
-      }
-    }
-    a_->train(false);
+          return (p.loss + v.loss * cfg_.vf_coef) * w;
+        },
+        [] {});
+    res.grad_norm = log.grad_norm;
+    res.lr = log.lr;
+    res.optimizer_steps = log.optimizer_steps;
+    res.skipped_steps = log.skipped_steps;
     res.policy_loss = pl / static_cast<double>(res.optimizer_steps);
     res.value_loss = vl / static_cast<double>(res.optimizer_steps);
     res.clip_fraction = clip / toks_all;
@@ -1029,7 +1180,7 @@ class ppo_trainer {
     res.approx_kl = akl / toks_all;
     res.train_seconds = secs(t0);
     res.samples = std::move(samples);
-    ++iteration_;
+    ++core_.iteration;
     return res;
   }
 
@@ -1038,22 +1189,14 @@ class ppo_trainer {
     a.insert(a.end(), b.begin(), b.end());
     return a;
   }
-  void shuffle(std::vector<index_t>& v, std::uint64_t stream) const {
-    const std::uint64_t key = cfg_.seed ^ (stream * 0xd1b54a32d192ed03ull) ^ 0x7070'6f00ull;
-    for (std::size_t i = v.size(); i > 1; --i) {
-      const auto j = static_cast<std::size_t>(uniform_double(key, i) * static_cast<double>(i));
-      std::swap(v[i - 1], v[std::min(j, i - 1)]);
-    }
+  detail::rl::update_plan plan() const {
+    return {cfg_.epochs,    cfg_.minibatches, cfg_.micro_batch, cfg_.clip_grad,
+            &cfg_.schedule, cfg_.seed,        0x7070'6f00ull};
   }
 
-  nn::gpt<Cfg, T>* m_;
-  nn::lora_adapter<T>* a_;
-  value_head<T> v_;
-  reward_fn reward_;
-  decode_fn decode_;
   ppo_config cfg_;
-  optim::optimizer<T> opt_;
-  std::int64_t iteration_ = 0, step_ = 0;
+  value_head<T> v_;
+  detail::rl::trainer_core<Cfg, T> core_;
 };
 
 }  // namespace train

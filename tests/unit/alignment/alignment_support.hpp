@@ -27,25 +27,8 @@ using S2 = tfm::dyn_shape<2>;
 
 /// The fixture's arrays by name (read once).
 inline const std::map<std::string, std::vector<double>>& fixture() {
-  static const auto data = [] {
-    std::map<std::string, std::vector<double>> m;
-    const std::string path =
-        std::string(TFM_SOURCE_DIR) + "/tests/data/alignment/alignment_cases.txt";
-    std::ifstream f(path);
-    REQUIRE_MESSAGE(f.good(), "cannot open ", path);
-    std::string line;
-    while (std::getline(f, line)) {
-      std::istringstream s(line);
-      std::string name;
-      std::size_t n = 0;
-      s >> name >> n;
-      std::vector<double> v(n);
-      for (auto& x : v) s >> x;
-      REQUIRE_MESSAGE(!s.fail(), "malformed fixture line for ", name);
-      m[name] = std::move(v);
-    }
-    return m;
-  }();
+  static const auto data = tfm_test::read_named_arrays(std::string(TFM_SOURCE_DIR) +
+                                                       "/tests/data/alignment/alignment_cases.txt");
   return data;
 }
 

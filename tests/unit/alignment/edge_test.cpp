@@ -21,15 +21,7 @@ tensor<double, S> filled(const S& s, double v) {
   return t;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const tfm::error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using tfm_test::error_of;
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 

@@ -4,6 +4,10 @@
 // every reduction, label smoothing and ignored rows. Also: the first gradient is assigned and
 // later ones add (a second backward doubles it; x and W feeding other ops), only the inputs that
 // require gradients get one, bf16 runs the composition, and bad shapes or targets are reported.
+// The recompute mode (lce_logits::recompute) must give the same bits too, and hold no rows x V
+// buffer between forward and backward (allocation counters); the frozen_rows form (W read a chunk
+// at a time, online log-sum-exp) must equal the stored op within rounding and pass a float64
+// gradient check.
 // (The float64 gradcheck of the op is in gc_misc.cpp.)
 #include "gc_support.hpp"
 
@@ -15,7 +19,11 @@
 #include <typeformer/ops/loss.hpp>
 #include <typeformer/ops/reduce.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,12 +58,12 @@ struct outcome {
 template <ce_reduction Red, bool Fused, class T, class SX>
 outcome<T> run(const tensor<T, SX>& xv, const tensor<T, S2>& wv,
                const tensor<std::int32_t, dyn_shape<SX::rank - 1>>& tgt,
-               const cross_entropy_options& o) {
+               const cross_entropy_options& o, lce_logits keep = lce_logits::store) {
   auto x = parameter(xv);  // x and W have different var types: two declarations
   auto w = parameter(wv);
   auto l = [&] {
     if constexpr (Fused)
-      return linear_cross_entropy<Red>(x, w, tgt, o);
+      return linear_cross_entropy<Red>(x, w, tgt, o, keep);
     else
       return cross_entropy<Red>(linear(x, w), tgt, o);
   }();
@@ -67,12 +75,23 @@ outcome<T> run(const tensor<T, SX>& xv, const tensor<T, S2>& wv,
 }
 
 template <class T>
-void check_bitwise(const outcome<T>& a, const outcome<T>& b) {
+void check_bitwise(const outcome<T>& a, const outcome<T>& b, double loss_ulps = 0) {
   REQUIRE(a.loss.size() == b.loss.size());
   REQUIRE(a.gx.size() == b.gx.size());
   REQUIRE(a.gw.size() == b.gw.size());
   int bad_l = 0, bad_x = 0, bad_w = 0;
-  for (std::size_t i = 0; i < a.loss.size(); ++i) bad_l += !(a.loss[i] == b.loss[i]);
+  for (std::size_t i = 0; i < a.loss.size(); ++i) {
+    // loss_ulps > 0 (the recompute mode): a row's loss l - (1 - eps) x_t - eps s / V is the same
+    // expression in two functions, and the compiler may fuse its multiply-add in one and not the
+    // other (-ffp-contract=fast): an ulp of double apart (8.9e-16 on 5.6), which can round to an
+    // ulp of float.
+    const double d = std::abs(double(a.loss[i]) - double(b.loss[i]));
+    // Measured against the size of the terms (the log-sum-exp, about log V + |x_t| < 32 here),
+    // not of their difference, which can be small.
+    const double tol =
+        loss_ulps * double(std::numeric_limits<T>::epsilon()) * (std::abs(double(b.loss[i])) + 32);
+    bad_l += loss_ulps > 0 ? !(d <= tol) : !(a.loss[i] == b.loss[i]);
+  }
   for (std::size_t i = 0; i < a.gx.size(); ++i) bad_x += !(a.gx[i] == b.gx[i]);
   for (std::size_t i = 0; i < a.gw.size(); ++i) bad_w += !(a.gw[i] == b.gw[i]);
   CHECK_MESSAGE(bad_l == 0, bad_l, " loss values differ");
@@ -89,8 +108,12 @@ void bitwise_sweep(std::uint64_t seed) {
   struct dims {
     index_t b, t, c, v;
   };
-  for (const dims d :
-       {dims{1, 5, 4, 7}, dims{1, 37, 24, 500}, dims{2, 75, 16, 2000}, dims{1, 40, 8, 5003}}) {
+  // The recompute mode (lce_logits::recompute) must give the same bits: 1 x 5 x 4 x 7 is a
+  // product it leaves to the stored mode (tiny), V = 3073 ends with a one-column chunk (40 rows:
+  // chunks of 3072 floats or 1536 doubles), and V = 50000 takes several forward row blocks (36
+  // rows of floats, 12 of doubles, within 8 MiB) with a short last one.
+  for (const dims d : {dims{1, 5, 4, 7}, dims{1, 37, 24, 500}, dims{2, 75, 16, 2000},
+                       dims{1, 40, 8, 5003}, dims{1, 40, 8, 3073}, dims{1, 75, 8, 50000}}) {
     CAPTURE(d.b);
     CAPTURE(d.t);
     CAPTURE(d.c);
@@ -113,6 +136,23 @@ void bitwise_sweep(std::uint64_t seed) {
                     run<ce_reduction::sum, false>(xv, wv, tgt, smooth));
       check_bitwise(run<ce_reduction::none, true>(xv, wv, tgt, plain),
                     run<ce_reduction::none, false>(xv, wv, tgt, plain));
+      const auto re = lce_logits::recompute;
+      check_bitwise(run<ce_reduction::mean, true>(xv, wv, tgt, plain, re),
+                    run<ce_reduction::mean, false>(xv, wv, tgt, plain), 4);
+      check_bitwise(run<ce_reduction::mean, true>(xv, wv, tgt, smooth, re),
+                    run<ce_reduction::mean, false>(xv, wv, tgt, smooth), 4);
+      check_bitwise(run<ce_reduction::sum, true>(xv, wv, tgt, smooth, re),
+                    run<ce_reduction::sum, false>(xv, wv, tgt, smooth), 4);
+      check_bitwise(run<ce_reduction::none, true>(xv, wv, tgt, smooth, re),
+                    run<ce_reduction::none, false>(xv, wv, tgt, smooth), 4);
+      // Another ignore_index: the rows whose target is 2 count for nothing.
+      cross_entropy_options other = smooth;
+      other.ignore_index = 2;
+      auto tgt2 = tgt;
+      for (index_t i = 0; i < tgt2.size(); ++i)
+        if (tgt2.data()[i] == -100) tgt2.data()[i] = 2;
+      check_bitwise(run<ce_reduction::mean, true>(xv, wv, tgt2, other, re),
+                    run<ce_reduction::mean, false>(xv, wv, tgt2, other), 4);
     }
   }
 }
@@ -136,6 +176,167 @@ TEST_CASE("linear_cross_entropy: the backward chunks are whole GEMM depth blocks
     CHECK(vc <= 8 * kc);
     if (rows * kc * 4 <= (index_t(1) << 20)) CHECK(rows * vc * 4 <= (index_t(1) << 20));
   }
+}
+
+TEST_CASE("linear_cross_entropy, recompute mode: forward row blocks within 8 MiB") {
+  for (index_t v : {1, 7, 5003, 49152, 50000, 10000000}) {
+    CAPTURE(v);
+    const index_t rf = detail::lce_recompute_rows<float>(v),
+                  rd = detail::lce_recompute_rows<double>(v);
+    CHECK(rf % cpu_kernels::gemm_config_t<float>::mr == 0);
+    CHECK(rd % cpu_kernels::gemm_config_t<double>::mr == 0);
+    if (v * 4 * cpu_kernels::gemm_config_t<float>::mr <= detail::lce_recompute_bytes)
+      CHECK(rf * v * 4 <= detail::lce_recompute_bytes);
+    if (v * 8 * cpu_kernels::gemm_config_t<double>::mr <= detail::lce_recompute_bytes)
+      CHECK(rd * v * 8 <= detail::lce_recompute_bytes);
+  }
+}
+
+// What the mode is for: between the forward and the backward the stored mode holds rows x V
+// logits, the recompute mode only the rows' statistics; its forward's peak is one row block. The
+// tensor allocation counters (core/storage.hpp memory_stats) see every buffer of both.
+TEST_CASE("linear_cross_entropy, recompute mode: no rows x V buffer lives until the backward") {
+  auto g = tfm_test::rng(37);
+  const index_t rows = 96, C = 8, V = 50000;
+  const auto xv = urnd<float>(S2(rows, C), g, -1, 1), wv = urnd<float>(S2(V, C), g, -0.5, 0.5);
+  tensor<std::int32_t, S1> tgt{S1(rows)};
+  for (index_t i = 0; i < rows; ++i) tgt(i) = static_cast<std::int32_t>((i * 7919) % V);
+  const auto logits_bytes = static_cast<std::size_t>(rows * V) * sizeof(float);
+  for (lce_logits keep : {lce_logits::store, lce_logits::recompute}) {
+    CAPTURE(static_cast<int>(keep));
+    auto x = parameter(xv);
+    auto w = parameter(wv);
+    const std::size_t before = memory_stats().current_bytes;
+    reset_peak_memory();
+    auto l = linear_cross_entropy(x, w, tgt, {}, keep);
+    const std::size_t held = memory_stats().current_bytes - before;
+    const std::size_t fwd_peak = memory_stats().peak_bytes - before;
+    if (keep == lce_logits::store) {
+      CHECK(held >= logits_bytes);
+    } else {
+      CHECK(held < std::size_t(1) << 20);
+      CHECK(fwd_peak <= static_cast<std::size_t>(detail::lce_recompute_bytes) + (1 << 20));
+    }
+    reset_peak_memory();
+    l.backward();
+    // The backward's extra: dx, dW (V x C) and a chunk buffer, never the logits again.
+    const std::size_t bwd_peak = memory_stats().peak_bytes - before;
+    if (keep == lce_logits::recompute)
+      CHECK(bwd_peak < static_cast<std::size_t>(V * C) * sizeof(float) + (std::size_t(3) << 20));
+  }
+}
+
+namespace {
+/// A frozen_rows over a plain matrix (the values exactly), counting the rows read.
+template <class T>
+class plain_rows final : public frozen_rows<T> {
+ public:
+  explicit plain_rows(const tensor<T, S2>& w) : w_(w) {}
+  index_t rows() const noexcept override { return w_.extent(0); }
+  index_t cols() const noexcept override { return w_.extent(1); }
+  void read_rows(index_t r0, index_t r1, T* out) const override {
+    std::copy(w_.data() + r0 * cols(), w_.data() + r1 * cols(), out);
+    read += r1 - r0;
+  }
+  std::size_t bytes() const noexcept override { return sizeof(T) * std::size_t(w_.size()); }
+  mutable index_t read = 0;
+
+ private:
+  tensor<T, S2> w_;
+};
+
+/// Loss and dx of the frozen_rows form against the stored op on a constant W (its own
+/// reference: the composition, bitwise, above), relative tolerance tol.
+template <ce_reduction Red, class T>
+void check_rows_form(const tensor<T, S3>& xv, const tensor<T, S2>& wv,
+                     const tensor<std::int32_t, S2>& tgt, const cross_entropy_options& o,
+                     double tol) {
+  auto rows = std::make_shared<plain_rows<T>>(wv);
+  auto x1 = parameter(xv), x2 = parameter(xv);
+  auto a = linear_cross_entropy<Red>(x1, std::shared_ptr<const frozen_rows<T>>(rows), tgt, o);
+  auto b = linear_cross_entropy<Red>(x2, constant(wv), tgt, o);
+  if constexpr (Red == ce_reduction::none) {
+    sum(a).backward();
+    sum(b).backward();
+  } else {
+    a.backward();
+    b.backward();
+  }
+  // W is read twice: once in the forward, once in the backward.
+  CHECK(rows->read == 2 * wv.extent(0));
+  const auto la = value_of(a), lb = value_of(b), ga = grad_of(x1), gb = grad_of(x2);
+  REQUIRE(la.size() == lb.size());
+  int bad = 0;
+  for (std::size_t i = 0; i < la.size(); ++i)
+    bad += !(std::abs(double(la[i]) - double(lb[i])) <= tol * (1 + std::abs(double(lb[i]))));
+  CHECK_MESSAGE(bad == 0, bad, " loss values differ");
+  double gmax = 0;
+  for (auto v : gb) gmax = std::max(gmax, std::abs(double(v)));
+  bad = 0;
+  for (std::size_t i = 0; i < ga.size(); ++i)
+    bad += !(std::abs(double(ga[i]) - double(gb[i])) <= tol * (gmax + 1e-30));
+  CHECK_MESSAGE(bad == 0, bad, " of ", ga.size(), " elements of dx differ");
+}
+
+template <class T>
+void rows_form_sweep(std::uint64_t seed, double tol) {
+  auto g = tfm_test::rng(seed);
+  // V = 7: one chunk; 5003 and 3073: several, the last of 1 column at 40 rows; large logits
+  // (|x| up to 8, W up to 3) make the running max grow across chunks.
+  struct dims {
+    index_t t, c, v;
+    double scale;
+  };
+  for (const dims d :
+       {dims{5, 4, 7, 1}, dims{40, 8, 5003, 1}, dims{40, 8, 3073, 1}, dims{37, 24, 2000, 8}}) {
+    CAPTURE(d.t);
+    CAPTURE(d.v);
+    const auto xv = urnd<T>(S3(1, d.t, d.c), g, -d.scale, d.scale);
+    const auto wv = urnd<T>(S2(d.v, d.c), g, -0.5 * d.scale, 0.5 * d.scale);
+    tensor<std::int32_t, S2> tgt(S2(1, d.t));
+    for (index_t i = 0; i < tgt.size(); ++i)
+      tgt.data()[i] = i % 7 == 3 ? 5 : static_cast<std::int32_t>((i * 131 + 2) % d.v);
+    cross_entropy_options plain, smooth;
+    plain.ignore_index = 5;
+    smooth.ignore_index = 5;
+    smooth.label_smoothing = 0.1;
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      thread_scope ts(threads);
+      check_rows_form<ce_reduction::mean>(xv, wv, tgt, plain, tol);
+      check_rows_form<ce_reduction::mean>(xv, wv, tgt, smooth, tol);
+      check_rows_form<ce_reduction::sum>(xv, wv, tgt, smooth, tol);
+      check_rows_form<ce_reduction::none>(xv, wv, tgt, smooth, tol);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("linear_cross_entropy with frozen_rows equals the stored op: float") {
+  rows_form_sweep<float>(38, 2e-5);
+}
+
+TEST_CASE("linear_cross_entropy with frozen_rows equals the stored op: double") {
+  rows_form_sweep<double>(39, 1e-12);
+}
+
+TEST_CASE("linear_cross_entropy with frozen_rows: a float64 gradient check of x") {
+  auto g = tfm_test::rng(40);
+  const auto wv = urnd<double>(S2(1600, 4), g, -1, 1);
+  const std::shared_ptr<const frozen_rows<double>> rows = std::make_shared<plain_rows<double>>(wv);
+  auto x = parameter(urnd<double>(S2(3, 4), g, -1, 1));
+  tensor<std::int32_t, S1> t(S1(3), {1, -100, 1599});
+  cross_entropy_options o;
+  o.label_smoothing = 0.1;
+  const auto r = tfm::testing::gradcheck(
+      [&](const auto& a) { return linear_cross_entropy(a, rows, t, o); }, x);
+  CHECK_MESSAGE(r.passed, r.str());
+  CHECK(r.checked > 0);
+  auto bad = std::make_shared<plain_rows<double>>(urnd<double>(S2(10, 5), g, -1, 1));
+  CHECK_THROWS_WITH_AS(
+      linear_cross_entropy(x, std::shared_ptr<const frozen_rows<double>>(bad), t),
+      doctest::Contains("the frozen weight has shape (10, 5) but the input's last axis has 4"),
+      tfm::shape_error);
 }
 
 // The same rules as linear/cross_entropy (graph_test.cpp): the first gradient reaching x or W is

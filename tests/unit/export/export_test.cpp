@@ -19,8 +19,16 @@
 //     Llama directory's GGUF (q/k rows interleaved) gives the HF engine's logits (rotate_half
 //     on the stored rows), checkpoint -> HF -> GGUF equals checkpoint -> GGUF byte for byte, the
 //     "python:" case checks the converted tensors against the source safetensors with an
-//     independent numpy permute, and bad directories give one-line errors naming file and key.
+//     independent numpy permute, and bad directories give one-line errors naming file and key;
+//   - a full fine-tune written as a GGUF (train/finetune_export.hpp save_finetuned_gguf on a
+//     tiny llama GGUF with a chat template): perturbed parameters give the engine the training
+//     model's logits (1e-5), read back bitwise, keep every source key byte for byte; F16 source
+//     matrices stay F16 by default; a model of another shape is refused naming the tensor;
+//   - "smollm2:" (ctest tfm_test_export_smollm2) the same on SmolLM2 (F16 output), and SmolLM2's
+//     GGUF -> HF directory: pre "smollm" as [Digits, ByteLevel], BOS/EOS/pad and chat template in
+//     config.json / tokenizer_config.json, the directory's logits in the engine.
 #include "typeformer/io/export.hpp"
+#include "tfm_test.hpp"
 #include "typeformer/infer/hf_export_import.hpp"
 #include "typeformer/infer/model.hpp"
 #include "typeformer/io/export_gguf_import.hpp"
@@ -32,6 +40,8 @@
 #include "typeformer/tokenizer/detail/json.hpp"
 #include "typeformer/train/data.hpp"
 #include "typeformer/train/export.hpp"
+#include "typeformer/train/finetune.hpp"
+#include "typeformer/train/finetune_export.hpp"
 #include "typeformer/train/tokenizer.hpp"
 #include "typeformer/train/trainer.hpp"
 
@@ -45,6 +55,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -788,8 +800,8 @@ TEST_CASE("HF -> GGUF refusals and errors name the file and the key or tensor") 
   m = message(hf_data() + "/gpt2_f16");
   CHECK(m.find("gpt2_f16/tokenizer.json': the vocabulary has no token for the byte 0x00") !=
         std::string::npos);
-  // a pre-tokenizer export_model cannot carry (SmolLM's Digits + ByteLevel)
-  const std::string smol = fixture_copy("gpt2_f16", "smollm_pre");
+  // SmolLM's Digits + ByteLevel is carried: bpe_tokenizer::split_digits(), GGUF pre "smollm"
+  const std::string smol = widened_copy("gpt2_f16", "smollm_pre");
   {
     std::string tj = slurp(smol + "/tokenizer.json");
     const auto root = tfm::detail::json::parse(tj, "tokenizer.json");
@@ -805,12 +817,205 @@ TEST_CASE("HF -> GGUF refusals and errors name the file and the key or tensor") 
                R"("trim_offsets": true, "use_regex": true}]})");
     std::ofstream(smol + "/tokenizer.json", std::ios::binary) << tj;
   }
-  CHECK_THROWS_AS(io::read_hf_export_model(smol), unsupported_error);
-  m = message(smol);
-  CHECK(m.find("smollm_pre/tokenizer.json") != std::string::npos);
-  CHECK(m.find("'smollm'") != std::string::npos);
-  for (const std::string& d : {empty, hf_data() + "/llama_f32", mistral, missing, smol}) {
+  const io::export_model sm = io::read_hf_export_model(smol);
+  CHECK(sm.tokenizer.split_digits());
+  CHECK(sm.tokenizer.encode("x 12  3") ==
+        std::vector<std::int32_t>{'x', ' ', '1', '2', ' ', ' ', '3'});
+  io::export_gguf(sm, work_dir() + "/smollm_pre.gguf");
+  CHECK(io::gguf_file(work_dir() + "/smollm_pre.gguf").get<std::string>("tokenizer.ggml.pre") ==
+        "smollm");
+  for (const std::string& d : {empty, hf_data() + "/llama_f32", mistral, missing}) {
     INFO(message(d));
     CHECK(one_line(message(d)));
   }
+}
+
+// ---- a full fine-tune written as a GGUF (train/finetune_export.hpp) ---------------------------
+
+namespace {
+
+/// Whether b has every metadata key of a with the same type and bytes, and no other key, except
+/// the keys in `skip`.
+std::string metadata_difference(const io::gguf_file& a, const io::gguf_file& b,
+                                const std::vector<std::string>& skip) {
+  auto skipped = [&](std::string_view k) {
+    return std::find(skip.begin(), skip.end(), k) != skip.end();
+  };
+  std::size_t na = 0, nb = 0;
+  for (const auto& kv : a.metadata()) {
+    if (skipped(kv.key)) continue;
+    ++na;
+    const io::gguf_kv* o = b.find(kv.key);
+    if (o == nullptr) return "key " + std::string(kv.key) + " is missing";
+    const auto x = kv.value.raw_bytes(), y = o->value.raw_bytes();
+    if (o->value.type() != kv.value.type() || !std::equal(x.begin(), x.end(), y.begin(), y.end()))
+      return "key " + std::string(kv.key) + " differs";
+  }
+  for (const auto& kv : b.metadata()) nb += !skipped(kv.key);
+  return na == nb ? "" : "the output has keys the source lacks";
+}
+
+/// `from` with tokenizer.chat_template and general.author added (export_gguf writes neither).
+void with_template(const std::string& from, const std::string& to) {
+  const io::gguf_file f(from);
+  io::gguf_writer w(to);
+  for (const auto& kv : f.metadata()) w.add(kv.key, kv.value);
+  w.add("tokenizer.chat_template",
+        std::string("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                    "<|im_end|>\n{% endfor %}"));
+  w.add("general.author", std::string("typeformer tests"));
+  for (const auto& t : f.tensors())
+    w.add_tensor_info(t.name, std::span<const std::int64_t>(t.ne.data(), t.n_dims), t.type);
+  w.write_header();
+  for (const auto& t : f.tensors()) w.write_tensor_data(f.tensor_data(t));
+  w.finish();
+}
+
+std::vector<float> nn_logits(const train::pretrained_model& m,
+                             const std::vector<std::int32_t>& ids) {
+  train::pretrained_model::ids_type x(dyn_shape<2>(1, static_cast<index_t>(ids.size())));
+  std::copy(ids.begin(), ids.end(), x.data());
+  no_grad ng;
+  auto lg = m.forward(x);
+  return {lg.value().data(), lg.value().data() + lg.size()};
+}
+
+}  // namespace
+
+TEST_CASE("full fine-tune -> GGUF: the engine gives the trained logits; the tokenizer is kept") {
+  auto g = tfm_test::rng(21);
+  for (const trained& t : {exported()[0], exported()[1]}) {  // llama_bpe, llama_bytes_tied
+    const std::string name = std::filesystem::path(t.dir).filename().string();
+    INFO(name);
+    const std::string src = work_dir() + "/ft_" + name + "_src.gguf";
+    with_template(t.dir + "_f16.gguf", src);  // F16 matrices, F32 norms
+    const io::gguf_file f(src);
+    auto m = train::load_gguf_model(f);
+    // "Training": every parameter moves.
+    std::normal_distribution<float> noise(0.0f, 0.02f);
+    for (auto& p : m.parameters())
+      for (index_t i = 0; i < p.data->size(); ++i) p.data->value.data()[i] += noise(g);
+    const auto ours = nn_logits(m, t.ids);
+
+    const std::string out = work_dir() + "/ft_" + name + "_f32.gguf";
+    train::save_finetuned_gguf(f, m, out, {.type = ggml_type::f32});
+    const auto engine = engine_logits(out, t.ids);
+    REQUIRE(engine.size() == ours.size());
+    const double e = max_abs_err(engine, ours);
+    MESSAGE(name << ": engine vs trained nn::gpt logits, max |diff| " << e << ", relative "
+                 << rel_err(engine, ours));
+    CHECK(e < 1e-5);
+    // The parameters read back bitwise; the tokenizer and template are the source's.
+    const io::gguf_file back(out);
+    const auto m2 = train::load_gguf_model(back);
+    const auto a = m.parameters(), b = m2.parameters();
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO(a[i].name);
+      CHECK(std::equal(a[i].data->value.data(), a[i].data->value.data() + a[i].data->size(),
+                       b[i].data->value.data()));
+    }
+    CHECK(metadata_difference(f, back, {"general.file_type"}) == "");
+    CHECK(back.get<std::uint32_t>("general.file_type") == 0);
+    CHECK(back.get<std::string>("tokenizer.chat_template").find("<|im_start|>") !=
+          std::string::npos);
+    const auto tok_src = io::load_gguf_tokenizer(f), tok_out = io::load_gguf_tokenizer(back);
+    CHECK(tok_out.encode(sample_text) == tok_src.encode(sample_text));
+    for (const auto& ti : back.tensors()) CHECK(ti.type == ggml_type::f32);
+
+    // Default types: the source's F16 matrices stay F16 (values = the trained ones rounded).
+    const std::string keep = work_dir() + "/ft_" + name + "_keep.gguf";
+    train::save_finetuned_gguf(f, m, keep);
+    const io::gguf_file k(keep);
+    CHECK(metadata_difference(f, k, {}) == "");
+    for (const auto& ti : k.tensors()) {
+      INFO(ti.name);
+      CHECK(ti.type == f.find_tensor(ti.name)->type);
+    }
+    const auto m3 = train::load_gguf_model(k);
+    const auto c = m3.parameters();
+    bool rounded = true;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const bool matrix = a[i].data->extents.size() == 2;
+      for (index_t j = 0; j < a[i].data->size(); ++j) {
+        const float v = a[i].data->value.data()[j];
+        const float want = matrix ? static_cast<float>(f16(v)) : v;
+        rounded = rounded && c[i].data->value.data()[j] == want;
+      }
+    }
+    CHECK(rounded);
+  }
+  // A model of another shape is refused naming the tensor it lacks.
+  const io::gguf_file f(work_dir() + "/ft_llama_bpe_src.gguf");
+  auto cfg = train::gguf_config(f);
+  cfg.n_layer = 1;
+  train::pretrained_model one(cfg, 3);
+  CHECK_THROWS_WITH_AS(train::save_finetuned_gguf(f, one, work_dir() + "/never.gguf"),
+                       doctest::Contains("blk.1."), value_error);
+}
+
+// ---- SmolLM2 (ctest tfm_test_export_smollm2; SKIP without the model) --------------------------
+
+TEST_CASE("smollm2: a full fine-tune as GGUF keeps every key; GGUF -> HF carries the tokenizer" *
+          doctest::skip()) {
+  const std::string path = tfm_test::smollm2_path();
+  if (!std::filesystem::exists(path)) {
+    MESSAGE("TFM_SKIP: " << path << " is absent (scripts/setup fetches it; TFM_MODEL_DIR)");
+    return;
+  }
+  const io::gguf_file f(path);
+  const std::vector<std::int32_t> prompt{1, 9690, 198, 2683, 359, 253, 5356, 5646, 11, 2, 28};
+  const std::string chat =
+      "<|im_start|>user\nWhat is 1234 + 5678?  def f(x): return x**2 # naïve café 北京<|im_end|>\n";
+  const auto tok_src = io::load_gguf_tokenizer(f);
+  {
+    auto m = train::load_gguf_model(f, 64);
+    for (auto& p : m.parameters())  // a "trained" model: the final norm moved
+      if (p.name == "ln_f.weight")
+        for (index_t i = 0; i < p.data->size(); ++i) p.data->value.data()[i] *= 1.01f;
+    const auto ours = nn_logits(m, prompt);
+    const std::string out = work_dir() + "/smollm2_full_ft.gguf";
+    train::save_finetuned_gguf(f, m, out, {.type = ggml_type::f16});
+    {
+      const io::gguf_file g(out);
+      CHECK(metadata_difference(f, g, {"general.file_type", "general.quantization_version"}) == "");
+      CHECK(g.get<std::uint32_t>("general.file_type") == 1);
+      CHECK(g.get<std::string>("tokenizer.chat_template") ==
+            f.get<std::string>("tokenizer.chat_template"));
+      CHECK(io::load_gguf_tokenizer(g).encode(chat, {.parse_special = true}) ==
+            tok_src.encode(chat, {.parse_special = true}));
+      const auto engine = engine_logits(out, prompt);
+      REQUIRE(engine.size() == ours.size());
+      const double e = rel_err(engine, ours);
+      MESSAGE("SmolLM2 full fine-tune -> F16 GGUF: engine vs nn::gpt relative logit error " << e);
+      CHECK(e < 1e-2);
+    }
+    std::filesystem::remove(out);
+  }
+  // GGUF -> HF directory (`tfm convert SmolLM2.gguf DIR`): pre "smollm" is carried as
+  // [Digits, ByteLevel]; BOS/EOS/padding and the chat template go to config.json and
+  // tokenizer_config.json.
+  const io::export_model em = io::read_export_model(f);
+  CHECK(em.tokenizer.split_digits());
+  CHECK(em.bos == 1);
+  CHECK(em.eos == 2);
+  CHECK(em.pad == 2);
+  const std::string dir = work_dir() + "/smollm2_hf";
+  io::export_hf(em, dir, {.type = ggml_type::bf16});
+  const std::string cfg = slurp(dir + "/config.json"), tc = slurp(dir + "/tokenizer_config.json");
+  CHECK(cfg.find("\"bos_token_id\": 1,") != std::string::npos);
+  CHECK(cfg.find("\"eos_token_id\": 2,") != std::string::npos);
+  CHECK(cfg.find("\"pad_token_id\": 2,") != std::string::npos);
+  CHECK(tc.find("\"bos_token\": \"<|im_start|>\"") != std::string::npos);
+  CHECK(tc.find("\"eos_token\": \"<|im_end|>\"") != std::string::npos);
+  CHECK(tc.find("\"chat_template\": ") != std::string::npos);
+  const auto hf_tok = bpe_tokenizer::from_hf_json_file(dir + "/tokenizer.json");
+  CHECK(hf_tok.encode(chat, allowed_specials::all()) ==
+        tok_src.encode(chat, {.parse_special = true}));
+  // The engine on the directory gives the GGUF's logits (bf16 weights: rounding only).
+  const auto from_hf = all_logits(dir, prompt), from_gguf = all_logits(path, prompt);
+  const double e = rel_err(from_hf, from_gguf);
+  MESSAGE("SmolLM2 GGUF -> BF16 HF directory: engine logits relative error " << e);
+  CHECK(e < 3e-2);
+  std::filesystem::remove_all(dir);
 }

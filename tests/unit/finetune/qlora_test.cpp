@@ -107,3 +107,84 @@ TEST_CASE("qlora: NF4 logits stay close to the f32 model's; widths not a multipl
                        shape_error);
   CHECK(bad.parameters().size() == model_t(c, 1).parameters().size());  // nothing changed
 }
+
+// The tied embedding/head held in bf16 or NF4 (nn::quantize_embedding): loss, adapter gradients
+// and logits against the same model whose f32 embedding holds the rounded values (bf16 by
+// core/half.hpp's conversion, NF4 by quant/nf4.hpp's round trip), with and without gradient
+// checkpointing, for the mean loss and the summed one with label smoothing.
+TEST_CASE("qlora: the embedding in bf16 or NF4 equals its rounded f32 copy") {
+  auto g = tfm_test::rng(23);
+  const ids_t x = random_ids(2, 16, 67, g);
+  ids_t y = random_ids(2, 16, 67, g);
+  y.data()[3] = -100;
+  for (auto how : {nn::embedding_storage::bf16, nn::embedding_storage::nf4}) {
+    CAPTURE(static_cast<int>(how));
+    model_t q(tiny_llama64(), 5), d(tiny_llama64(), 5);
+    REQUIRE(q.config().tie_embeddings);
+    for (auto* m : {&q, &d}) nn::quantize_base_nf4(*m);
+    nn::lora_config lc;
+    lc.rank = 4;
+    lc.alpha = 8;
+    auto aq = nn::make_lora(q, lc);
+    auto ad = nn::make_lora(d, lc);
+    {  // the same random A and B (B != 0) in both: every adapter matrix gets a gradient
+      const auto pq = aq.parameters(), pd = ad.parameters();
+      REQUIRE(pq.size() == pd.size());
+      std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+      for (std::size_t i = 0; i < pq.size(); ++i)
+        for (index_t k = 0; k < pq[i].data->size(); ++k)
+          pq[i].data->value.data()[k] = pd[i].data->value.data()[k] = u(g);
+    }
+    CHECK_THROWS_WITH_AS(nn::quantize_embedding(q, how), doctest::Contains("nn::freeze"),
+                         value_error);
+    for (auto* m : {&q, &d}) nn::freeze(*m);
+    nn::attach(q, aq);
+    nn::attach(d, ad);
+    // The reference's rounded f32 embedding.
+    float* w = d.wte.weight.data()->value.data();
+    const auto n = static_cast<std::size_t>(d.wte.weight.size());
+    if (how == nn::embedding_storage::bf16) {
+      for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(bf16(w[i]));
+    } else {
+      const auto r = dequantize_nf4_dq(quantize_nf4_dq(std::span<const float>(w, n), 67, 64, "e"));
+      std::copy(r.begin(), r.end(), w);
+    }
+    const std::size_t bytes = nn::quantize_embedding(q, how);
+    if (how == nn::embedding_storage::bf16)
+      CHECK(bytes == 2 * n);
+    else
+      CHECK(bytes < n);  // 4.13 bits per value
+    CHECK_FALSE(q.wte.weight.defined());
+    CHECK_THROWS_AS(q.head_weight(), unsupported_error);
+    CHECK_THROWS_AS(nn::quantize_embedding(q, how), value_error);
+    for (bool ckpt : {false, true}) {
+      CAPTURE(ckpt);
+      q.set_checkpointing(ckpt);
+      d.set_checkpointing(ckpt);
+      for (int kind = 0; kind < 2; ++kind) {
+        CAPTURE(kind);
+        for (const auto& p : aq.parameters()) p.data->release_grad();
+        for (const auto& p : ad.parameters()) p.data->release_grad();
+        auto loss_of = [&](model_t& m) {
+          if (kind == 0) return m.loss(x, y, true);
+          cross_entropy_options ce;
+          ce.label_smoothing = 0.1;
+          return m.loss<ce_reduction::sum>(x, y, true, ce);
+        };
+        auto lq = loss_of(q), ld = loss_of(d);
+        CHECK(std::abs(lq.item() - ld.item()) < 1e-5 * std::abs(ld.item()));
+        lq.backward();
+        ld.backward();
+        const auto pq = aq.parameters(), pd = ad.parameters();
+        double worst = 0;
+        for (std::size_t i = 0; i < pq.size(); ++i)
+          worst = std::max(worst, rel_diff(pq[i].data->grad_data(), pd[i].data->grad_data(),
+                                           pq[i].data->size()));
+        CHECK_MESSAGE(worst < 1e-4, "adapter gradients differ by " << worst);
+      }
+    }
+    no_grad ng;
+    auto fq = q.forward(x), fd = d.forward(x);
+    CHECK(rel_diff(fq.value().data(), fd.value().data(), fd.size()) < 1e-5);
+  }
+}

@@ -3,6 +3,7 @@
 // written here for round trips, special tokens, add_bos/add_eos and malformed metadata.
 #include "gtok_support.hpp"
 
+#include "typeformer/io/export_gguf_import.hpp"
 #include "typeformer/io/gguf.hpp"
 #include "typeformer/io/gguf_tokenizer.hpp"
 #include "typeformer/tokenizer/detail/bpe_tables.hpp"
@@ -298,6 +299,52 @@ TEST_CASE("smollm2: round trip, ChatML special tokens, add_bos" * doctest::skip(
     ++trips;
   }
   MESSAGE(trips << " round trips");
+}
+
+TEST_CASE("smollm2: the export tokenizer (pre smollm) and its tokenizer.json give llama.cpp's ids" *
+          doctest::skip()) {
+  // `tfm convert SmolLM2.gguf DIR` carries the vocabulary as a bpe_tokenizer with split_digits
+  // (io/export_gguf_import.hpp) and writes it as tokenizer.json ([Digits, ByteLevel]); both must
+  // split and merge as llama.cpp does on the fixture's texts (llama-cpp-python's ids). Invalid
+  // UTF-8 is left out: llama.cpp reads it as U+FFFD, bpe_tokenizer as raw bytes (and SmolLM2
+  // lacks the bytes 0xF5..0xFF, which then encode to nothing).
+  const std::string model = gtok_test::smollm2_path();
+  if (!std::filesystem::exists(model)) {
+    MESSAGE("TFM_SKIP: " << model << " is absent (scripts/fetch-models downloads it)");
+    return;
+  }
+  const gguf_file f(model);
+  const tfm::bpe_tokenizer tok = tfm::io::detail::importer::tokenizer_of(f);
+  CHECK(tok.split_digits());
+  CHECK(tok.missing_bytes() == 21);
+  const std::string json = tok.to_hf_json();
+  CHECK(json.find(R"({"type": "Digits", "individual_digits": true})") != std::string::npos);
+  const tfm::bpe_tokenizer back = tfm::bpe_tokenizer::from_hf_json(json);
+  CHECK(back.split_digits());
+  const auto sections =
+      gtok_test::read_records(gtok_test::data_dir() + "/smollm2_llamacpp_ids.txt");
+  REQUIRE(sections[0].pre == "smollm");
+  std::size_t n = 0, bytes = 0, bad = 0;
+  for (const auto& rec : sections[0].records) {
+    if (rec.add_special || rec.parse_special || !tfm::utf8::is_valid(rec.text)) continue;
+    ++n;
+    bytes += rec.text.size();
+    const auto ids = tok.encode(rec.text);
+    if (ids != rec.ids || back.encode(rec.text) != rec.ids) {
+      if (++bad <= 5)
+        MESSAGE("mismatch on '" << rec.text.substr(0, 120)
+                                << "'\n  ours:      " << gtok_test::show_ids(ids)
+                                << "\n  llama.cpp: " << gtok_test::show_ids(rec.ids));
+    }
+  }
+  MESSAGE(n << " records (" << bytes << " bytes) compared, " << bad << " mismatches");
+  CHECK(n > 50);
+  CHECK(bad == 0);
+  // A byte without a token is dropped, as llama.cpp drops it.
+  auto ab = tok.encode("a");
+  for (auto id : tok.encode("b")) ab.push_back(id);
+  CHECK(tok.encode("a\x04"
+                   "b") == ab);
 }
 
 // ---- the full corpus (ctest entry tfm_test_gguf_tokenizer_llamacpp) --------------------------

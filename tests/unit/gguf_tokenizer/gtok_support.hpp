@@ -2,6 +2,7 @@
 // by tests/data/gguf_tokenizer/make_fixtures.py, and in-memory GGUF vocabularies.
 #pragma once
 
+#include "tfm_test.hpp"
 #include "typeformer/io/gguf.hpp"
 #include "typeformer/io/gguf_tokenizer.hpp"
 
@@ -32,15 +33,7 @@ inline std::string work_dir() {
   return TFM_GTOK_WORK_DIR;
 }
 
-/// $TFM_MODEL_DIR (default ~/.cache/typeformer/models), as scripts/fetch-models fills it.
-inline std::string smollm2_path() {
-  std::string dir;
-  if (const char* d = std::getenv("TFM_MODEL_DIR"); d != nullptr && *d != '\0')
-    dir = d;
-  else if (const char* h = std::getenv("HOME"); h != nullptr)
-    dir = std::string(h) + "/.cache/typeformer/models";
-  return dir + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+using tfm_test::smollm2_path;
 
 inline std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -4,6 +4,7 @@
 // object (with the schema's required keys); mask() time per step. Run by ctest as
 // tfm_test_grammar_smollm2 (doctest::skip() in the main run); "TFM_SKIP:" when the model file
 // is absent.
+#include "tfm_test.hpp"
 #include "typeformer/infer/json_schema.hpp"
 #include "typeformer/io/gguf_tokenizer.hpp"
 
@@ -23,14 +24,6 @@ using namespace tfm;
 using namespace tfm::infer;
 
 namespace {
-
-std::string smollm2_path() {
-  const char* dir = std::getenv("TFM_MODEL_DIR");
-  const char* home = std::getenv("HOME");
-  const std::string base =
-      dir && *dir ? dir : std::string(home ? home : "") + "/.cache/typeformer/models";
-  return base + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(
@@ -95,7 +88,7 @@ std::string random_decode(const std::shared_ptr<const grammar>& g,
 
 TEST_CASE("smollm2: random logits under the JSON grammar always decode to a JSON object" *
           doctest::skip()) {
-  const std::string path = smollm2_path();
+  const std::string path = tfm_test::smollm2_path();
   if (!std::filesystem::exists(path)) {
     MESSAGE("TFM_SKIP: " << path << " is absent (scripts/setup fetches it; TFM_MODEL_DIR)");
     return;
@@ -145,7 +138,7 @@ TEST_CASE("smollm2: random logits under the JSON grammar always decode to a JSON
 
 TEST_CASE("smollm2: random logits under a JSON-schema grammar decode to valid instances" *
           doctest::skip()) {
-  const std::string path = smollm2_path();
+  const std::string path = tfm_test::smollm2_path();
   if (!std::filesystem::exists(path)) {
     MESSAGE("TFM_SKIP: " << path << " is absent (scripts/setup fetches it; TFM_MODEL_DIR)");
     return;

@@ -5,6 +5,7 @@
 // by decode steps, on the cpu and the reference backends. Also: the tokenizer.json adapter against
 // the ids of the `tokenizers` package, and the loader's errors (unknown architecture, missing
 // tensor, wrong shape), each naming the file and the key or tensor.
+#include "tfm_test.hpp"
 #include "typeformer/infer/model.hpp"
 #include "typeformer/io/gguf_tokenizer.hpp"
 #include "typeformer/io/safetensors.hpp"
@@ -339,21 +340,9 @@ TEST_CASE("HF directory errors name the file and the key or tensor") {
   CHECK_THROWS_AS(load_model(work_dir() + "/no_such_dir/"), tfm::error);
 }
 
-namespace {
-
-std::string smollm2_gguf() {
-  const char* dir = std::getenv("TFM_MODEL_DIR");
-  const char* home = std::getenv("HOME");
-  const std::string base =
-      dir && *dir ? dir : std::string(home ? home : "") + "/.cache/typeformer/models";
-  return base + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
-}  // namespace
-
 TEST_CASE("smollm2_hf: SmolLM2 as an HF directory gives the GGUF's logits, ids and text" *
           doctest::skip()) {
-  const std::string gguf = smollm2_gguf();
+  const std::string gguf = tfm_test::smollm2_path();
   if (!fs::exists(gguf)) {
     MESSAGE("TFM_SKIP: " << gguf << " is absent (scripts/fetch-models)");
     return;

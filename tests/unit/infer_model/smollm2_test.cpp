@@ -5,6 +5,7 @@
 // file is absent.
 #include "tiny_model.hpp"
 
+#include "tfm_test.hpp"
 #include "typeformer/infer/model.hpp"
 
 #include <doctest/doctest.h>
@@ -22,14 +23,6 @@
 using namespace tfm;
 
 namespace {
-
-std::string smollm2_path() {
-  const char* dir = std::getenv("TFM_MODEL_DIR");
-  const char* home = std::getenv("HOME");
-  const std::string base =
-      dir && *dir ? dir : std::string(home ? home : "") + "/.cache/typeformer/models";
-  return base + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
 
 std::vector<std::int32_t> ids_of(const std::vector<double>& v) {
   std::vector<std::int32_t> out;
@@ -63,7 +56,7 @@ void compare_top5(const std::map<std::string, std::vector<double>>& ref,
 
 TEST_CASE("smollm2: loads, matches numpy on the dequantized weights, greedy-generates" *
           doctest::skip()) {
-  const std::string path = smollm2_path();
+  const std::string path = tfm_test::smollm2_path();
   if (!std::filesystem::exists(path)) {
     MESSAGE("TFM_SKIP: " << path << " is absent (scripts/setup fetches it; TFM_MODEL_DIR)");
     return;
@@ -159,7 +152,7 @@ std::vector<std::int32_t> greedy_logits(const Model& m, const std::vector<std::i
 // before the load to after decoding (every weight page touched), less the session's buffers,
 // within 5% of the file size (measured 1.02x).
 TEST_CASE("smollm2: packed Q4_1 weights against the dequantized-f32 engine" * doctest::skip()) {
-  const std::string path = smollm2_path();
+  const std::string path = tfm_test::smollm2_path();
   if (!std::filesystem::exists(path)) {
     MESSAGE("TFM_SKIP: " << path << " is absent (scripts/setup fetches it; TFM_MODEL_DIR)");
     return;

@@ -3,6 +3,7 @@
 // tokens.
 #pragma once
 
+#include "tiny_llama.hpp"
 #include "typeformer/core/random.hpp"
 #include "typeformer/tokenizer/detail/bpe_tables.hpp"
 #include "typeformer/train/preference.hpp"
@@ -47,21 +48,11 @@ inline const tiny_vocab& vocab() {
   return v;
 }
 
-/// A tiny llama-style config (RMSNorm, SwiGLU, RoPE, GQA).
+/// A tiny llama-style config (RMSNorm, SwiGLU, RoPE, GQA): tests/support/tiny_llama.hpp's with
+/// width 16, FFN 24 and context `block`.
 inline nn::dynamic_config tiny_llama(index_t vocab_size = 32, index_t block = 24) {
-  nn::dynamic_config c;
-  c.vocab = vocab_size;
+  nn::dynamic_config c = tfm_test::tiny_llama(vocab_size, 16, 24);
   c.block_size = block;
-  c.n_layer = 2;
-  c.n_embd = 16;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.ffn = 24;
-  c.norm = nn::norm_kind::rms_norm;
-  c.mlp = nn::mlp_kind::swiglu;
-  c.position = nn::position_kind::rope;
-  c.bias = false;
-  c.tie_embeddings = false;
   return c;
 }
 

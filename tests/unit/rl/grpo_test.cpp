@@ -1,19 +1,29 @@
 // train/rl.hpp on a tiny random llama-style nn::gpt with a LoRA adapter: rollout log-probs
 // against an independent teacher-forced forward (full logits, log-softmax in double), the
-// reference log-probs against a fresh base model, GRPO raising a rule reward on a toy task,
-// determinism for a fixed seed, and the errors.
+// reference log-probs against a fresh base model, GRPO and PPO raising a rule reward on a toy
+// task, determinism for a fixed seed, and the errors; PPO's value head against a hand
+// computation and a float64 gradcheck; a reward model trained with Bradley-Terry as GRPO's
+// reward; checkpoint + resume against the uninterrupted run (bitwise).
+#include "../preference/preference_support.hpp"
 #include "tfm_test.hpp"
 #include "tiny_llama.hpp"
 
 #include <typeformer/nn/lora.hpp>
+#include <typeformer/testing/gradcheck.hpp>
+#include <typeformer/tokenizer/chat_template.hpp>
+#include <typeformer/train/preference.hpp>
 #include <typeformer/train/rl.hpp>
 
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -476,4 +486,450 @@ TEST_CASE("rl: PPO errors") {
   CHECK_THROWS_AS(trainer_t(m, a, frac_sevens, bytes_of, bad), value_error);
   trainer_t tr(m, a, frac_sevens, bytes_of, ok);
   CHECK_THROWS_AS(tr.step({}), value_error);
+}
+
+// ---- PPO's value head ---------------------------------------------------------------------
+
+namespace {
+
+/// The adapter's parameter values (to set them back later).
+std::vector<std::vector<float>> values_of(const nn::parameter_list<float>& ps) {
+  std::vector<std::vector<float>> out;
+  for (const auto& p : ps)
+    out.emplace_back(p.data->value.data(), p.data->value.data() + p.data->size());
+  return out;
+}
+void set_values(const nn::parameter_list<float>& ps, const std::vector<std::vector<float>>& v) {
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    std::copy(v[i].begin(), v[i].end(), ps[i].data->value.data());
+}
+
+/// V(s_t) = w . h_t + b of a value head with parameters vh = {weight, bias}, by a single-row
+/// forward of prompt + completion: the values at the positions predicting each completion token.
+std::vector<double> hand_values(const model_t& m, const std::vector<std::vector<float>>& vh,
+                                const std::vector<std::int32_t>& prompt,
+                                const std::vector<std::int32_t>& completion) {
+  std::vector<std::int32_t> row = prompt;
+  row.insert(row.end(), completion.begin(), completion.end() - 1);
+  const auto L = static_cast<index_t>(row.size()), C = m.config().n_embd;
+  model_t::ids_type ids(dyn_shape<2>(1, L));
+  for (index_t t = 0; t < L; ++t) ids(0, t) = row[static_cast<std::size_t>(t)];
+  no_grad ng;
+  const auto h = m.hidden(ids, false);
+  std::vector<double> v;
+  for (std::size_t j = 0; j < completion.size(); ++j) {
+    const index_t t = static_cast<index_t>(prompt.size() + j) - 1;
+    double s = vh[1][0];
+    for (index_t c = 0; c < C; ++c)
+      s += static_cast<double>(vh[0][static_cast<std::size_t>(c)]) *
+           static_cast<double>(h.value().data()[t * C + c]);
+    v.push_back(s);
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("rl: PPO's values, KL-penalised rewards, GAE returns and clipped value loss by hand") {
+  // One minibatch, two epochs; the learning rate is 0 at the second optimizer step, so the
+  // second epoch's forward sees the parameters the run ends with. Temperature 0.7 scales the
+  // logits only, not the values.
+  model_t m = make_model(9);
+  auto a = nn::make_lora(m, lora_cfg());
+  randomize_b(a, 4);
+  const auto prompts = toy_prompts(3, 2);
+  train::ppo_config pc;
+  pc.rollout.group_size = 3;
+  pc.rollout.max_new_tokens = 5;
+  pc.rollout.sampling.temperature = 0.7;
+  pc.rollout.sampling.seed = 41;
+  pc.epochs = 2;
+  pc.minibatches = 1;
+  pc.micro_batch = 4;
+  pc.kl_coef = 0.05;
+  pc.gamma = 0.9;
+  pc.lambda = 0.8;
+  pc.whiten_advantages = false;
+  pc.value_clip = 0.01;
+  pc.vf_coef = 0.5;
+  pc.clip_grad = 0;
+  pc.schedule = optim::lr_schedule::warmup_cosine(3e-3, 0, 0, 1);  // 3e-3, then 0
+  train::ppo_trainer<nn::dynamic_config, float> tr(m, a, frac_sevens, bytes_of, pc);
+  const auto vps = tr.values().parameters();
+  std::mt19937 g(8);
+  std::normal_distribution<float> nd(0.f, 0.2f);
+  for (const auto& p : vps)
+    for (index_t i = 0; i < p.data->size(); ++i) p.data->value.data()[i] = nd(g);
+  const auto vh0 = values_of(vps), a0 = values_of(a.parameters());
+  const auto res = tr.step(std::span<const train::rl_prompt>(prompts));
+  REQUIRE(res.optimizer_steps == 2);
+  const auto vh1 = values_of(vps), a1 = values_of(a.parameters());
+  CHECK(vh1 != vh0);
+
+  // The old values (policy and head before the updates) and the new ones (after).
+  set_values(a.parameters(), a0);
+  std::vector<std::vector<double>> v_old, v_new;
+  for (const auto& s : res.samples)
+    v_old.push_back(hand_values(m, vh0, prompts[static_cast<std::size_t>(s.prompt)].ids, s.tokens));
+  set_values(a.parameters(), a1);
+  for (const auto& s : res.samples)
+    v_new.push_back(hand_values(m, vh1, prompts[static_cast<std::size_t>(s.prompt)].ids, s.tokens));
+
+  double worst_v = 0, worst_r = 0, l1 = 0, l2 = 0, clipped = 0, unclipped_l2 = 0, n = 0;
+  for (std::size_t i = 0; i < res.samples.size(); ++i) {
+    const auto& s = res.samples[i];
+    const std::size_t len = s.tokens.size();
+    REQUIRE(res.values[i].size() == len);
+    // r_t = -beta (logp - ref) (k1), the score added at the last token; GAE backwards.
+    std::vector<double> r(len), adv(len), ret(len);
+    for (std::size_t t = 0; t < len; ++t)
+      r[t] = -pc.kl_coef * (static_cast<double>(s.logp[t]) - static_cast<double>(s.ref_logp[t]));
+    r[len - 1] += s.reward;
+    double next_a = 0, next_v = 0;
+    for (std::size_t t = len; t-- > 0;) {
+      const double delta = r[t] + pc.gamma * next_v - v_old[i][t];
+      adv[t] = delta + pc.gamma * pc.lambda * next_a;
+      ret[t] = adv[t] + v_old[i][t];
+      next_a = adv[t];
+      next_v = v_old[i][t];
+    }
+    for (std::size_t t = 0; t < len; ++t) {
+      worst_v = std::max(worst_v, std::abs(res.values[i][t] - v_old[i][t]));
+      worst_r = std::max(worst_r, std::abs(res.returns[i][t] - ret[t]));
+      worst_r = std::max(worst_r, std::abs(res.advantages[i][t] - adv[t]));
+      // The clipped value loss (TRL; Schulman's PPO code): 0.5 max((v - R)^2, (vc - R)^2).
+      l1 += 0.5 * (v_old[i][t] - ret[t]) * (v_old[i][t] - ret[t]);
+      const double v = v_new[i][t];
+      const double vc = v_old[i][t] + std::clamp(v - v_old[i][t], -pc.value_clip, pc.value_clip);
+      const double e1 = (v - ret[t]) * (v - ret[t]), e2 = (vc - ret[t]) * (vc - ret[t]);
+      l2 += 0.5 * std::max(e1, e2);
+      unclipped_l2 += 0.5 * e1;
+      clipped += e2 > e1 ? 1 : 0;
+      n += 1;
+    }
+  }
+  const double want = 0.5 * (l1 / n + l2 / n);
+  MESSAGE("PPO value head by hand: max |V - V_hand| "
+          << worst_v << ", max |A, R - hand| " << worst_r << "; value loss " << res.value_loss
+          << " vs " << want << " (without the clip " << 0.5 * (l1 + unclipped_l2) / n
+          << "), clipped fraction " << res.value_clip_fraction << " vs " << 0.5 * clipped / n);
+  CHECK(worst_v < 2e-5);
+  CHECK(worst_r < 5e-5);
+  CHECK(std::abs(res.value_loss - want) <= 1e-4 * want);
+  CHECK(clipped > 0);                                                   // the clip is exercised ...
+  CHECK(std::abs(0.5 * (l1 + unclipped_l2) / n - want) > 1e-2 * want);  // ... and matters
+  CHECK(res.value_clip_fraction == doctest::Approx(0.5 * clipped / n).epsilon(1e-12));
+}
+
+TEST_CASE("rl: the value head's gradient through ppo_value_loss (float64 gradcheck)") {
+  // value_head = linear(h, w, b) reshaped to (B, T): d loss / d (w, b, h) against central
+  // differences, with old values 0.05 (inside the clip) or 0.4 (outside) away from v.
+  const index_t B = 2, Tn = 3, C = 5;
+  const std::uint64_t seed = 1234;
+  MESSAGE("seed " << seed);
+  std::mt19937 g(static_cast<unsigned>(seed));
+  std::normal_distribution<double> nd(0.0, 1.0);
+  train::value_head<double> vh(C);
+  tensor<double, dyn_shape<2>> w(dyn_shape<2>(1, C));
+  tensor<double, dyn_shape<1>> b(dyn_shape<1>(1));
+  tensor<double, dyn_shape<3>> h(dyn_shape<3>(B, Tn, C));
+  for (index_t i = 0; i < w.size(); ++i) w.data()[i] = nd(g);
+  b.data()[0] = nd(g);
+  for (index_t i = 0; i < h.size(); ++i) h.data()[i] = nd(g);
+  vh.weight = parameter(w);
+  vh.bias = parameter(b);
+  const auto hv = parameter(h);
+  tensor<double, shape<dyn, dyn>> old(dyn_shape<2>(B, Tn)), ret(dyn_shape<2>(B, Tn)),
+      mask(dyn_shape<2>(B, Tn));
+  {
+    no_grad ng;
+    const auto v0 = vh(hv);
+    for (index_t i = 0; i < B * Tn; ++i) {
+      const double d = (i % 2 ? 0.05 : 0.4) * (i % 3 ? 1 : -1);
+      old.data()[i] = v0.value().data()[i] + d;
+      ret.data()[i] = nd(g);
+      mask.data()[i] = i == 5 ? 0.0 : 1.0;
+    }
+  }
+  const auto r = testing::gradcheck(
+      [&](const auto& wv, const auto& bv, const auto& x) {
+        train::value_head<double> head(C);
+        head.weight = wv;
+        head.bias = bv;
+        return ppo_value_loss(head(x), old, ret, mask, 0.2).loss;
+      },
+      vh.weight, vh.bias, hv);
+  MESSAGE("value head gradcheck: " << r.str());
+  CHECK(r.passed);
+  CHECK(r.checked == C + 1 + B * Tn * C);
+  CHECK(r.max_rel_error < 1e-6);
+}
+
+TEST_CASE("rl: PPO's value loss falls when the score is learnable from the prompt") {
+  // The score depends on the prompt only (0, 1, 2, 3 for p0..p3) and there is no KL penalty:
+  // the return of every token is its prompt's score, which the value head can learn.
+  model_t m = make_model(3);
+  auto a = nn::make_lora(m, lora_cfg());
+  train::ppo_config pc;
+  pc.rollout.group_size = 4;
+  pc.rollout.max_new_tokens = 4;
+  pc.rollout.sampling.seed = 6;
+  pc.kl_coef = 0;
+  pc.epochs = 4;
+  pc.minibatches = 2;
+  pc.vf_coef = 1.0;
+  pc.schedule = optim::lr_schedule::constant(1e-2);
+  const auto by_prompt = [](const std::string& p, const std::string&) {
+    return static_cast<double>(p[1] - '0');
+  };
+  train::ppo_trainer<nn::dynamic_config, float> tr(m, a, by_prompt, bytes_of, pc);
+  const auto prompts = toy_prompts(4, 1);
+  std::vector<double> vl;
+  for (int s = 0; s < 16; ++s)
+    vl.push_back(tr.step(std::span<const train::rl_prompt>(prompts)).value_loss);
+  MESSAGE("PPO value loss: " << vl[0] << ", " << vl[1] << ", " << vl[2] << " ... " << vl[13] << ", "
+                             << vl[14] << ", " << vl[15]);
+  CHECK(mean_of(vl, 13, 16) < 0.2 * mean_of(vl, 0, 3));
+}
+
+// ---- checkpoint and resume ------------------------------------------------------------------
+
+namespace {
+
+struct rl_run {
+  std::vector<double> figures;  // per iteration: reward, loss(es), grad norm
+  std::vector<std::vector<float>> params;
+  std::string optimizer;  // optimizer::save bytes
+  std::vector<train::curve_point> curve;
+  std::uint64_t dropout = 0;
+};
+
+/// `total` iterations of GRPO (ppo = false) or PPO on the toy task with LoRA dropout, saving a
+/// checkpoint after `stop` and going on in a fresh model, adapter and trainer loaded from it
+/// (stop < 0: uninterrupted).
+rl_run run_resumable(bool ppo, int total, int stop, const std::string& path) {
+  const auto prompts = toy_prompts(2, 1);
+  const std::span<const train::rl_prompt> ps(prompts);
+  auto lc = lora_cfg();
+  lc.dropout = 0.1;
+  rl_run out;
+  auto run = [&](auto& tr, nn::lora_adapter<float>& a, int from, int to) {
+    for (int it = from; it < to; ++it) {
+      REQUIRE(tr.iteration() == it);
+      const auto r = tr.step(ps);
+      out.figures.push_back(r.reward_mean);
+      out.figures.push_back(r.grad_norm);
+      if constexpr (requires { r.policy_loss; }) {
+        out.figures.push_back(r.policy_loss);
+        out.figures.push_back(r.value_loss);
+      } else {
+        out.figures.push_back(r.loss);
+      }
+    }
+    out.params = values_of(a.parameters());
+    if constexpr (requires { tr.values(); })
+      for (const auto& v : values_of(tr.values().parameters())) out.params.push_back(v);
+    std::ostringstream os(std::ios::binary);
+    tr.optimizer().save(os);
+    out.optimizer = std::move(os).str();
+    out.curve = tr.state().curve;
+    out.dropout = a.state->offset;
+  };
+  const int first = stop < 0 ? total : stop;
+  for (int part = 0; part < (stop < 0 ? 1 : 2); ++part) {
+    model_t m = make_model(7);
+    auto a = nn::make_lora(m, lc);
+    const int from = part == 0 ? 0 : first, to = part == 0 ? first : total;
+    if (ppo) {
+      train::ppo_config pc;
+      pc.rollout.group_size = 4;
+      pc.rollout.max_new_tokens = 5;
+      pc.rollout.sampling.seed = 3;
+      pc.epochs = 2;
+      pc.minibatches = 2;
+      pc.micro_batch = 5;
+      pc.schedule = optim::lr_schedule::warmup_cosine(1e-2, 1e-3, 2, 12);
+      pc.seed = 4;
+      train::ppo_trainer<nn::dynamic_config, float> tr(m, a, frac_sevens, bytes_of, pc);
+      if (part == 1) tr.load_checkpoint(path);
+      run(tr, a, from, to);
+      if (part == 0 && stop >= 0) tr.save_checkpoint(path);
+    } else {
+      train::grpo_config gc;
+      gc.rollout.group_size = 4;
+      gc.rollout.max_new_tokens = 5;
+      gc.rollout.sampling.seed = 3;
+      gc.loss.beta = 0.02;
+      gc.epochs = 2;
+      gc.minibatches = 2;
+      gc.micro_batch = 5;
+      gc.schedule = optim::lr_schedule::warmup_cosine(2e-2, 1e-3, 2, 12);
+      gc.seed = 4;
+      train::grpo_trainer<nn::dynamic_config, float> tr(m, a, frac_sevens, bytes_of, gc);
+      if (part == 1) tr.load_checkpoint(path);
+      run(tr, a, from, to);
+      if (part == 0 && stop >= 0) tr.save_checkpoint(path);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("rl: GRPO and PPO resumed from a checkpoint continue the run bitwise") {
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "tfm_rl_resume_test.ckpt").string();
+  for (const bool ppo : {false, true}) {
+    CAPTURE(ppo);
+    const auto whole = run_resumable(ppo, 4, -1, path);
+    const auto resumed = run_resumable(ppo, 4, 2, path);
+    REQUIRE(whole.figures.size() == resumed.figures.size());
+    // The resumed run's first half is in `figures` too: every iteration must agree exactly.
+    CHECK(whole.figures == resumed.figures);
+    CHECK(whole.params == resumed.params);
+    CHECK(whole.optimizer == resumed.optimizer);
+    CHECK(whole.dropout == resumed.dropout);
+    CHECK(whole.dropout > 0);  // LoRA dropout ran, so its counter had to be restored
+    REQUIRE(whole.curve.size() == resumed.curve.size());
+    REQUIRE(whole.curve.size() == 16);  // 4 iterations x 2 epochs x 2 minibatches
+    for (std::size_t i = 0; i < whole.curve.size(); ++i) {
+      CHECK(whole.curve[i].step == resumed.curve[i].step);
+      CHECK(whole.curve[i].lr == resumed.curve[i].lr);
+      CHECK(whole.curve[i].train_loss == resumed.curve[i].train_loss);
+    }
+    MESSAGE(std::string(ppo ? "PPO" : "GRPO")
+            << ": 2 + 2 iterations resumed == 4 uninterrupted; last reward "
+            << whole.figures[whole.figures.size() - (ppo ? 4 : 3)]);
+  }
+  // A GRPO checkpoint is refused by a PPO trainer, a damaged one by both; nothing changes.
+  run_resumable(false, 1, 1, path);
+  model_t m = make_model(7);
+  auto a = nn::make_lora(m, lora_cfg());
+  train::ppo_config pc;
+  pc.rollout.max_new_tokens = 4;
+  train::ppo_trainer<nn::dynamic_config, float> tr(m, a, frac_sevens, bytes_of, pc);
+  const auto before = values_of(a.parameters());
+  CHECK_THROWS_AS(tr.load_checkpoint(path), parse_error);
+  CHECK(values_of(a.parameters()) == before);
+  CHECK(tr.iteration() == 0);
+  {
+    const auto size = std::filesystem::file_size(path);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(size / 2));
+    const char c = static_cast<char>(f.get());
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.put(static_cast<char>(c ^ 0x5a));
+  }
+  train::grpo_config gc;
+  gc.rollout.max_new_tokens = 4;
+  gc.rollout.group_size = 2;
+  train::grpo_trainer<nn::dynamic_config, float> tg(m, a, frac_sevens, bytes_of, gc);
+  CHECK_THROWS_AS(tg.load_checkpoint(path), parse_error);
+  CHECK(values_of(a.parameters()) == before);
+  CHECK_THROWS_AS(tg.load_checkpoint(path + ".missing"), error);
+  std::remove(path.c_str());
+}
+
+// ---- a reward model as the reward -----------------------------------------------------------
+
+TEST_CASE("rl: a Bradley-Terry reward model trained on rule pairs is the reward of GRPO") {
+  // The rule: the fraction of 7s in the completion. Pairs: a random completion with 0..3 sevens
+  // (rejected) and the same with one more 7 (chosen), after the RL prompts' texts. A tiny reward
+  // model over the byte vocabulary learns them with Bradley-Terry; its reward_scorer (plain
+  // text: prompt + completion + EOS) is then the only reward GRPO sees, and the rule's reward
+  // of the policy's samples rises with the model's score.
+  const std::uint64_t seed = 2024;
+  MESSAGE("seed " << seed);
+  const auto& tok = pref_test::vocab().tok;
+  const train::sft_encoder enc(tok, chat_template(chat_format::chatml));
+  const auto prompts = toy_prompts(4, 1);
+  {
+    const std::vector<std::int32_t> c{7, 0, 9, 10, 32, 49};
+    auto ids = enc.encode_text("p1", bytes_of(c)).ids;
+    CHECK(ids == std::vector<std::int32_t>{'p', '1', 7, 0, 9, 10, 32, 49, 257});
+  }
+  std::mt19937 g(static_cast<unsigned>(seed));
+  auto make_pairs = [&](int n) {
+    std::vector<train::preference_example> out;
+    std::uniform_int_distribution<int> tokd(0, 49), pos(0, 5), sevens(0, 3), pr(0, 3);
+    for (int i = 0; i < n; ++i) {
+      std::vector<std::int32_t> c(6);
+      for (auto& t : c) do
+          t = tokd(g);
+        while (t == 7);
+      for (int k = sevens(g); k > 0; --k) c[static_cast<std::size_t>(pos(g))] = 7;
+      auto better = c;
+      std::size_t at;
+      do at = static_cast<std::size_t>(pos(g));
+      while (better[at] == 7);
+      better[at] = 7;
+      const std::string& p = prompts[static_cast<std::size_t>(pr(g))].text;
+      train::preference_example e;
+      e.prompt_ids = enc.encode_text(p, "").ids;
+      e.chosen = enc.encode_text(p, bytes_of(better));
+      e.rejected = enc.encode_text(p, bytes_of(c));
+      CHECK(frac_sevens(p, bytes_of(better)) > frac_sevens(p, bytes_of(c)));
+      out.push_back(std::move(e));
+    }
+    return out;
+  };
+  const auto train_d = train::preference_dataset::build(make_pairs(64), {.max_length = 16});
+  const auto held = train::preference_dataset::build(make_pairs(32), {.max_length = 16});
+  using rm_t = train::reward_model<nn::dynamic_config, float>;
+  rm_t rm(model_t(pref_test::tiny_llama(258, 16), seed), seed);
+  auto opt = optim::adamw(rm.parameters(), optim::adam_options{});
+  train::reward_train_options ro;
+  ro.schedule = optim::lr_schedule::constant(1e-2);
+  train::training_state st;
+  const auto before = train::reward_evaluate(rm, held.batches(16));
+  for (int step = 0; step < 40; ++step) {
+    const auto order = train_d.epoch_order(seed, static_cast<std::uint64_t>(step));
+    const auto b = train_d.batch(std::span<const std::size_t>(order.data(), 16));
+    train::reward_step(rm, opt, {&b, 1}, ro, st);
+  }
+  const auto after = train::reward_evaluate(rm, held.batches(16));
+  MESSAGE("reward model on held-out rule pairs: loss " << before.loss << " -> " << after.loss
+                                                       << ", accuracy " << before.accuracy << " -> "
+                                                       << after.accuracy);
+  CHECK(after.accuracy >= 0.8);
+
+  const train::reward_scorer<nn::dynamic_config, float> scorer(rm, enc, false);
+  model_t m = make_model(7);
+  auto a = nn::make_lora(m, lora_cfg());
+  train::grpo_config gc;
+  gc.rollout.group_size = 8;
+  gc.rollout.max_new_tokens = 6;
+  gc.rollout.sampling.seed = seed;
+  gc.loss.beta = 0.02;
+  gc.epochs = 2;
+  gc.minibatches = 2;
+  gc.schedule = optim::lr_schedule::constant(2e-2);
+  gc.seed = seed;
+  train::grpo_trainer<nn::dynamic_config, float> tr(m, a, scorer, bytes_of, gc);
+  std::vector<double> score, rule;
+  const int steps = 20;
+  for (int s = 0; s < steps; ++s) {
+    const auto res = tr.step(std::span<const train::rl_prompt>(prompts));
+    double r = 0;
+    for (const auto& x : res.samples) {
+      // The reward GRPO used is the reward model's score of the decoded completion.
+      if (s == 0)
+        CHECK(x.reward ==
+              scorer(prompts[static_cast<std::size_t>(x.prompt)].text, bytes_of(x.tokens)));
+      r += frac_sevens("", bytes_of(x.tokens)) / static_cast<double>(res.samples.size());
+    }
+    score.push_back(res.reward_mean);
+    rule.push_back(r);
+  }
+  const double s0 = mean_of(score, 0, 4), s1 = mean_of(score, steps - 4, steps);
+  const double r0 = mean_of(rule, 0, 4), r1 = mean_of(rule, steps - 4, steps);
+  MESSAGE("GRPO on the reward model: its score "
+          << s0 << " -> " << s1 << ", the rule's reward (fraction of 7s) " << r0 << " -> " << r1
+          << " (steps 0-3 -> " << steps - 4 << "-" << steps - 1
+          << "); rule reward at steps 0, 5, 10, 15: " << rule[0] << ", " << rule[5] << ", "
+          << rule[10] << ", " << rule[15]);
+  // The proxy is optimised. Whether the rule follows depends on how far the policy leaves the
+  // reward model's training distribution (reward over-optimisation, Gao et al. 2022,
+  // arXiv:2210.10760): with this tiny model it does not, so the rule's reward is reported only.
+  CHECK(s1 > s0 + 1.0);
 }
