@@ -367,7 +367,10 @@ moe_routing<T> moe_route_tokens(const var<T, S>& logits, const moe_router_option
   static_assert(S::rank == 2, "tfm::moe_route_tokens: the router logits must be (N, E)");
   constexpr const char* who = "tfm::moe_route_tokens";
   const auto& d = logits.data();
-  const auto [N, E] = detail::moe_logits_dims(who, d);
+  // Plain variables, not a structured binding: the vjp lambdas capture them (clang 14 cannot
+  // capture bindings).
+  const std::pair<index_t, index_t> ne = detail::moe_logits_dims(who, d);
+  const index_t N = ne.first, E = ne.second;
   using kind = moe_router_kind;
   const bool ec = opt.kind == kind::expert_choice, sig = opt.kind == kind::sigmoid_bias;
   const index_t k = opt.kind == kind::switch_top1 ? 1 : opt.k;
@@ -487,7 +490,10 @@ var<T, shape<>> moe_aux_loss(const var<T, S>& logits, const moe_route_stats& sta
   constexpr const char* who = "tfm::moe_aux_loss";
   detail::moe_check_coef(who, coef);
   const auto& d = logits.data();
-  const auto [N, E] = detail::moe_logits_dims(who, d);
+  // Plain variables, not a structured binding: the vjp lambdas capture them (clang 14 cannot
+  // capture bindings).
+  const std::pair<index_t, index_t> ne = detail::moe_logits_dims(who, d);
+  const index_t N = ne.first, E = ne.second;
   if (stats.tokens != N || stats.n_expert != E || static_cast<index_t>(stats.selected.size()) != E)
     fail(errc::shape, who, ": the logits are (N, E) = (", N, ", ", E,
          ") but the routing statistics are for (", stats.tokens, ", ", stats.n_expert, ").");
@@ -532,7 +538,10 @@ var<T, shape<>> moe_z_loss(const var<T, S>& logits, double coef) {
   constexpr const char* who = "tfm::moe_z_loss";
   detail::moe_check_coef(who, coef);
   const auto& d = logits.data();
-  const auto [N, E] = detail::moe_logits_dims(who, d);
+  // Plain variables, not a structured binding: the vjp lambdas capture them (clang 14 cannot
+  // capture bindings).
+  const std::pair<index_t, index_t> ne = detail::moe_logits_dims(who, d);
+  const index_t N = ne.first, E = ne.second;
   if (N == 0) fail(errc::value, who, ": no tokens (N = 0): the mean has no value.");
   auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(N));
   double v = 0;

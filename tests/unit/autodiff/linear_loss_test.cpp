@@ -111,9 +111,12 @@ void bitwise_sweep(std::uint64_t seed) {
   // The recompute mode (lce_logits::recompute) must give the same bits: 1 x 5 x 4 x 7 is a
   // product it leaves to the stored mode (tiny), V = 3073 ends with a one-column chunk (40 rows:
   // chunks of 3072 floats or 1536 doubles), and V = 50000 takes several forward row blocks (36
-  // rows of floats, 12 of doubles, within 8 MiB) with a short last one.
-  for (const dims d : {dims{1, 5, 4, 7}, dims{1, 37, 24, 500}, dims{2, 75, 16, 2000},
-                       dims{1, 40, 8, 5003}, dims{1, 40, 8, 3073}, dims{1, 75, 8, 50000}}) {
+  // rows of floats, 12 of doubles, within 8 MiB) with a short last one. The sanitizer build leaves
+  // out V = 50000 (minutes unoptimised; the recompute case below still takes several blocks).
+  std::vector<dims> all{dims{1, 5, 4, 7},     dims{1, 37, 24, 500}, dims{2, 75, 16, 2000},
+                        dims{1, 40, 8, 5003}, dims{1, 40, 8, 3073}, dims{1, 75, 8, 50000}};
+  if (tfm_test::sanitized) all.pop_back();
+  for (const dims d : all) {
     CAPTURE(d.b);
     CAPTURE(d.t);
     CAPTURE(d.c);

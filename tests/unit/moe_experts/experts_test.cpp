@@ -208,7 +208,9 @@ TEST_CASE_TEMPLATE("moe_ffn cpu matches the reference loop on random routes", T,
           {"dw_gate", {&gc.wg, &gr.wg}},
           {"dw_up", {&gc.wu, &gr.wu}},
           {"dw_down", {&gc.wd, &gr.wd}}};
-      for (const auto& [what, v] : all) {
+      for (const auto& e : all) {  // no structured binding: doctest's macros capture `what`
+        const char* what = e.first;
+        const auto& v = e.second;
         rep = tfm_test::compare(*v.first, *v.second, tol);
         CHECK_MESSAGE(rep.ok, what, ": ", rep.str());
       }
@@ -296,7 +298,9 @@ TEST_CASE("moe_ffn reference loop equals the dense llama SwiGLU composition (val
       {"dw_gate", {gr.wg, grad_vec(wg)}},
       {"dw_up", {gr.wu, grad_vec(wu)}},
       {"dw_down", {gr.wd, grad_vec(wd)}}};
-  for (const auto& [what, v] : all) {
+  for (const auto& e : all) {  // no structured binding: doctest's macros capture `what`
+    const char* what = e.first;
+    const auto& v = e.second;
     rep = tfm_test::all_close(v.first, v.second, 1e-12, 1e-10);
     CHECK_MESSAGE(rep.ok, what, ": ", rep.str());
   }
@@ -311,9 +315,11 @@ TEST_CASE("moe_ffn cpu: 1 and 2 threads give bitwise identical results") {
     dims d;
     bool across;
   };
-  for (const auto& [d, across] :
+  for (const sched_case& sc :
        {sched_case{{512, 1, 2, 64, 128}, false}, sched_case{{512, 2, 8, 64, 128}, true},
         sched_case{{128, 2, 8, 64, 256}, true}, sched_case{{3, 2, 4, 64, 128}, false}}) {
+    const dims d = sc.d;  // no structured binding: doctest's macros capture d and across
+    const bool across = sc.across;
     INFO("N ", d.N, " k ", d.k, " E ", d.E);
     const auto pd = random_problem<float>(d, g, 0.1);
     const auto p = pd.view();
