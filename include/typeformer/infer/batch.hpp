@@ -35,6 +35,12 @@
 //   dequantize-in-pack GEMM of infer::session, and logits agree with infer::session's to
 //   rounding (1e-6 relative), not bitwise.
 //
+//   Mixture-of-experts models (model_config::n_expert > 0; infer/session.hpp has the gating):
+//   the step's rows are routed (infer/moe_gating.hpp), grouped by expert, and each expert runs
+//   one product over its gathered rows with the same row-independent kernels; each row's
+//   weighted expert outputs are summed in slot order. A row's result therefore does not depend
+//   on which rows share its experts (the determinism below holds for MoE models too).
+//
 //   Memory: the interleaved weight copies (about the model's quantized bytes again), activations
 //   for max_tokens rows, the RoPE table of `context` positions, the logits of max_seqs rows, all
 //   allocated once: a step allocates nothing.
@@ -47,6 +53,7 @@
 #include "typeformer/backend/reference/paged_attention.hpp"
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/tensor.hpp"
+#include "typeformer/infer/moe_gating.hpp"
 #include "typeformer/infer/paged_kv.hpp"
 #include "typeformer/infer/transformer.hpp"
 #include "typeformer/ops/rope.hpp"
@@ -117,10 +124,10 @@ class batch_runner {
     b += q8_.qs.capacity() + (q8_.d.capacity() + q8_.s.capacity()) * sizeof(float) +
          q8_.sum.capacity() * sizeof(std::int32_t) + q8k_.blocks.capacity() * sizeof(block_q8_K) +
          qin_.bytes();
-    for (const buffer* p :
-         {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &scratch_, &cos_, &sin_, &logits_})
+    for (const buffer* p : {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &scratch_, &cos_, &sin_,
+                            &logits_, &rl_, &xe_, &ye_, &eo_})
       b += static_cast<std::size_t>(p->size()) * sizeof(float);
-    return b;
+    return b + gate_.bytes();
   }
 
   /// Runs one step over `items` (see the file comment). Returns the logits rows the items ask
@@ -136,7 +143,10 @@ class batch_runner {
     }
     for (index_t l = 0; l < cfg_.n_layer; ++l) {
       attention_block(l, items);
-      mlp_block(l);
+      if (cfg_.n_expert > 0)
+        moe_block(l);
+      else
+        mlp_block(l);
     }
     for (const batch_item& it : items) kv_->commit(it.seq, it.n);
     return head(items);
@@ -163,6 +173,14 @@ class batch_runner {
     pos_.resize(static_cast<std::size_t>(n));
     queries_.reserve(static_cast<std::size_t>(max_seqs_));
     qin_.reserve(std::max({C, HD, cfg_.ffn}));
+    if (cfg_.n_expert > 0) {  // router logits, gathered rows, expert outputs, routing tables
+      const index_t E = cfg_.n_expert, K = cfg_.n_expert_used;
+      rl_ = make(n * E);
+      xe_ = make(n * C);
+      ye_ = make(n * C);
+      eo_ = make(n * K * C);
+      gate_ = moe_gating(n, E, K);
+    }
     // The integer-dot paths' activation buffers, sized for a full step once.
     const index_t K32 = (std::max({C, HD, cfg_.ffn}) + 31) / 32 * 32;
     std::vector<float> zero(static_cast<std::size_t>(n * K32), 0.0f);
@@ -197,6 +215,13 @@ class batch_runner {
       const block_weights& b = m_->block(l);
       for (const weight_matrix* w : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down})
         add(*w);
+      add(b.router);
+      for (index_t e = 0; e < cfg_.n_expert; ++e) {  // each expert's view on its own
+        const block_weights::expert_view v = b.expert(e);
+        add(v.gate);
+        add(v.up);
+        add(v.down);
+      }
     }
     add(m_->output());
   }
@@ -290,6 +315,34 @@ class batch_runner {
     project(b.w_down, b.b_down, g_.data(), x_.data(), true);  // x += a Wd^T (+ bd)
   }
 
+  /// The mixture-of-experts MLP: route every row, group the rows by expert, one product per
+  /// expert over its gathered rows, the weighted outputs summed per row in slot order.
+  void moe_block(index_t l) {
+    const block_weights& b = m_->block(l);
+    const index_t Tn = rows_, C = cfg_.n_embd, F = cfg_.ffn, K = cfg_.n_expert_used;
+    norm(b.ffn_norm, b.ffn_norm_b, x_.data(), h_.data(), Tn);
+    linear(b.router, Tn, h_.data(), rl_.data(), false);  // (T, E) router logits
+    gate_.route(rl_.data(), Tn);
+    gate_.group(Tn);
+    for (index_t e = 0; e < cfg_.n_expert; ++e) {
+      const index_t m = gate_.count(e);
+      if (m == 0) continue;
+      for (index_t i = 0; i < m; ++i)  // gather the rows routed to e
+        std::copy_n(h_.data() + gate_.pair(e, i) / K * C, C, xe_.data() + i * C);
+      const block_weights::expert_view w = b.expert(e);
+      q8_src_ = nullptr;  // new input: xe_ (gate and up share its quantized form)
+      linear(w.gate, m, xe_.data(), g_.data(), false);
+      linear(w.up, m, xe_.data(), u_.data(), false);
+      silu_mul(Backend{}, g_.data(), u_.data(), g_.data(), m * F);
+      q8_src_ = nullptr;  // new input: g_
+      linear(w.down, m, g_.data(), ye_.data(), false);
+      for (index_t i = 0; i < m; ++i)  // scatter to the (row, slot) outputs
+        std::copy_n(ye_.data() + i * C, C, eo_.data() + gate_.pair(e, i) * C);
+    }
+    gate_.combine(Tn, C, eo_.data(), ye_.data(), x_.data());  // the session's order
+    q8_src_ = nullptr;
+  }
+
   std::span<const float> head(std::span<const batch_item> items) {
     const index_t C = cfg_.n_embd;
     index_t r = 0, out = 0;
@@ -381,6 +434,8 @@ class batch_runner {
   model_config cfg_;
   index_t ctx_ = 0, max_tokens_ = 0, max_seqs_ = 0, logit_rows_ = 0, rows_ = 0;
   buffer x_, h_, q_, k_, v_, att_, g_, u_, scratch_, cos_, sin_, logits_;
+  buffer rl_, xe_, ye_, eo_;  // MoE: router logits, gathered rows, an expert's / every slot's out
+  moe_gating gate_;
   std::vector<std::int32_t> ids_;
   std::vector<index_t> pos_;
   std::vector<paged_query> queries_;

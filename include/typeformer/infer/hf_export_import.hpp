@@ -19,6 +19,10 @@
 //     pairs, so each head's rows are interleaved: nn[h D + 2i + s] = hf[h D + s D/2 + i] (s = 0,
 //     1), LlamaModel.permute of llama.cpp's convert_hf_to_gguf.py, the inverse of export.hpp's
 //     to_rotate_half. q, k, v rows are stacked into h.N.attn.c_attn.weight.
+//   MixtralForCausalLM -> the same with mlp = moe (softmax_topk router, n_expert =
+//     num_local_experts, n_expert_used = num_experts_per_tok, expert_ffn = intermediate_size):
+//     block_sparse_moe.gate -> h.N.mlp.router.weight, experts.e.{w1, w3, w2} stacked into
+//     h.N.mlp.experts.{gate, up, down}.
 //   GPT2LMHeadModel -> GPT-2 style (layer_norm, gelu, learned positions, biases): the Conv1D
 //     weights (stored (in, out)) are transposed to nn's (out, in); names with or without the
 //     "transformer." prefix.
@@ -145,6 +149,13 @@ inline nn::dynamic_config config_of(const infer::model_config& m, const std::str
     c.position = nn::position_kind::rope;
     c.bias = false;
     c.rope_base = m.rope.base;
+    if (m.n_expert > 0) {  // Mixtral
+      c.mlp = nn::mlp_kind::moe;
+      c.n_expert = m.n_expert;
+      c.n_expert_used = m.n_expert_used;
+      c.expert_ffn = m.ffn;
+      c.router = moe_router_kind::softmax_topk;
+    }
   } else {
     c.norm = nn::norm_kind::layer_norm;
     c.mlp = nn::mlp_kind::gelu;
@@ -186,6 +197,25 @@ inline export_weights llama_weights(const nn::dynamic_config& c, tensors& st) {
     w[p + "attn.c_attn.weight"] = std::move(qkv);
     w[p + "attn.c_proj.weight"] = st.get(o + "self_attn.o_proj.weight", {C, H * D});
     w[p + "ln_2.weight"] = st.get(o + "post_attention_layernorm.weight", {C});
+    if (c.mlp == nn::mlp_kind::moe) {  // Mixtral: per-expert w1 / w3 / w2 stacked
+      const index_t E = c.n_expert;
+      const std::string x = o + "block_sparse_moe.";
+      w[p + "mlp.router.weight"] = st.get(x + "gate.weight", {E, C});
+      auto stack = [&](const char* leaf, index_t rows, index_t cols) {
+        export_tensor t;
+        t.extents = {E, rows, cols};
+        for (index_t e = 0; e < E; ++e) {
+          const auto part =
+              st.get(x + "experts." + std::to_string(e) + "." + leaf + ".weight", {rows, cols});
+          t.values.insert(t.values.end(), part.values.begin(), part.values.end());
+        }
+        return t;
+      };
+      w[p + "mlp.experts.gate"] = stack("w1", F, C);
+      w[p + "mlp.experts.up"] = stack("w3", F, C);
+      w[p + "mlp.experts.down"] = stack("w2", C, F);
+      continue;
+    }
     w[p + "mlp.gate.weight"] = st.get(o + "mlp.gate_proj.weight", {F, C});
     w[p + "mlp.up.weight"] = st.get(o + "mlp.up_proj.weight", {F, C});
     w[p + "mlp.down.weight"] = st.get(o + "mlp.down_proj.weight", {C, F});

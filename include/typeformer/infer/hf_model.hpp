@@ -21,6 +21,11 @@
 //                        RoPE: HF's rotate_half pairs (i, i + D/2), run as
 //                        rope_config::style::half on the rows as stored (modeling_llama.py);
 //                        GGUF llama files permute the rows instead (infer/model_config.hpp).
+//     MixtralForCausalLM the Llama keys and tensors with, instead of mlp.*, num_local_experts E,
+//                        num_experts_per_tok k and per layer block_sparse_moe.gate (the router,
+//                        (E, hidden)) and block_sparse_moe.experts.e.{w1 (gate), w3 (up), w2
+//                        (down)}, stacked on load into the GGUF layout (a float copy);
+//                        sliding_window must be null or at least the context
 //     GPT2LMHeadModel    n_embd, n_layer, n_head, n_positions, n_inner (absent or null: 4 n_embd),
 //                        layer_norm_epsilon (1e-5), vocab_size, activation_function "gelu_new"
 //                        (or "gelu_pytorch_tanh": the same tanh formula), tie_word_embeddings
@@ -207,6 +212,20 @@ inline model_config llama_config(const reader& r) {
   return c;
 }
 
+/// Mixtral (modeling_mixtral.py): the llama layout whose MLPs are num_local_experts SwiGLU
+/// experts of width intermediate_size, num_experts_per_tok of them per token (softmax over all,
+/// top k, renormalised: llama.cpp's gating of the llama architecture). A sliding window shorter
+/// than the context is unsupported.
+inline model_config mixtral_config(const reader& r) {
+  model_config c = llama_config(r);
+  c.n_expert = r.integer("num_local_experts", std::nullopt, 1, 4096);
+  c.n_expert_used = r.integer("num_experts_per_tok", std::nullopt, 1, c.n_expert);
+  if (r.get("sliding_window") != nullptr &&
+      r.integer("sliding_window", std::nullopt, 1) < c.context_length)
+    r.unsupported("sliding_window", "shorter than max_position_embeddings", "null");
+  return c;
+}
+
 inline model_config gpt2_config(const reader& r) {
   model_config c;
   c.architecture = "gpt2";
@@ -251,11 +270,13 @@ inline model_config config_from(const reader& r) {
   model_config c;
   if (arch == "LlamaForCausalLM")
     c = llama_config(r);
+  else if (arch == "MixtralForCausalLM")
+    c = mixtral_config(r);
   else if (arch == "GPT2LMHeadModel")
     c = gpt2_config(r);
   else
     fail(errc::unsupported, "tfm::infer: '", r.doc, "': architectures \"", arch,
-         "\" is not supported (LlamaForCausalLM, GPT2LMHeadModel).");
+         "\" is not supported (LlamaForCausalLM, MixtralForCausalLM, GPT2LMHeadModel).");
   validate(c);
   return c;
 }
@@ -348,6 +369,24 @@ inline model_weights llama_weights(const model_config& c, weight_reader& w) {
     }
     if (c.out_bias) b.bo = w.get(p + "self_attn.o_proj.bias", 0, C);
     b.ffn_norm = w.get(p + "post_attention_layernorm.weight", 0, C);
+    if (c.n_expert > 0) {  // Mixtral: the experts stacked into the GGUF layout (a float copy)
+      const std::string x = p + "block_sparse_moe.";
+      b.router = w.get(x + "gate.weight", c.n_expert, C);
+      auto stack = [&](const char* leaf, index_t rows, index_t cols) {
+        std::vector<float> v(static_cast<std::size_t>(c.n_expert * rows * cols));
+        for (index_t e = 0; e < c.n_expert; ++e) {
+          const weight_matrix m =
+              w.get(x + "experts." + std::to_string(e) + "." + leaf + ".weight", rows, cols);
+          for (index_t i = 0; i < rows; ++i) m.row(i, v.data() + (e * rows + i) * cols);
+        }
+        return weight_matrix(std::move(v), c.n_expert * rows, cols);
+      };
+      b.gate_exps = stack("w1", c.ffn, C);
+      b.up_exps = stack("w3", c.ffn, C);
+      b.down_exps = stack("w2", C, c.ffn);
+      m.blocks.push_back(std::move(b));
+      continue;
+    }
     b.w_gate = w.get(p + "mlp.gate_proj.weight", c.ffn, C);
     b.w_up = w.get(p + "mlp.up_proj.weight", c.ffn, C);
     b.w_down = w.get(p + "mlp.down_proj.weight", C, c.ffn);
@@ -547,6 +586,10 @@ inline std::shared_ptr<const io::gguf_file> make_metadata(const std::string& dir
     w.add(a + ".context_length", u32(c.context_length));
     w.add(a + ".embedding_length", u32(c.n_embd));
     w.add(a + ".feed_forward_length", u32(c.ffn));
+    if (c.n_expert > 0) {
+      w.add(a + ".expert_count", u32(c.n_expert));
+      w.add(a + ".expert_used_count", u32(c.n_expert_used));
+    }
     w.add(a + ".block_count", u32(c.n_layer));
     w.add(a + ".attention.head_count", u32(c.n_head));
     w.add(a + ".attention.head_count_kv", u32(c.n_kv_head));

@@ -17,6 +17,11 @@
 //     <arch>.rope.dimension_count              must equal D (partial rotary is not supported)
 //     <arch>.rope.scaling.type / .factor / .original_context_length   rope scaling
 //     <arch>.attention.layer_norm_rms_epsilon  norm_eps (absent: 1e-5)
+//     <arch>.expert_count                      n_expert (E; absent: 0, a dense model)
+//     <arch>.expert_used_count                 n_expert_used (k; required when E > 0)
+//   A mixture-of-experts llama model (Mixtral; Jiang et al., arXiv:2401.04088) has E > 0: each
+//   block's SwiGLU MLP is E experts of width F = feed_forward_length, of which a router picks k
+//   per token (infer/transformer.hpp has the tensors, infer/session.hpp the gating).
 //   Architectures: `llama` (also the llama-layout families that name themselves llama) and
 //   `gpt2` (keys gpt2.context_length, .embedding_length, .feed_forward_length, .block_count,
 //   .attention.head_count, .attention.layer_norm_epsilon; LayerNorm with bias, GELU (tanh),
@@ -62,7 +67,9 @@ struct model_config {
   bool qkv_bias = false;                                 // attn_q/k/v have biases
   bool out_bias = false;                                 // attn_output has a bias
   bool mlp_bias = false;                                 // ffn_gate/up/down have biases
-  bool norm_bias = false;  // the layer norms have a bias (beta); layer_norm only
+  bool norm_bias = false;     // the layer norms have a bias (beta); layer_norm only
+  index_t n_expert = 0;       // E: experts per block (0: a dense MLP); swiglu experts of width F
+  index_t n_expert_used = 0;  // k: experts each token runs (1 <= k <= E when E > 0)
 };
 
 /// Raises tfm::value_error naming the first field that cannot describe a model.
@@ -85,6 +92,15 @@ inline void validate(const model_config& c) {
          "tfm::infer::model_config: position embeddings must be rope or learned.");
   if (c.norm_bias && c.norm != nn::norm_kind::layer_norm)
     fail(errc::value, "tfm::infer::model_config: norm_bias needs norm = layer_norm.");
+  if (c.n_expert < 0) bad("n_expert", c.n_expert, "must be >= 0");
+  if (c.n_expert > 0 && (c.n_expert_used < 1 || c.n_expert_used > c.n_expert))
+    fail(errc::value, "tfm::infer::model_config: n_expert_used = ", c.n_expert_used,
+         " must be in [1, n_expert = ", c.n_expert, "].");
+  if (c.n_expert == 0 && c.n_expert_used != 0)
+    bad("n_expert_used", c.n_expert_used, "must be 0 for a dense model (n_expert = 0)");
+  if (c.n_expert > 0 && (c.mlp != nn::mlp_kind::swiglu || c.mlp_bias))
+    fail(errc::unsupported,
+         "tfm::infer::model_config: mixture-of-experts blocks need mlp = swiglu without biases.");
 }
 
 namespace detail {
@@ -106,6 +122,31 @@ inline rope_config rope_from_gguf(const io::gguf_file& f, const std::string& a) 
                                           f.get<double>(a + ".context_length"));
   }
   return r;
+}
+
+/// n_expert, n_expert_used of <a>.expert_count / <a>.expert_used_count; errors name the key.
+inline void experts_from_gguf(const io::gguf_file& f, const std::string& a, model_config& c) {
+  const std::string ec = a + ".expert_count", uc = a + ".expert_used_count";
+  c.n_expert = f.get_or<index_t>(ec, 0);
+  if (c.n_expert < 0 || c.n_expert > 4096)
+    fail(errc::parse, "tfm::infer: '", f.name(), "': ", ec, " = ", c.n_expert,
+         " is outside [0, 4096].");
+  if (c.n_expert == 0) {
+    if (f.find_tensor("blk.0.ffn_gate_exps.weight") != nullptr)
+      fail(errc::parse, "tfm::infer: '", f.name(), "': tensor 'blk.0.ffn_gate_exps.weight' is an ",
+           "expert table, but ", ec, " is missing (a mixture-of-experts file needs it).");
+    if (f.get_or<index_t>(uc, 0) != 0)
+      fail(errc::parse, "tfm::infer: '", f.name(), "': ", uc, " = ", f.get<index_t>(uc),
+           " without ", ec, " (a dense model has no experts to use).");
+    return;
+  }
+  if (f.find(uc) == nullptr)
+    fail(errc::parse, "tfm::infer: '", f.name(), "': ", ec, " = ", c.n_expert, " but ", uc,
+         " is missing.");
+  c.n_expert_used = f.get<index_t>(uc);
+  if (c.n_expert_used < 1 || c.n_expert_used > c.n_expert)
+    fail(errc::parse, "tfm::infer: '", f.name(), "': ", uc, " = ", c.n_expert_used,
+         " must be in [1, ", ec, " = ", c.n_expert, "].");
 }
 }  // namespace detail
 
@@ -147,6 +188,7 @@ inline model_config config_from_gguf(const io::gguf_file& f) {
          " differs from the head dimension ", c.head_dim, " (partial rotary is not supported).");
   c.norm_eps = f.get_or<double>(a + ".attention.layer_norm_rms_epsilon", 1e-5);
   c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  detail::experts_from_gguf(f, a, c);
   validate(c);
   return c;
 }

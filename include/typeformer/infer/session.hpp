@@ -28,6 +28,9 @@
 //                 h = norm(x; ffn_norm)
 //       swiglu:   x += (silu(h Wg^T + bg) * (h Wu^T + bu)) Wd^T (+bd)   (n, F) -> (n, C)
 //       gelu:     x += gelu_tanh(h Wu^T + bu) Wd^T (+bd)                (n, F) -> (n, C)
+//       moe:      (n_expert = E > 0; Mixtral, arXiv:2401.04088, as llama.cpp's llama arch runs it)
+//                 p = softmax(h Wr^T) over all E experts; S = the k largest p (ties: lower id)
+//                 x += sum_{e in S} (p_e / sum_S p) (silu(h Wg_e^T) * (h Wu_e^T)) Wd_e^T
 //     logits = norm(x; output_norm) Wout^T     (last row, or every row)           (1 or n, V)
 //   A model with learned positions cannot run past its context_length (its table's rows): the
 //   session's context is capped there.
@@ -36,6 +39,13 @@
 //   cpu, decode quantizes each input row to 8-bit blocks once and reuses it for q, k, v (and for
 //   gate, up), as llama.cpp does; prefill runs the float GEMM on weights dequantized while packing.
 //   token_embd[ids] dequantizes only the looked-up rows; a tied head reads the packed token_embd.
+//
+//   Experts: decode runs the k chosen experts' GEMVs on the one row (the quantized input of h is
+//   made once and shared by the router and every expert's gate and up products); prefill groups
+//   the chunk's rows by expert (a counting sort, rows in order) and runs one GEMM per expert
+//   over its gathered rows, then adds each row's weighted expert outputs in slot order, the same
+//   sum decode forms. Buffers are sized at construction: no allocation per token. The observer
+//   sees the dense products only (not the router's nor the experts').
 //
 //   session_options::kv picks the KV cache's element type (f32, f16, q8_0, int8: kv_store.hpp);
 //   the attention kernels read the stored rows directly (backend/cpu/kv_attention.hpp). f32 is
@@ -51,6 +61,7 @@
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/tensor.hpp"
 #include "typeformer/infer/kv_store.hpp"
+#include "typeformer/infer/moe_gating.hpp"
 #include "typeformer/infer/transformer.hpp"
 #include "typeformer/ops/rope.hpp"
 
@@ -118,10 +129,11 @@ class session {
   /// Bytes this session allocated (cache, activations, logits).
   std::size_t bytes() const noexcept {
     std::size_t b = cache_.bytes();
-    for (const buffer* p :
-         {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &scratch_, &cos_, &sin_, &last_, &all_})
+    for (const buffer* p : {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &scratch_, &cos_, &sin_,
+                            &last_, &all_, &rl_, &xe_, &ye_, &eo_, &mo_})
       b += static_cast<std::size_t>(p->size()) * sizeof(float);
-    return b + qin_.bytes();
+    b += gate_.bytes();
+    return b + qin_.bytes() + qexp_.bytes();
   }
 
   /// Forgets every position (keeps the memory).
@@ -185,6 +197,16 @@ class session {
     last_ = make(cfg_.vocab);
     qin_.reserve(std::max({C, HD, cfg_.ffn}));
     history_.reserve(static_cast<std::size_t>(cap_));
+    if (cfg_.n_expert > 0) {  // router logits, gathered rows, expert outputs, routing tables
+      const index_t E = cfg_.n_expert, K = cfg_.n_expert_used;
+      rl_ = make(n * E);
+      xe_ = make(n * C);
+      ye_ = make(n * C);
+      eo_ = make(n * K * C);
+      mo_ = make(C);
+      gate_ = moe_gating(n, E, K);
+      qexp_.reserve(cfg_.ffn);
+    }
     // cos/sin of every position the cache can hold (rope_config's scalings; ops/rope.hpp).
     if (cfg_.position != nn::position_kind::rope) return;
     const tfm::detail::rope_table tb =
@@ -218,7 +240,10 @@ class session {
     }
     for (index_t l = 0; l < cfg_.n_layer; ++l) {
       attention_block(l, n);
-      mlp_block(l, n);
+      if (cfg_.n_expert > 0)
+        moe_block(l, n);
+      else
+        mlp_block(l, n);
     }
     head(n, all_logits, logits);
     pos_ += n;
@@ -266,6 +291,44 @@ class session {
             true);  // x += a Wd^T (+ bd)
   }
 
+  /// The mixture-of-experts MLP (file comment): route, run the chosen experts, combine.
+  void moe_block(index_t l, index_t n) {
+    const block_weights& b = m_->block(l);
+    const index_t C = cfg_.n_embd, F = cfg_.ffn, K = cfg_.n_expert_used;
+    norm(b.ffn_norm, b.ffn_norm_b, x_.data(), h_.data(), n);
+    kernel(b.router, n, h_.data(), rl_.data(), false, qin_);  // (n, E) router logits
+    gate_.route(rl_.data(), n);
+    if (n == 1) {  // decode: h's quantized form (qin_) serves every expert's gate and up
+      for (index_t s = 0; s < K; ++s) {
+        const block_weights::expert_view w = b.expert(gate_.expert(0, s));
+        kernel(w.gate, 1, h_.data(), g_.data(), false, qin_);
+        kernel(w.up, 1, h_.data(), u_.data(), false, qin_);
+        silu_mul(Backend{}, g_.data(), u_.data(), g_.data(), F);
+        qexp_.valid = false;  // new input: g_
+        kernel(w.down, 1, g_.data(), eo_.data() + s * C, false, qexp_);
+      }
+    } else {
+      gate_.group(n);
+      for (index_t e = 0; e < cfg_.n_expert; ++e) {
+        const index_t m = gate_.count(e);
+        if (m == 0) continue;
+        for (index_t i = 0; i < m; ++i)  // gather the rows routed to e
+          std::copy_n(h_.data() + gate_.pair(e, i) / K * C, C, xe_.data() + i * C);
+        const block_weights::expert_view w = b.expert(e);
+        qexp_.valid = false;  // new input: xe_
+        kernel(w.gate, m, xe_.data(), g_.data(), false, qexp_);
+        kernel(w.up, m, xe_.data(), u_.data(), false, qexp_);
+        silu_mul(Backend{}, g_.data(), u_.data(), g_.data(), m * F);
+        qexp_.valid = false;  // new input: g_
+        kernel(w.down, m, g_.data(), ye_.data(), false, qexp_);
+        for (index_t i = 0; i < m; ++i)  // scatter to the (row, slot) outputs
+          std::copy_n(ye_.data() + i * C, C, eo_.data() + gate_.pair(e, i) * C);
+      }
+    }
+    gate_.combine(n, C, eo_.data(), mo_.data(), x_.data());  // x += the weighted outputs
+    qin_.valid = false;
+  }
+
   void head(index_t n, bool all_logits, float* logits) {
     const index_t C = cfg_.n_embd, first = all_logits ? 0 : n - 1, rows = n - first;
     norm(m_->output_norm(), m_->output_norm_bias(), x_.data() + first * C, h_.data(), rows);
@@ -288,10 +351,15 @@ class session {
   void linear(index_t layer, linear_site site, const weight_matrix& w, index_t n, const float* x,
               float* y, bool accumulate) {
     if (observer_) observer_(layer, site, x, n, w.cols());
+    kernel(w, n, x, y, accumulate, qin_);
+  }
+  /// linear() without the observer, with the quantized-input cache `in` for x.
+  void kernel(const weight_matrix& w, index_t n, const float* x, float* y, bool accumulate,
+              quantized_input& in) {
     if (w.quantized()) {
       linear_bt_packed(Backend{}, w.type(), n, w.rows(), w.cols(), x, w.cols(),
                        static_cast<const std::byte*>(w.data()), w.row_bytes(), y, w.rows(),
-                       accumulate, qin_);
+                       accumulate, in);
       return;
     }
     w.visit([&](const auto* p) {
@@ -312,8 +380,13 @@ class session {
   index_t cap_ = 0, batch_ = 0, pos_ = 0;
   kv_store cache_;
   buffer x_, h_, q_, k_, v_, att_, g_, u_, scratch_, cos_, sin_, last_, all_;
+  // Mixture of experts (n_expert > 0): router logits (n, E), gathered rows and one expert's
+  // output (n, C), the (row, slot) outputs (n k, C), one row's sum (C); the routing tables.
+  buffer rl_, xe_, ye_, eo_, mo_;
+  moe_gating gate_;
   linear_observer observer_;
-  quantized_input qin_;  // the current input row quantized to 8-bit blocks (cpu decode)
+  quantized_input qin_;   // the current input row quantized to 8-bit blocks (cpu decode)
+  quantized_input qexp_;  // an expert's own input (gathered rows, down's activation)
   std::vector<std::int32_t> history_;
 };
 

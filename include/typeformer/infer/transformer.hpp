@@ -27,6 +27,13 @@
 //   blk.N.attn_qkv.{weight,bias} (rows q, then k, then v), which the loader splits into views
 //   (no copy). Any architecture whose file has attn_qkv instead of attn_q is read that way.
 //
+//   A mixture-of-experts llama model (model_config::n_expert = E > 0, llama.expert_count) has,
+//   instead of ffn_gate / ffn_up / ffn_down, the router blk.N.ffn_gate_inp.weight (ne [C, E]:
+//   E rows of C) and the experts blk.N.ffn_{gate,up}_exps.weight (ne [C, F, E]) and
+//   blk.N.ffn_down_exps.weight (ne [F, C, E]), each held as one (E F, C) or (E C, F) matrix
+//   whose expert e is rows e F .. (e C ..): block_weights::expert() slices it without a copy,
+//   for every element type (F32/F16/BF16 and the packed block types alike).
+//
 //   Hugging Face directories (config.json + safetensors) are loaded by infer/hf_model.hpp into
 //   the same model through the model_weights constructor.
 #pragma once
@@ -58,6 +65,19 @@ struct block_weights {
   weight_matrix bo;                       // (1, C) when out_bias
   weight_matrix w_gate, w_up, w_down;     // (F, C) (swiglu only), (F, C), (C, F)
   weight_matrix b_gate, b_up, b_down;     // (1, F), (1, F), (1, C) when mlp_bias
+  // Mixture of experts (n_expert = E > 0; w_gate, w_up, w_down are then empty):
+  weight_matrix router;                         // (E, C): ffn_gate_inp
+  weight_matrix gate_exps, up_exps, down_exps;  // (E F, C), (E F, C), (E C, F)
+
+  /// Expert e's (F, C) gate, (F, C) up and (C, F) down matrices: views of the stacked ones.
+  struct expert_view {
+    weight_matrix gate, up, down;
+  };
+  expert_view expert(index_t e) const {
+    const index_t F = down_exps.cols(), C = gate_exps.cols();
+    return {gate_exps.rows_slice(e * F, F), up_exps.rows_slice(e * F, F),
+            down_exps.rows_slice(e * C, C)};
+  }
 };
 
 /// Every weight of a model (what the loaders fill and the model_weights constructor takes).
@@ -145,14 +165,15 @@ class transformer {
     weight_matrix* dst;
     std::string name;
     index_t rows, cols;
+    index_t experts = 0;  // > 0: a 3-D [cols, rows, experts] tensor
   };
 
   void load_tensors(const io::gguf_file& f, const load_options& options) {
     const model_config& c = cfg_;
     const index_t C = c.n_embd, HD = c.n_head * c.head_dim, GD = c.n_kv_head * c.head_dim;
     std::vector<pending> jobs;
-    auto w = [&](weight_matrix& dst, const std::string& n, index_t r, index_t k) {
-      jobs.push_back({&dst, n, r, k});
+    auto w = [&](weight_matrix& dst, const std::string& n, index_t r, index_t k, index_t e = 0) {
+      jobs.push_back({&dst, n, r, k, e});
     };
     w(w_.token_embd, "token_embd.weight", c.vocab, C);
     if (c.position == nn::position_kind::learned)
@@ -183,6 +204,13 @@ class transformer {
       if (c.out_bias) w(b.bo, p + "attn_output.bias", 1, C);
       w(b.ffn_norm, p + "ffn_norm.weight", 1, C);
       if (c.norm_bias) w(b.ffn_norm_b, p + "ffn_norm.bias", 1, C);
+      if (c.n_expert > 0) {
+        w(b.router, p + "ffn_gate_inp.weight", c.n_expert, C);
+        w(b.gate_exps, p + "ffn_gate_exps.weight", c.ffn, C, c.n_expert);
+        w(b.up_exps, p + "ffn_up_exps.weight", c.ffn, C, c.n_expert);
+        w(b.down_exps, p + "ffn_down_exps.weight", C, c.ffn, c.n_expert);
+        continue;
+      }
       if (c.mlp == nn::mlp_kind::swiglu) w(b.w_gate, p + "ffn_gate.weight", c.ffn, C);
       w(b.w_up, p + "ffn_up.weight", c.ffn, C);
       w(b.w_down, p + "ffn_down.weight", C, c.ffn);
@@ -216,7 +244,7 @@ class transformer {
   /// Checks every tensor first (errors in file order), then loads them on the cpu threads
   /// (dequantization, with quantized_weights::f32, is the bulk of a quantized model's load time).
   void run(const io::gguf_file& f, std::vector<pending>& jobs, const load_options& options) {
-    for (const pending& j : jobs) detail::checked_tensor(f, j.name, j.rows, j.cols);
+    for (const pending& j : jobs) detail::checked_tensor(f, j.name, j.rows, j.cols, j.experts);
     std::vector<load_stats> part(jobs.size());
     std::vector<std::exception_ptr> err(jobs.size());
     const auto n = static_cast<std::ptrdiff_t>(jobs.size());
@@ -225,10 +253,12 @@ class transformer {
       const auto k = static_cast<std::size_t>(i);
 #if TFM_NO_EXCEPTIONS
       // An error calls the installed handler, which does not return (config/error.hpp).
-      *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k], options);
+      *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k], options,
+                                 jobs[k].experts);
 #else
       try {  // an exception must not leave an OpenMP region: kept and rethrown below
-        *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k], options);
+        *jobs[k].dst = load_weight(f, jobs[k].name, jobs[k].rows, jobs[k].cols, part[k], options,
+                                   jobs[k].experts);
       } catch (...) {
         err[k] = std::current_exception();
       }
@@ -266,9 +296,17 @@ class transformer {
       need(b.wk, p + "wk", GD, C);
       need(b.wv, p + "wv", GD, C);
       need(b.wo, p + "wo", C, HD);
-      need(b.w_up, p + "w_up", c.ffn, C);
-      need(b.w_down, p + "w_down", C, c.ffn);
-      if (c.mlp == nn::mlp_kind::swiglu) need(b.w_gate, p + "w_gate", c.ffn, C);
+      if (c.n_expert > 0) {
+        const index_t E = c.n_expert;
+        need(b.router, p + "router (ffn_gate_inp)", E, C);
+        need(b.gate_exps, p + "gate_exps", E * c.ffn, C);
+        need(b.up_exps, p + "up_exps", E * c.ffn, C);
+        need(b.down_exps, p + "down_exps", E * C, c.ffn);
+      } else {
+        need(b.w_up, p + "w_up", c.ffn, C);
+        need(b.w_down, p + "w_down", C, c.ffn);
+        if (c.mlp == nn::mlp_kind::swiglu) need(b.w_gate, p + "w_gate", c.ffn, C);
+      }
       if (c.norm_bias) {
         need(b.attn_norm_b, p + "attn_norm bias", 1, C);
         need(b.ffn_norm_b, p + "ffn_norm bias", 1, C);

@@ -196,20 +196,27 @@ class weight_matrix {
 };
 
 namespace detail {
+/// The tensor `name`, checked to be [cols] (rows == 1), [cols, rows], or with experts > 0 the
+/// 3-D [cols, rows, experts] of a mixture-of-experts block (llama.cpp's ffn_*_exps).
 inline const io::gguf_tensor_info& checked_tensor(const io::gguf_file& f, const std::string& name,
-                                                  index_t rows, index_t cols) {
+                                                  index_t rows, index_t cols, index_t experts = 0) {
   const io::gguf_tensor_info* t = f.find_tensor(name);
   if (t == nullptr)
     fail(errc::parse, "tfm::infer: '", f.name(), "': tensor '", name, "' is missing.");
-  const bool vector = rows == 1;
-  const bool ok = vector ? (t->n_dims == 1 && t->ne[0] == cols)
-                         : (t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows);
-  if (!ok)
-    fail(errc::shape, "tfm::infer: '", f.name(), "': tensor '", name, "' has ne = [", t->ne[0],
-         ", ", t->ne[1], "] (", t->n_dims, " dims); the model config expects ",
-         vector ? "[" + std::to_string(cols) + "]"
-                : "[" + std::to_string(cols) + ", " + std::to_string(rows) + "]",
-         ".");
+  const bool vector = rows == 1 && experts == 0;
+  const bool ok =
+      experts > 0 ? (t->n_dims == 3 && t->ne[0] == cols && t->ne[1] == rows && t->ne[2] == experts)
+      : vector    ? (t->n_dims == 1 && t->ne[0] == cols)
+                  : (t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows);
+  if (!ok) {
+    std::string want = "[" + std::to_string(cols);
+    if (!vector) want += ", " + std::to_string(rows);
+    if (experts > 0) want += ", " + std::to_string(experts);
+    std::string have = "[" + std::to_string(t->ne[0]);
+    for (std::uint32_t d = 1; d < t->n_dims && d < 4; ++d) have += ", " + std::to_string(t->ne[d]);
+    fail(errc::shape, "tfm::infer: '", f.name(), "': tensor '", name, "' has ne = ", have, "] (",
+         t->n_dims, " dims); the model config expects ", want, "].");
+  }
   return *t;
 }
 }  // namespace detail
@@ -218,9 +225,13 @@ inline const io::gguf_tensor_info& checked_tensor(const io::gguf_file& f, const 
 /// packed_weight_supported block type borrowed (packed) when aligned and options.quantized is
 /// packed, else dequantized to float; any other dequantizable type dequantized to float; a
 /// misaligned tensor copied (F32/F16/BF16 and packed blocks keep their type).
+/// With experts > 0 the tensor is the 3-D [cols, rows, experts] of an MoE block, returned as the
+/// (experts * rows, cols) matrix whose expert e is rows e * rows .. (rows_slice: no copy).
 inline weight_matrix load_weight(const io::gguf_file& f, const std::string& name, index_t rows,
-                                 index_t cols, load_stats& st, const load_options& options = {}) {
-  const io::gguf_tensor_info& t = detail::checked_tensor(f, name, rows, cols);
+                                 index_t cols, load_stats& st, const load_options& options = {},
+                                 index_t experts = 0) {
+  const io::gguf_tensor_info& t = detail::checked_tensor(f, name, rows, cols, experts);
+  if (experts > 0) rows *= experts;
   const std::span<const std::byte> bytes = f.tensor_data(t);
   const auto addr = reinterpret_cast<std::uintptr_t>(bytes.data());
   const bool half = t.type == ggml_type::f16 || t.type == ggml_type::bf16;

@@ -160,8 +160,19 @@ inline export_arch export_arch_of(const nn::dynamic_config& c) {
   if (c.position == nn::position_kind::rope) {
     if (c.norm != nn::norm_kind::rms_norm)
       refuse("norm", "= layer_norm with rope fits no exportable architecture");
-    if (c.mlp != nn::mlp_kind::swiglu)
+    if (c.mlp == nn::mlp_kind::gelu)
       refuse("mlp", "= gelu with rope fits no exportable architecture");
+    if (c.mlp == nn::mlp_kind::moe) {  // llama.cpp's llama MoE (Mixtral): softmax top-k
+      if (c.router != moe_router_kind::softmax_topk)
+        fail(errc::unsupported,
+             "tfm::io::export: config field router is not softmax_topk; the llama "
+             "architecture's mixture of experts (llama.cpp, Mixtral) gates with the softmax of "
+             "the k chosen logits.");
+      if (c.n_shared_expert > 0)
+        fail(errc::unsupported,
+             "tfm::io::export: config field n_shared_expert = ", c.n_shared_expert,
+             ": the llama architecture has no shared experts.");
+    }
     if (c.bias) refuse("bias", "= on with rope: the LLaMA export writes no linear biases");
     return export_arch::llama;
   }
@@ -274,6 +285,43 @@ inline std::vector<float> from_rotate_half(const std::vector<float>& v, index_t 
 
 enum class target { gguf, hf };
 
+/// The width of each routed expert (expert_ffn, or ffn when it is 0).
+inline index_t expert_width(const nn::dynamic_config& c) {
+  return c.expert_ffn > 0 ? c.expert_ffn : c.ffn;
+}
+
+/// One MoE layer's tensors (nn/moe.hpp's names): GGUF keeps the expert tables 3-D
+/// (blk.N.ffn_{gate,up,down}_exps, ggml ne [C, Fe, E] / [Fe, C, E]) beside the router
+/// blk.N.ffn_gate_inp [C, E]; HF Mixtral splits them per expert
+/// (block_sparse_moe.experts.e.w1 = gate, w3 = up, w2 = down; block_sparse_moe.gate = router).
+template <class Put>
+void map_moe(source& src, Put&& put, const nn::dynamic_config& c, const std::string& p,
+             const std::string& o, bool hf) {
+  const index_t E = c.n_expert, C = c.n_embd, Fe = expert_width(c);
+  const export_tensor& router = src.get(p + "mlp.router.weight", {E, C});
+  const export_tensor& g = src.get(p + "mlp.experts.gate", {E, Fe, C});
+  const export_tensor& u = src.get(p + "mlp.experts.up", {E, Fe, C});
+  const export_tensor& d = src.get(p + "mlp.experts.down", {E, C, Fe});
+  if (!hf) {
+    put(o + "ffn_gate_inp.weight", {E, C}, router.values);
+    put(o + "ffn_gate_exps.weight", {E, Fe, C}, g.values);
+    put(o + "ffn_up_exps.weight", {E, Fe, C}, u.values);
+    put(o + "ffn_down_exps.weight", {E, C, Fe}, d.values);
+    return;
+  }
+  const std::string b = o + "block_sparse_moe.";
+  put(b + "gate.weight", {E, C}, router.values);
+  auto part = [&](const export_tensor& t, index_t e, index_t n) {
+    return std::vector<float>(t.values.begin() + e * n, t.values.begin() + (e + 1) * n);
+  };
+  for (index_t e = 0; e < E; ++e) {
+    const std::string x = b + "experts." + std::to_string(e) + ".";
+    put(x + "w1.weight", {Fe, C}, part(g, e, Fe * C));
+    put(x + "w3.weight", {Fe, C}, part(u, e, Fe * C));
+    put(x + "w2.weight", {C, Fe}, part(d, e, C * Fe));
+  }
+}
+
 /// The output tensors of `m` for `arch` in `tgt`'s names and layouts (file comment's table).
 inline std::vector<out_tensor> map_llama(const export_model& m, target tgt) {
   const nn::dynamic_config& c = m.config;
@@ -306,6 +354,10 @@ inline std::vector<out_tensor> map_llama(const export_model& m, target tgt) {
     copy(o + (hf ? "self_attn.o_proj.weight" : "attn_output.weight"), p + "attn.c_proj.weight",
          {C, C});
     copy(o + (hf ? "post_attention_layernorm.weight" : "ffn_norm.weight"), p + "ln_2.weight", {C});
+    if (c.mlp == nn::mlp_kind::moe) {
+      map_moe(src, put, c, p, o, hf);
+      continue;
+    }
     copy(o + (hf ? "mlp.gate_proj.weight" : "ffn_gate.weight"), p + "mlp.gate.weight", {F, C});
     copy(o + (hf ? "mlp.up_proj.weight" : "ffn_up.weight"), p + "mlp.up.weight", {F, C});
     copy(o + (hf ? "mlp.down_proj.weight" : "ffn_down.weight"), p + "mlp.down.weight", {C, F});
@@ -538,11 +590,19 @@ inline std::string hf_config(const export_model& m, export_arch arch, ggml_type 
   };
   const std::string tied = c.tie_embeddings ? "true" : "false";
   if (arch == export_arch::llama) {
-    field("architectures", "[\"LlamaForCausalLM\"]");
-    field("model_type", "\"llama\"");
+    const bool moe = c.mlp == nn::mlp_kind::moe;  // Mixtral (modeling_mixtral.py)
+    field("architectures", moe ? "[\"MixtralForCausalLM\"]" : "[\"LlamaForCausalLM\"]");
+    field("model_type", moe ? "\"mixtral\"" : "\"llama\"");
     field("vocab_size", std::to_string(c.vocab));
     field("hidden_size", std::to_string(c.n_embd));
-    field("intermediate_size", std::to_string(c.ffn));
+    field("intermediate_size", std::to_string(moe ? expert_width(c) : c.ffn));
+    if (moe) {
+      field("num_local_experts", std::to_string(c.n_expert));
+      field("num_experts_per_tok", std::to_string(c.n_expert_used));
+      field("router_aux_loss_coef", number(c.moe_aux_loss));
+      field("output_router_logits", "false");
+      field("sliding_window", "null");
+    }
     field("num_hidden_layers", std::to_string(c.n_layer));
     field("num_attention_heads", std::to_string(c.n_head));
     field("num_key_value_heads", std::to_string(c.n_kv_head));
@@ -609,7 +669,12 @@ inline void export_gguf(const export_model& m, const std::string& path,
                                                                        : 0u});
   w.add(a + ".context_length", u32(c.block_size));
   w.add(a + ".embedding_length", u32(c.n_embd));
-  w.add(a + ".feed_forward_length", u32(c.ffn));
+  const bool moe = c.mlp == nn::mlp_kind::moe;
+  w.add(a + ".feed_forward_length", u32(moe ? d::expert_width(c) : c.ffn));
+  if (moe) {
+    w.add(a + ".expert_count", u32(c.n_expert));
+    w.add(a + ".expert_used_count", u32(c.n_expert_used));
+  }
   w.add(a + ".block_count", u32(c.n_layer));
   w.add(a + ".attention.head_count", u32(c.n_head));
   if (arch == export_arch::llama) {
@@ -633,8 +698,9 @@ inline void export_gguf(const export_model& m, const std::string& path,
   w.add("tokenizer.ggml.add_eos_token", false);
   if (!m.chat_template.empty()) w.add("tokenizer.chat_template", m.chat_template);
 
-  auto type_of = [&](const d::out_tensor& t) {
-    return t.shape.size() <= 1 ? ggml_type::f32 : o.type;
+  auto type_of = [&](const d::out_tensor& t) {  // norms and the MoE router stay f32 (llama.cpp)
+    const bool router = t.name.size() > 20 && t.name.ends_with("ffn_gate_inp.weight");
+    return t.shape.size() <= 1 || router ? ggml_type::f32 : o.type;
   };
   for (const auto& t : tensors) {
     std::vector<std::int64_t> ne(t.shape.rbegin(), t.shape.rend());  // ggml order

@@ -8,14 +8,16 @@
 //   Quantized tensors are dequantized (quant/dequantize.hpp). The config comes from the keys
 //   io::export_gguf writes (llama.cpp's: <arch>.block_count, embedding_length,
 //   feed_forward_length, context_length, attention.head_count[_kv], rope.freq_base,
-//   attention.layer_norm[_rms]_epsilon); tie_embeddings is true when output.weight is absent or
-//   holds the same bytes as token_embd.weight; gpt2 biases are kept (bias = true).
-//   The tokenizer must be tokenizer.ggml.model "gpt2" with pre "gpt-2"/"gpt2", "smollm" (digits
-//   split off first, then GPT-2's split: bpe_tokenizer::split_digits()) or "qwen2" (the split
-//   patterns bpe_tokenizer has): control tokens (type 3) become special tokens, unused ids
-//   (type 5) gaps. tokenizer.ggml.{bos,eos,padding}_token_id and tokenizer.chat_template are
-//   carried (export_model's bos, eos, pad, chat_template). Single-byte tokens may be missing
-//   (SmolLM2 lacks 21): those bytes encode to nothing, as in llama.cpp (bpe.hpp byte_tokens).
+//   attention.layer_norm[_rms]_epsilon; a llama file with <arch>.expert_count is a mixture of
+//   experts: expert_used_count, ffn_gate_inp and the 3-D ffn_{gate,up,down}_exps); tie_embeddings
+//   is true when output.weight is absent or holds the same bytes as token_embd.weight; gpt2 biases
+//   are kept (bias = true). The tokenizer must be tokenizer.ggml.model "gpt2" with pre
+//   "gpt-2"/"gpt2", "smollm" (digits split off first, then GPT-2's split:
+//   bpe_tokenizer::split_digits()) or "qwen2" (the split patterns bpe_tokenizer has): control
+//   tokens (type 3) become special tokens, unused ids (type 5) gaps.
+//   tokenizer.ggml.{bos,eos,padding}_token_id and tokenizer.chat_template are carried
+//   (export_model's bos, eos, pad, chat_template). Single-byte tokens may be missing (SmolLM2 lacks
+//   21): those bytes encode to nothing, as in llama.cpp (bpe.hpp byte_tokens).
 //
 // ERRORS
 //   tfm::unsupported_error naming the key or tensor for what nn::gpt cannot hold: another
@@ -104,6 +106,15 @@ inline nn::dynamic_config config_of(const gguf_file& f, const std::string& a) {
     c.bias = false;
     c.rope_base = float_key(f, a + ".rope.freq_base", 10000.0);
     c.norm_eps = float_key(f, a + ".attention.layer_norm_rms_epsilon", 1e-5);
+    if (const index_t E = f.get_or<index_t>(a + ".expert_count", 0); E > 0) {
+      // Mixtral-style experts (llama.cpp's gating: softmax top-k, renormalised).
+      c.mlp = nn::mlp_kind::moe;
+      c.n_expert = E;
+      c.n_expert_used = f.get<index_t>(a + ".expert_used_count");
+      c.expert_ffn = c.ffn;
+      c.router = moe_router_kind::softmax_topk;
+      c.moe_capacity = 0;
+    }
   } else {
     c.n_kv_head = c.n_head;
     c.norm_eps = float_key(f, a + ".attention.layer_norm_epsilon", 1e-5);
@@ -139,6 +150,13 @@ inline export_weights weights_of(const gguf_file& f, const nn::dynamic_config& c
       w[p + "attn.c_attn.weight"] = std::move(qkv);
       take(p + "attn.c_proj.weight", b + "attn_output.weight");
       take(p + "ln_2.weight", b + "ffn_norm.weight");
+      if (c.mlp == nn::mlp_kind::moe) {
+        take(p + "mlp.router.weight", b + "ffn_gate_inp.weight");
+        take(p + "mlp.experts.gate", b + "ffn_gate_exps.weight");
+        take(p + "mlp.experts.up", b + "ffn_up_exps.weight");
+        take(p + "mlp.experts.down", b + "ffn_down_exps.weight");
+        continue;
+      }
       take(p + "mlp.gate.weight", b + "ffn_gate.weight");
       take(p + "mlp.up.weight", b + "ffn_up.weight");
       take(p + "mlp.down.weight", b + "ffn_down.weight");

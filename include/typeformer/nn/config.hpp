@@ -14,6 +14,10 @@
 //   position        learned | rope | alibi     bias            biases in linear layers and norms
 //   tie_embeddings  output projection = token embedding^T
 //   norm_eps, rope_base, dropout
+//   mixture of experts (mlp = moe; nn/moe.hpp): n_expert E, n_expert_used k, expert_ffn (the
+//   width of each routed expert, 0 = ffn), n_shared_expert, router, moe_aux_loss, moe_z_loss,
+//   moe_capacity. A static config may leave them out (then they hold dynamic_config's
+//   defaults); E, k and the expert width declared static appear in the expert tables' types.
 //
 // The fields are declared once, in TFM_NN_CONFIG_FIELDS below (type, default, flag, rule, doc);
 // dynamic_config, to_dynamic, validate's per-field checks, the checkpoint entries and the
@@ -25,7 +29,9 @@
 
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/index.hpp"
+#include "typeformer/ops/moe_kind.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -34,29 +40,38 @@ TFM_BEGIN_NAMESPACE
 namespace nn {
 
 enum class norm_kind { layer_norm, rms_norm };
-enum class mlp_kind { gelu, swiglu };
+/// gelu: c_fc, c_proj; swiglu: gate, up, down (Shazeer, arXiv:2002.05202); moe: a router and E
+/// SwiGLU experts of which each token runs k (nn/moe.hpp).
+enum class mlp_kind { gelu, swiglu, moe };
 enum class position_kind { learned, rope, alibi };
 
 /// Figures a training run prints at the start (see gpt::summary).
 struct model_summary {
-  index_t parameters = 0;            // all parameters
-  index_t non_embedding = 0;         // without the position table (nanoGPT's convention)
-  double train_flops_per_token = 0;  // 6 N + 12 L C T (Kaplan et al. arXiv:2001.08361; PaLM App. B)
+  index_t parameters = 0;     // all parameters
+  index_t non_embedding = 0;  // without the position table (nanoGPT's convention)
+  /// Of non_embedding, those one token uses: a mixture of experts runs k of its E experts
+  /// (the others' weights do not count); equal to non_embedding for a dense model.
+  index_t active = 0;
+  double train_flops_per_token = 0;  // 6 N + 12 L C T, N = active (Kaplan et al. arXiv:2001.08361;
+                                     // PaLM App. B)
   double kv_cache_bytes_per_token = 0;  // 2 L G D sizeof(T)
   double chinchilla_tokens = 0;         // 20 N (Hoffmann et al., arXiv:2203.15556)
 };
 
 /// Static extent of a config field: its value when the config declares it constexpr static,
-/// tfm::dyn otherwise.
-#define TFM_NN_STATIC_DIM(field)                                        \
-  template <class C>                                                    \
-  constexpr index_t static_##field##_of() {                             \
-    if constexpr (std::is_member_object_pointer_v<decltype(&C::field)>) \
-      return dyn;                                                       \
-    else                                                                \
-      return C::field;                                                  \
-  }                                                                     \
-  template <class C>                                                    \
+/// tfm::dyn when it declares it as an ordinary member or (the mixture-of-experts fields, which a
+/// config may leave out) not at all.
+#define TFM_NN_STATIC_DIM(field)                                             \
+  template <class C>                                                         \
+  constexpr index_t static_##field##_of() {                                  \
+    if constexpr (!requires { &C::field; })                                  \
+      return dyn;                                                            \
+    else if constexpr (std::is_member_object_pointer_v<decltype(&C::field)>) \
+      return dyn;                                                            \
+    else                                                                     \
+      return C::field;                                                       \
+  }                                                                          \
+  template <class C>                                                         \
   inline constexpr index_t static_##field = static_##field##_of<C>();
 TFM_NN_STATIC_DIM(vocab)
 TFM_NN_STATIC_DIM(block_size)
@@ -64,7 +79,18 @@ TFM_NN_STATIC_DIM(n_embd)
 TFM_NN_STATIC_DIM(n_head)
 TFM_NN_STATIC_DIM(n_kv_head)
 TFM_NN_STATIC_DIM(ffn)
+TFM_NN_STATIC_DIM(n_expert)
+TFM_NN_STATIC_DIM(n_expert_used)
+TFM_NN_STATIC_DIM(expert_ffn)
 #undef TFM_NN_STATIC_DIM
+
+/// The static width of each routed expert: expert_ffn, or ffn when expert_ffn is a static 0.
+template <class C>
+inline constexpr index_t static_expert_width = static_expert_ffn<C> == dyn
+                                                   ? dyn
+                                                   : (static_expert_ffn<C> == 0
+                                                          ? static_ffn<C>
+                                                          : static_expert_ffn<C>);
 
 /// The fields of a model config, declared once:
 ///   X(type, name, default, flag, rule, doc)
@@ -96,7 +122,20 @@ TFM_NN_STATIC_DIM(ffn)
   X(bool, tie_embeddings, true, "--tie-embeddings", any, "output projection = token embedding^T") \
   X(double, norm_eps, 1e-5, "--norm-eps", any, "epsilon of the norms")                            \
   X(double, rope_base, 10000.0, "--rope-base", any, "RoPE frequency base")                        \
-  X(double, dropout, 0.0, "--dropout", fraction, "dropout on residual branches while training")
+  X(double, dropout, 0.0, "--dropout", fraction, "dropout on residual branches while training")   \
+  X(index_t, n_expert, 8, "--n-expert", positive, "experts E (--mlp moe)")                        \
+  X(index_t, n_expert_used, 2, "--n-expert-used", positive,                                       \
+    "experts per token k (--mlp moe; switch_top1: 1)")                                            \
+  X(index_t, expert_ffn, 0, "--expert-ffn", nonnegative,                                          \
+    "hidden width of each expert, 0 = --ffn (smaller: fine-grained experts)")                     \
+  X(index_t, n_shared_expert, 0, "--n-shared-expert", nonnegative,                                \
+    "shared experts every token runs (DeepSeekMoE), each --expert-ffn wide")                      \
+  X(moe_router_kind, router, moe_router_kind::softmax_topk, "--router", any, "MoE router")        \
+  X(double, moe_aux_loss, 0.01, "--moe-aux-loss", nonnegative,                                    \
+    "coefficient of the load-balancing loss E sum f P")                                           \
+  X(double, moe_z_loss, 0.0, "--moe-z-loss", nonnegative, "coefficient of the router z-loss")     \
+  X(double, moe_capacity, 0.0, "--moe-capacity", nonnegative,                                     \
+    "expert capacity factor, 0 = dropless (expert_choice: 0 = k)")
 
 /// Checks of one field on its own (the `rule` column above).
 enum class field_rule {
@@ -133,6 +172,18 @@ struct dynamic_config {
 #undef TFM_NN_FIELD_MEMBER
 };
 
+/// A run-time copy of any config. A field the config does not declare keeps dynamic_config's
+/// default (so a field added to the list does not break existing static configs).
+template <class C>
+dynamic_config to_dynamic(const C& c) {
+  dynamic_config d;
+#define TFM_NN_FIELD_COPY(type, name, init, flag, rule, doc) \
+  if constexpr (requires { c.name; }) d.name = c.name;
+  TFM_NN_CONFIG_FIELDS(TFM_NN_FIELD_COPY)
+#undef TFM_NN_FIELD_COPY
+  return d;
+}
+
 /// Checks a config's fields; raises tfm::value_error naming the first bad field (the per-field
 /// rules of the list in its order, then the rules between fields).
 template <class C>
@@ -152,6 +203,19 @@ void validate(const C& c) {
     bad("n_kv_head", "must be positive and divide n_head (" + std::to_string(c.n_head) + ")");
   if (c.position == position_kind::rope && (c.n_embd / c.n_head) % 2 != 0)
     bad("position", "rope needs an even head dimension");
+  if (c.mlp == mlp_kind::moe) {
+    // The mixture-of-experts fields (to_dynamic: a static config may leave them out).
+    const dynamic_config d = to_dynamic(c);
+    const bool token_choice =
+        d.router != moe_router_kind::switch_top1 && d.router != moe_router_kind::expert_choice;
+    if (token_choice && d.n_expert_used > d.n_expert)
+      bad("n_expert_used", "(k = " + std::to_string(d.n_expert_used) +
+                               ") must not exceed n_expert (E = " + std::to_string(d.n_expert) +
+                               ")");
+    if (!std::isfinite(d.moe_aux_loss)) bad("moe_aux_loss", "must be finite");
+    if (!std::isfinite(d.moe_z_loss)) bad("moe_z_loss", "must be finite");
+    if (!std::isfinite(d.moe_capacity)) bad("moe_capacity", "must be finite");
+  }
 }
 
 /// Presets. GPT-2 124M (Radford et al. 2019) and small models for laptops and tests.
@@ -187,18 +251,6 @@ struct llama_tiny {
   static constexpr bool bias = false, tie_embeddings = false;
   static constexpr double norm_eps = 1e-5, rope_base = 10000.0, dropout = 0.0;
 };
-
-/// A run-time copy of any config. A field the config does not declare keeps dynamic_config's
-/// default (so a field added to the list does not break existing static configs).
-template <class C>
-dynamic_config to_dynamic(const C& c) {
-  dynamic_config d;
-#define TFM_NN_FIELD_COPY(type, name, init, flag, rule, doc) \
-  if constexpr (requires { c.name; }) d.name = c.name;
-  TFM_NN_CONFIG_FIELDS(TFM_NN_FIELD_COPY)
-#undef TFM_NN_FIELD_COPY
-  return d;
-}
 
 }  // namespace nn
 TFM_END_NAMESPACE

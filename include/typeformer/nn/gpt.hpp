@@ -23,6 +23,7 @@
 #include "typeformer/nn/config.hpp"
 #include "typeformer/nn/layers.hpp"
 #include "typeformer/nn/module.hpp"
+#include "typeformer/nn/moe.hpp"
 #include "typeformer/ops/attention.hpp"
 #include "typeformer/ops/dropout.hpp"
 #include "typeformer/ops/linear_loss.hpp"
@@ -171,8 +172,12 @@ class block : public module_base<T, block<T, Cfg>> {
       : dropout_(cfg.dropout),
         ln_1(b.sub("ln_1"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps),
         attn(b.sub("attn"), cfg, residual_std(cfg)),
-        ln_2(b.sub("ln_2"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps),
-        mlp_(b.sub("mlp"), cfg.n_embd, cfg.ffn, cfg.mlp, cfg.bias, residual_std(cfg)) {}
+        ln_2(b.sub("ln_2"), cfg.n_embd, cfg.norm, cfg.bias, cfg.norm_eps) {
+    if (cfg.mlp == mlp_kind::moe)
+      moe_ = moe_ffn<T, Cfg>(b.sub("mlp"), cfg, residual_std(cfg));
+    else
+      mlp_ = mlp<T, C, F>(b.sub("mlp"), cfg.n_embd, cfg.ffn, cfg.mlp, cfg.bias, residual_std(cfg));
+  }
 
   template <class S, class Cache>
   var<T, S> operator()(const var<T, S>& x, index_t pos0, Cache* cache, index_t layer, bool training,
@@ -185,6 +190,7 @@ class block : public module_base<T, block<T, Cfg>> {
       return r;
     };
     var<T, S> h = x + drop(attn(ln_1(x), pos0, cache, layer, segments));
+    if (is_moe()) return h + drop(moe_(ln_2(h), training));
     return h + drop(var<T, S>(mlp_(ln_2(h)).data()));
   }
   /// x (B, T, C) at positions 0 .. T - 1, without a cache or dropout (evaluation).
@@ -197,8 +203,13 @@ class block : public module_base<T, block<T, Cfg>> {
     ln_1.collect(out);
     attn.collect(out);
     ln_2.collect(out);
-    mlp_.collect(out);
+    if (is_moe())
+      moe_.collect(out);
+    else
+      mlp_.collect(out);
   }
+  /// Whether the feed-forward half is the mixture of experts (moe_) rather than mlp_.
+  bool is_moe() const noexcept { return moe_.w_gate.defined(); }
 
  private:
   double dropout_ = 0.0;
@@ -207,7 +218,8 @@ class block : public module_base<T, block<T, Cfg>> {
   norm<T, C> ln_1;
   attention_layer<T, Cfg> attn;
   norm<T, C> ln_2;
-  mlp<T, C, F> mlp_;
+  mlp<T, C, F> mlp_;     // empty when the config's mlp is moe
+  moe_ffn<T, Cfg> moe_;  // empty otherwise
 };
 
 template <class Cfg, class T = float>
@@ -245,14 +257,18 @@ class gpt {
   template <class Cache = no_cache>
   logits_type forward(const ids_type& ids, bool training = false, index_t pos0 = 0,
                       Cache* cache = nullptr) const {
-    if (head_rows()) {  // the held head as a transient f32 constant (evaluation)
-      const auto& r = *head_rows();
-      tensor<T, shape<V, C>> w(shape<V, C>::from_extents({r.rows(), r.cols()}));
-      r.read_rows(0, r.rows(), w.data());
-      return logits_type(
-          tfm::linear(hidden(ids, training, pos0, cache), var<T, shape<V, C>>(w)).data());
-    }
-    return logits_type(tfm::linear(hidden(ids, training, pos0, cache), head_weight()).data());
+    return logits_type(tfm::linear(hidden(ids, training, pos0, cache), evaluation_head()).data());
+  }
+
+  /// The head's weight (V, C) for evaluation and sampling (no gradient needed): head_weight(),
+  /// or, when the tied head is held as frozen rows (wte_rows: bf16 or NF4), those rows widened to
+  /// a T constant, once per call.
+  var<T, shape<V, C>> evaluation_head() const {
+    if (!head_rows()) return head_weight();
+    const auto& r = *head_rows();
+    tensor<T, shape<V, C>> w(shape<V, C>::from_extents({r.rows(), r.cols()}));
+    r.read_rows(0, r.rows(), w.data());
+    return var<T, shape<V, C>>(w, false);
   }
 
   /// The final hidden states (B, T, C) after ln_f, which the head maps to logits.
@@ -334,10 +350,14 @@ class gpt {
   /// Mean cross-entropy of next-token prediction: logits(ids) against targets (B, T). The head
   /// and the loss run as one op (ops/linear_loss.hpp), whose backward never stores the logits'
   /// gradient; with logits_mode() recompute it keeps no logits either (same values).
+  /// A mixture-of-experts model adds its layers' balancing losses (aux and z, nn/moe.hpp) while
+  /// training with gradients on; last_balancing_loss() tells how much of the value they are.
   var<T, shape<>> loss(const ids_type& ids, const ids_type& targets, bool training = true) const {
     if constexpr (frozen_head_capable)
-      if (head_rows()) return linear_cross_entropy(hidden(ids, training), head_rows(), targets);
-    return linear_cross_entropy(hidden(ids, training), head_weight(), targets, {}, logits_mode());
+      if (head_rows())
+        return with_balancing(linear_cross_entropy(hidden(ids, training), head_rows(), targets));
+    return with_balancing(
+        linear_cross_entropy(hidden(ids, training), head_weight(), targets, {}, logits_mode()));
   }
 
   /// The loss of packed or masked rows (fine-tuning): targets equal to ce.ignore_index add
@@ -347,9 +367,56 @@ class gpt {
   auto loss(const ids_type& ids, const ids_type& targets, bool training,
             const cross_entropy_options& ce, const segment_ids& segments = {}) const {
     auto hs = hidden(ids, training, 0, static_cast<no_cache*>(nullptr), segments);
-    if constexpr (frozen_head_capable)
-      if (head_rows()) return linear_cross_entropy<Red>(hs, head_rows(), targets, ce);
-    return linear_cross_entropy<Red>(hs, head_weight(), targets, ce, logits_mode());
+    if constexpr (Red == ce_reduction::mean) {  // the balancing losses are means too
+      if constexpr (frozen_head_capable)
+        if (head_rows())
+          return with_balancing(linear_cross_entropy<Red>(hs, head_rows(), targets, ce));
+      return with_balancing(
+          linear_cross_entropy<Red>(hs, head_weight(), targets, ce, logits_mode()));
+    } else {
+      if constexpr (frozen_head_capable)
+        if (head_rows()) return linear_cross_entropy<Red>(hs, head_rows(), targets, ce);
+      return linear_cross_entropy<Red>(hs, head_weight(), targets, ce, logits_mode());
+    }
+  }
+
+  // ---- mixture of experts (config mlp = moe; nn/moe.hpp) ----
+
+  /// Whether the blocks' feed-forward halves are mixtures of experts.
+  bool is_moe() const noexcept { return cfg_.mlp == mlp_kind::moe; }
+  /// Each layer's routing statistics of the most recent forward (per-expert load, drops,
+  /// router entropy, max_over_mean()), in layer order; empty for a dense model.
+  std::vector<moe_route_stats> moe_stats() const {
+    std::vector<moe_route_stats> r;
+    if (is_moe())
+      for (const auto& b : h) r.push_back(b.moe_.last_stats());
+    return r;
+  }
+  /// After an optimizer step: the sigmoid_bias routers move their selection bias by the
+  /// choices of the step's training forwards (DeepSeek-V3); a no-op for the other routers and
+  /// for a dense model. train::train_step calls it.
+  void moe_balance() {
+    for (auto& b : h)
+      if (b.is_moe()) b.moe_.balance();
+  }
+  /// The value of the balancing losses that the most recent loss() added (0 when none).
+  double last_balancing_loss() const noexcept { return last_balancing_; }
+  /// The routers' selection biases (sigmoid_bias), layer by layer: state to save with a
+  /// checkpoint (empty vectors for the other routers).
+  std::vector<std::vector<double>> moe_bias() const {
+    std::vector<std::vector<double>> r;
+    for (const auto& b : h) {
+      const auto s = b.moe_.bias();
+      r.emplace_back(s.begin(), s.end());
+    }
+    return r;
+  }
+  void set_moe_bias(const std::vector<std::vector<double>>& bias) {
+    if (bias.size() != h.size())
+      fail(errc::shape, "tfm::nn::gpt::set_moe_bias: ", bias.size(), " layers of bias for ",
+           h.size(), " layers.");
+    for (std::size_t l = 0; l < h.size(); ++l)
+      if (!bias[l].empty()) h[l].moe_.set_bias(bias[l]);
   }
 
   /// What loss() keeps of the logits for the backward (ops/linear_loss.hpp, lce_logits): the
@@ -381,7 +448,13 @@ class gpt {
     s.parameters = count_parameters(parameters());
     s.non_embedding = s.parameters -
                       (cfg_.position == position_kind::learned ? cfg_.block_size * cfg_.n_embd : 0);
-    const double N = static_cast<double>(s.non_embedding);
+    s.active = s.non_embedding;
+    if (is_moe()) {  // the experts a token does not run
+      const auto ms = moe_settings_of(cfg_);
+      const index_t per_expert = 3 * ms.expert_width * cfg_.n_embd;
+      s.active -= cfg_.n_layer * (ms.n_expert - ms.n_expert_used) * per_expert;
+    }
+    const double N = static_cast<double>(s.active);
     s.train_flops_per_token = 6.0 * N + 12.0 * static_cast<double>(cfg_.n_layer) *
                                             static_cast<double>(cfg_.n_embd) *
                                             static_cast<double>(T_ctx);
@@ -407,6 +480,14 @@ class gpt {
   /// Adapters whose dropout is on draw new masks on every call, so a recomputed block would not
   /// be the block that ran: refused (tfm::unsupported_error) rather than given wrong gradients.
   void check_recomputable() const {
+    if (is_moe()) {
+      const auto ms = moe_settings_of(cfg_);
+      if (ms.aux_loss > 0 || ms.z_loss > 0)
+        fail(errc::unsupported,
+             "tfm::nn::gpt: gradient checkpointing cannot keep the MoE balancing losses (they "
+             "are recorded inside the recomputed blocks); set moe_aux_loss and moe_z_loss to 0 "
+             "or turn checkpointing off.");
+    }
     for (const auto& b : h) {
       auto bad = [](const auto& lin) {
         return lin.lora && lin.lora->enabled && lin.lora->dropout > 0 && lin.lora->state &&
@@ -421,8 +502,22 @@ class gpt {
     }
   }
 
+  /// ce + the balancing losses the blocks recorded in this forward (nn/moe.hpp).
+  var<T, shape<>> with_balancing(var<T, shape<>> ce) const {
+    last_balancing_ = 0;
+    if (!is_moe()) return ce;
+    for (const auto& b : h) {
+      const auto& a = b.moe_.balancing_loss();
+      if (!a.defined()) continue;
+      last_balancing_ += static_cast<double>(compute_t<T>(a.value()()));
+      ce = ce + a;
+    }
+    return ce;
+  }
+
   Cfg cfg_;
   std::uint64_t seed_ = 0;
+  mutable double last_balancing_ = 0;
   bool checkpointing_ = false;
   std::optional<lce_logits> logits_mode_;
   mutable std::uint64_t dropout_offset_ = 0;

@@ -169,6 +169,7 @@ void for_each_site(gpt<Cfg, T>& m, F&& f) {
     const auto L = static_cast<index_t>(l);
     f(L, std::string_view("attn"), blk.attn.c_attn);
     f(L, std::string_view("o"), blk.attn.c_proj);
+    if (blk.is_moe()) continue;  // the experts are 3-D tables, not nn::linear maps
     if (blk.mlp_.kind() == mlp_kind::swiglu) f(L, std::string_view("gate"), blk.mlp_.gate_proj());
     f(L, std::string_view("up"), blk.mlp_.up_proj());
     f(L, std::string_view("down"), blk.mlp_.down_proj());
@@ -199,6 +200,11 @@ lora_adapter<T> make_lora(gpt<Cfg, T>& m, const lora_config& c) {
       if (x == t) return true;
     return false;
   };
+  if (m.config().mlp == mlp_kind::moe &&
+      (wants(lora_target::gate) || wants(lora_target::up) || wants(lora_target::down)))
+    fail(errc::unsupported,
+         "tfm::nn::lora: this model's feed-forward layers are mixtures of experts, which take no "
+         "adapters; target the attention (q, k, v, o).");
   if (wants(lora_target::gate) && m.config().mlp != mlp_kind::swiglu)
     fail(errc::value, "tfm::nn::lora: target 'gate' needs a SwiGLU MLP; this model's MLP is GELU.");
   lora_adapter<T> a;

@@ -33,9 +33,8 @@
 // order as in the one big product (the packed kernel for all parts; products the dispatcher
 // would send to the GEMV or the unpacked path, rows or V of 1 or tiny ones, keep the stored
 // mode), so the gradients are bitwise those of lce_logits::store and so is each row's
-// log-sum-exp; a row's loss, l - (1 - eps) x_t - eps s / V, is written out in two functions that
-// the compiler may contract into a fused multiply-add differently (-ffp-contract=fast), so it
-// can differ by an ulp of double (the tests allow 4 ulps of T).
+// log-sum-exp, and with it the loss (every mode computes a row's loss with ops/loss.hpp's
+// ce_row_loss, as cross_entropy does).
 // Measured on SmolLM2-135M, 4 x 256 tokens, one thread: +0.7 CPU s on a 3.9 s LoRA step.
 //
 // A frozen weight held in another format (frozen_rows: bf16 or NF4 rows, nn/qlora.hpp
@@ -46,13 +45,23 @@
 // the target's logit: the online log-sum-exp of Milakov & Gimelshein, arXiv:1805.02867); the
 // backward computes them again to form G_c and dx (W gets no gradient). The loss equals the
 // stored mode's on the same values up to rounding (another summation order), not bitwise.
+//
+// The products are the backend's: overloads on the tag B (backend/<tag>/linear_loss.hpp), the
+// template parameter after the reduction, cpu by default
+// (linear_cross_entropy<ce_reduction::mean, reference>(x, W, targets) runs the oracle's): the
+// logits (whole, or row-stable blocks and chunks of them), dx's and dW's products, and the
+// blocking that the row blocks and chunks follow. The bitwise claims above are the cpu
+// backend's; the reference backend (plain loops) agrees with it to rounding, and its recompute
+// mode equals its stored mode bitwise as well.
 #pragma once
 
 #include "typeformer/autodiff/support.hpp"
 #include "typeformer/autodiff/variable.hpp"
-#include "typeformer/backend/cpu/gemm.hpp"
+#include "typeformer/backend/cpu/linear_loss.hpp"
 #include "typeformer/backend/cpu/parallel.hpp"
 #include "typeformer/backend/cpu/simd.hpp"
+#include "typeformer/backend/reference/linear_loss.hpp"
+#include "typeformer/backend/tags.hpp"
 #include "typeformer/core/shape.hpp"
 #include "typeformer/ops/linear.hpp"
 #include "typeformer/ops/loss.hpp"
@@ -91,35 +100,22 @@ namespace detail {
 /// Bytes of logits the recompute mode's forward holds at a time (one block of rows).
 inline constexpr index_t lce_recompute_bytes = index_t(8) << 20;
 
-/// Rows per forward block of the recompute mode at V classes: whole micro-kernel row tiles (mr)
-/// within lce_recompute_bytes of logits, at least one tile.
-template <class T>
+/// Rows per forward block of the recompute mode at V classes: whole row tiles of backend B's
+/// row-stable product (cpu: the micro-kernel's mr) within lce_recompute_bytes of logits, at
+/// least one tile.
+template <class T, class B = cpu>
 index_t lce_recompute_rows(index_t V) {
-  constexpr index_t mr = cpu_kernels::gemm_config_t<T>::mr;
+  constexpr index_t mr = lce_kernel_blocking<T>(B{}).row_tile;
   const index_t fit = lce_recompute_bytes / (std::max<index_t>(V, 1) * index_t(sizeof(T)));
   return std::max<index_t>(mr, fit / mr * mr);
 }
 
-/// Whether gemm() computes x W^T for (rows, V, C) with the packed kernel, which gives every
-/// element the same bits whatever block of rows or columns it is computed in (gemm.hpp's path
-/// choice); the recompute mode runs only then.
-inline bool lce_packed_product(index_t rows, index_t V, index_t C) {
-  return rows > 1 && V > 1 && C > 0 && rows * V * C > cpu_kernels::detail::gemm_small_work;
-}
-
-/// out (m, n; leading dimension ldo) = x (m, C) w^T with w (n, C): the packed kernel, as the one
-/// big product computes those elements.
-template <class T>
-void lce_logits_part(const T* x, index_t m, const T* w, index_t n, index_t C, T* out, index_t ldo) {
-  cpu_kernels::detail::gemm_packed<T>(false, true, m, n, C, T(1), x, C, w, C, T(0), out, ldo,
-                                      in_parallel() ? 1 : num_threads());
-}
-
-/// Vocabulary columns per backward chunk for `rows` rows: whole GEMM depth blocks (kc), as many
-/// as keep the chunk's gradient within about 1 MiB (at least one block, at most eight).
-template <class T>
+/// Vocabulary columns per backward chunk for `rows` rows: whole depth blocks of backend B's dx
+/// product (cpu: the GEMM's kc), as many as keep the chunk's gradient within about 1 MiB (at
+/// least one block, at most eight).
+template <class T, class B = cpu>
 index_t lce_chunk_columns(index_t rows) {
-  constexpr index_t kc = cpu_kernels::gemm_config_t<T>::kc;
+  constexpr index_t kc = lce_kernel_blocking<T>(B{}).depth_block;
   const index_t block_bytes = std::max<index_t>(rows, 1) * kc * static_cast<index_t>(sizeof(T));
   return kc * std::clamp<index_t>((index_t(1) << 20) / block_bytes, 1, 8);
 }
@@ -127,15 +123,15 @@ index_t lce_chunk_columns(index_t rows) {
 /// The vjp: dx (rows, C) and dW (V, C) from the saved logits (rows, V) and row statistics, one
 /// vocabulary chunk at a time (file comment). g is the output's gradient.
 /// With logits == nullptr (the recompute mode) each chunk's logits are computed again into the
-/// chunk's buffer, where G_c then replaces them.
-template <ce_reduction Red, class T>
+/// chunk's buffer, where G_c then replaces them. B: the backend of the products.
+template <ce_reduction Red, class B, class T>
 void lce_backward(var_data<T>& x, var_data<T>& w, const T* logits, const ce_targets& tg,
                   const std::vector<double>& lse, const T* g, index_t rows, index_t V, index_t C,
                   const cross_entropy_options& opt) {
   // No products: as in cross_entropy(linear()), whose backward stops at the empty logits (the
   // engine skips an output with no elements), neither x nor W gets a gradient.
   if (rows == 0 || V == 0 || C == 0) return;
-  const index_t vc = std::min(V, lce_chunk_columns<T>(rows));
+  const index_t vc = std::min(V, lce_chunk_columns<T, B>(rows));
   aligned_buffer<T> gc(rows * vc, false);  // G_c, rows x vc (leading dimension vc)
   using target = typename var_data<T>::grad_target;
   const target dx = x.requires_grad ? x.grad_for_overwrite() : target{};
@@ -144,7 +140,7 @@ void lce_backward(var_data<T>& x, var_data<T>& w, const T* logits, const ce_targ
   for (index_t v0 = 0; v0 < V; v0 += vc) {
     const index_t n = std::min(vc, V - v0);
     if (!logits) {  // recompute: the chunk's logits x W_c^T, rows x n, then G_c in place
-      lce_logits_part(x.value.data(), rows, w.value.data() + v0 * C, n, C, gp, n);
+      lce_logits_rows(B{}, rows, n, C, x.value.data(), w.value.data() + v0 * C, gp, n);
       TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 16)))
       for (index_t r = 0; r < rows; ++r)
         ce_row_grad(gp + r * n, gp + r * n, v0, n, V, (*tg.t)[static_cast<std::size_t>(r)],
@@ -167,11 +163,9 @@ void lce_backward(var_data<T>& x, var_data<T>& w, const T* logits, const ce_targ
       }
     }
     if (x.requires_grad)  // dx (rows, C) (+)= G_c (rows, n) W_c (n, C)
-      cpu_kernels::gemm<T>(false, false, rows, C, n, T(1), gp, n, w.value.data() + v0 * C, C,
-                           v0 == 0 ? dx.beta() : T(1), dx.data, C);
+      lce_grad_x(B{}, rows, C, n, gp, w.value.data() + v0 * C, v0 == 0 ? dx.beta() : T(1), dx.data);
     if (w.requires_grad)  // dW_c (n, C) (+)= G_c^T (n, rows) x (rows, C)
-      cpu_kernels::gemm<T>(true, false, n, C, rows, T(1), gp, n, x.value.data(), C, dw.beta(),
-                           dw.data + v0 * C, C);
+      lce_grad_w(B{}, n, C, rows, gp, x.value.data(), dw.beta(), dw.data + v0 * C);
   }
 }
 
@@ -242,13 +236,13 @@ void lce_online_add(const T* x, index_t n, lce_online& st) {
 }
 
 /// The frozen_rows form's forward (file comment): fills lse per counted row.
-template <ce_reduction Red, class T>
+template <ce_reduction Red, class B, class T>
 var_ptr<T> lce_forward_rows(const T* x, const frozen_rows<T>& w, index_t rows, index_t V, index_t C,
                             const ce_targets& tg, std::vector<double>& lse,
                             const std::vector<index_t>& lead, const cross_entropy_options& opt) {
   std::vector<lce_online> st(static_cast<std::size_t>(rows));
   if (rows > 0 && V > 0) {
-    const index_t vc = std::min(V, lce_chunk_columns<T>(rows));
+    const index_t vc = std::min(V, lce_chunk_columns<T, B>(rows));
     aligned_buffer<T> wb(vc * std::max<index_t>(C, 1), false), lg(rows * vc, false);
     for (index_t v0 = 0; v0 < V; v0 += vc) {
       const index_t n = std::min(vc, V - v0);
@@ -256,7 +250,7 @@ var_ptr<T> lce_forward_rows(const T* x, const frozen_rows<T>& w, index_t rows, i
         std::fill(lg.data(), lg.data() + rows * n, T(0));
       } else {
         w.read_rows(v0, v0 + n, wb.data());
-        lce_logits_part(x, rows, wb.data(), n, C, lg.data(), n);
+        lce_logits_rows(B{}, rows, n, C, x, wb.data(), lg.data(), n);
       }
       const T* lp = lg.data();
       TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 16)))
@@ -274,18 +268,18 @@ var_ptr<T> lce_forward_rows(const T* x, const frozen_rows<T>& w, index_t rows, i
   for (std::size_t r = 0; r < losses.size(); ++r) {
     if ((*tg.t)[r] == opt.ignore_index) continue;
     lse[r] = st[r].lse();
-    losses[r] = lse[r] - (1 - eps) * st[r].xt - eps * st[r].sum / static_cast<double>(V);
+    losses[r] = ce_row_loss(lse[r], st[r].xt, st[r].sum, eps, V);
   }
   return lce_output<Red, T>(losses, tg, lead);
 }
 
 /// The frozen_rows form's vjp: dx only, W's chunks read and their logits computed again.
-template <ce_reduction Red, class T>
+template <ce_reduction Red, class B, class T>
 void lce_backward_rows(var_data<T>& x, const frozen_rows<T>& w, const ce_targets& tg,
                        const std::vector<double>& lse, const T* g, index_t rows, index_t V,
                        index_t C, const cross_entropy_options& opt) {
   if (!x.requires_grad || rows == 0 || V == 0 || C == 0) return;
-  const index_t vc = std::min(V, lce_chunk_columns<T>(rows));
+  const index_t vc = std::min(V, lce_chunk_columns<T, B>(rows));
   aligned_buffer<T> wb(vc * C, false), gc(rows * vc, false);
   using target = typename var_data<T>::grad_target;
   const target dx = x.grad_for_overwrite();
@@ -293,31 +287,30 @@ void lce_backward_rows(var_data<T>& x, const frozen_rows<T>& w, const ce_targets
   for (index_t v0 = 0; v0 < V; v0 += vc) {
     const index_t n = std::min(vc, V - v0);
     w.read_rows(v0, v0 + n, wb.data());
-    lce_logits_part(x.value.data(), rows, wb.data(), n, C, gp, n);
+    lce_logits_rows(B{}, rows, n, C, x.value.data(), wb.data(), gp, n);
     TFM_OMP(parallel for schedule(static) if (rows * n >= (1 << 16)))
     for (index_t r = 0; r < rows; ++r)
       ce_row_grad(gp + r * n, gp + r * n, v0, n, V, (*tg.t)[static_cast<std::size_t>(r)],
                   opt.ignore_index, lse[static_cast<std::size_t>(r)],
                   ce_row_scale<Red>(g, r, tg.counted), opt.label_smoothing, false);
     // dx (rows, C) (+)= G_c (rows, n) W_c (n, C)
-    cpu_kernels::gemm<T>(false, false, rows, C, n, T(1), gp, n, wb.data(), C,
-                         v0 == 0 ? dx.beta() : T(1), dx.data, C);
+    lce_grad_x(B{}, rows, C, n, gp, wb.data(), v0 == 0 ? dx.beta() : T(1), dx.data);
   }
 }
 
 /// The recompute mode's forward: the loss as ce_forward computes it from the logits, these
 /// computed lce_recompute_rows rows at a time; fills lse per counted row.
-template <ce_reduction Red, class T>
+template <ce_reduction Red, class B, class T>
 var_ptr<T> lce_forward_blocks(const T* x, const T* w, index_t rows, index_t V, index_t C,
                               const ce_targets& tg, std::vector<double>& lse,
                               const std::vector<index_t>& lead, const cross_entropy_options& opt) {
   std::vector<double> losses(static_cast<std::size_t>(rows));
   const double eps = opt.label_smoothing;
-  const index_t rb = std::min(rows, lce_recompute_rows<T>(V));
+  const index_t rb = std::min(rows, lce_recompute_rows<T, B>(V));
   aligned_buffer<T> block(rb * V, false);
   for (index_t r0 = 0; r0 < rows; r0 += rb) {
     const index_t m = std::min(rb, rows - r0);
-    lce_logits_part(x + r0 * C, m, w, V, C, block.data(), V);
+    lce_logits_rows(B{}, m, V, C, x + r0 * C, w, block.data(), V);
     const T* lg = block.data();
     TFM_OMP(parallel for schedule(static) if (m * V >= (1 << 16)))
     for (index_t i = 0; i < m; ++i) {  // ce_forward's row, with the row at lg + i * V
@@ -330,13 +323,13 @@ var_ptr<T> lce_forward_blocks(const T* x, const T* w, index_t rows, index_t V, i
       auto [l, s] = row_lse_and_sum(lg + i * V, V);
       lse[r] = l;
       const double xt = static_cast<double>(compute_t<T>(lg[i * V + t]));
-      losses[r] = l - (1 - eps) * xt - eps * s / static_cast<double>(V);
+      losses[r] = ce_row_loss(l, xt, s, eps, V);
     }
   }
   return lce_output<Red, T>(losses, tg, lead);
 }
 
-template <ce_reduction Red, class T, std::size_t R, class I>
+template <ce_reduction Red, class B, class T, std::size_t R, class I>
 var_ptr<T> ad_linear_cross_entropy(const var_ptr<T>& x, const var_ptr<T>& w, const I& targets,
                                    cross_entropy_options opt, lce_logits keep) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
@@ -346,13 +339,13 @@ var_ptr<T> ad_linear_cross_entropy(const var_ptr<T>& x, const var_ptr<T>& w, con
   const index_t rows = C ? x->size() / C : 0;
   const std::vector<index_t> lead(x->extents.begin(), x->extents.end() - 1);
   const ce_targets tg = ce_check("tfm::linear_cross_entropy", eval(targets), lead, rows, V, opt);
-  if (keep == lce_logits::recompute && lce_packed_product(rows, V, C)) {
+  if (keep == lce_logits::recompute && lce_logits_rows_match_full(B{}, rows, V, C)) {
     auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(rows));
-    auto out =
-        lce_forward_blocks<Red>(x->value.data(), w->value.data(), rows, V, C, tg, *lse, lead, opt);
+    auto out = lce_forward_blocks<Red, B>(x->value.data(), w->value.data(), rows, V, C, tg, *lse,
+                                          lead, opt);
     record(out, "linear_cross_entropy", {x, w}, [x, w, tg, lse, o = out.get(), V, C, rows, opt] {
-      lce_backward<Red>(*x, *w, static_cast<const T*>(nullptr), tg, *lse, o->grad_data(), rows, V,
-                        C, opt);
+      lce_backward<Red, B>(*x, *w, static_cast<const T*>(nullptr), tg, *lse, o->grad_data(), rows,
+                           V, C, opt);
     });
     return out;
   }
@@ -362,14 +355,13 @@ var_ptr<T> ad_linear_cross_entropy(const var_ptr<T>& x, const var_ptr<T>& w, con
     if (C == 0)
       std::fill(logits->data(), logits->data() + rows * V, T(0));
     else
-      cpu_kernels::gemm<T>(false, true, rows, V, C, T(1), x->value.data(), C, w->value.data(), C,
-                           T(0), logits->data(), V);
+      lce_logits_full(B{}, rows, V, C, x->value.data(), w->value.data(), logits->data());
   }
   auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(rows));
   auto out = ce_forward<Red>(logits->data(), rows, V, tg, *lse, lead, opt);
   record(out, "linear_cross_entropy", {x, w},
          [x, w, logits, tg, lse, o = out.get(), V, C, rows, opt] {
-           lce_backward<Red>(*x, *w, logits->data(), tg, *lse, o->grad_data(), rows, V, C, opt);
+           lce_backward<Red, B>(*x, *w, logits->data(), tg, *lse, o->grad_data(), rows, V, C, opt);
          });
   return out;
 }
@@ -380,8 +372,10 @@ var_ptr<T> ad_linear_cross_entropy(const var_ptr<T>& x, const var_ptr<T>& w, con
 /// logits' gradient (file comment). x (..., C), W (V, C) stored (out, in) like linear's weight,
 /// integer targets (...). `keep`: store the logits for the backward (default) or recompute them
 /// there (lce_logits; float and double, bitwise the same results; bf16/f16 ignore it).
-template <ce_reduction Red = ce_reduction::mean, class T, class SX, class SW, class I>
-requires dense_type<I>
+/// B: the backend whose products it runs (float and double; bf16/f16 run linear()'s).
+template <ce_reduction Red = ce_reduction::mean, class B = cpu, class T, class SX, class SW,
+          class I>
+requires dense_type<I> && backend<B>
 auto linear_cross_entropy(const var<T, SX>& x, const var<T, SW>& w, const I& targets,
                           cross_entropy_options opt = {}, lce_logits keep = lce_logits::store) {
   static_assert(SW::rank == 2, "tfm::linear_cross_entropy: the weight must be (classes, in)");
@@ -395,8 +389,8 @@ auto linear_cross_entropy(const var<T, SX>& x, const var<T, SW>& w, const I& tar
     (void)keep;
     return cross_entropy<Red>(linear(x, w), targets, opt);
   } else {
-    auto d = detail::ad_linear_cross_entropy<Red, T, SX::rank>(x.data(), w.data(), targets.view(),
-                                                               opt, keep);
+    auto d = detail::ad_linear_cross_entropy<Red, B, T, SX::rank>(x.data(), w.data(),
+                                                                  targets.view(), opt, keep);
     if constexpr (Red == ce_reduction::none)
       return var<T, detail::take_shape_t<SX, SX::rank - 1>>(d);
     else
@@ -406,9 +400,9 @@ auto linear_cross_entropy(const var<T, SX>& x, const var<T, SW>& w, const I& tar
 
 /// cross_entropy(linear(x, W), targets, opt) with W (V, C) a frozen matrix held as frozen_rows
 /// (file comment): W is read a vocabulary chunk at a time and gets no gradient; x does. Float
-/// and double.
-template <ce_reduction Red = ce_reduction::mean, class T, class SX, class I>
-requires dense_type<I>
+/// and double; B: the backend whose products it runs.
+template <ce_reduction Red = ce_reduction::mean, class B = cpu, class T, class SX, class I>
+requires dense_type<I> && backend<B>
 auto linear_cross_entropy(const var<T, SX>& x, std::shared_ptr<const frozen_rows<T>> w,
                           const I& targets, cross_entropy_options opt = {}) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
@@ -429,10 +423,11 @@ auto linear_cross_entropy(const var<T, SX>& x, std::shared_ptr<const frozen_rows
   const detail::ce_targets tg =
       detail::ce_check("tfm::linear_cross_entropy", eval(targets.view()), lead, rows, V, opt);
   auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(rows));
-  auto out = detail::lce_forward_rows<Red>(xd->value.data(), *w, rows, V, C, tg, *lse, lead, opt);
+  auto out =
+      detail::lce_forward_rows<Red, B>(xd->value.data(), *w, rows, V, C, tg, *lse, lead, opt);
   detail::record(
       out, "linear_cross_entropy", {xd}, [xd, w, tg, lse, o = out.get(), V, C, rows, opt] {
-        detail::lce_backward_rows<Red>(*xd, *w, tg, *lse, o->grad_data(), rows, V, C, opt);
+        detail::lce_backward_rows<Red, B>(*xd, *w, tg, *lse, o->grad_data(), rows, V, C, opt);
       });
   if constexpr (Red == ce_reduction::none)
     return var<T, detail::take_shape_t<SX, R - 1>>(out);

@@ -24,6 +24,7 @@
 #include "typeformer/core/shape.hpp"
 #include "typeformer/core/tensor.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -84,34 +85,34 @@ std::pair<double, double> row_lse_and_sum(const T* x, index_t n) {
   }
 }
 
-/// gx[j] += scale * (exp(x_j - lse) - off) for one row or a stretch of one (gx[j] = ... when
-/// !accumulate); off is eps / V; the target term is added by the caller.
+/// A row's loss from its log-sum-exp l, its target's logit xt and the sum s of its V logits:
+/// l - (1 - eps) xt - eps s / V. Written once, here, for ce_forward and every mode of
+/// linear_cross_entropy (ops/linear_loss.hpp), with the multiply-add an explicit std::fma: left
+/// to the compiler, GCC contracts l - (1 - eps) xt into a fused multiply-add where it sees fit
+/// (-ffp-contract=fast, its default outside ISO mode), and did so differently in the places this
+/// was written, an ulp of double apart. The rest cannot be contracted (a quotient is
+/// subtracted), so every caller gets the same bits from the same inputs.
+inline double ce_row_loss(double l, double xt, double s, double eps, index_t V) {
+  return std::fma(-(1 - eps), xt, l) - eps * s / static_cast<double>(V);
+}
+
+/// gx[j] = scale * (exp(x_j - lse) - off) for one row or a stretch of one; off is eps / V; the
+/// target term is subtracted by the caller. gx may be x (the row is replaced in place).
 template <class T, class G>
-void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double off,
-                      bool accumulate) {
+void row_softmax_grad(const T* x, G* gx, index_t n, double lse, double scale, double off) {
   if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&std::is_same_v<T, G>) {
     using Bt = simd::batch<T>;
     constexpr index_t w = simd::width<T>;
     const Bt bl(static_cast<T>(lse)), bs(static_cast<T>(scale)), bo(static_cast<T>(off));
     index_t j = 0;
-    if (accumulate) {
-      for (; j + w <= n; j += w)
-        simd::store(gx + j,
-                    simd::load(gx + j) + bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
-    } else {
-      for (; j + w <= n; j += w)
-        simd::store(gx + j, bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
-    }
-    for (; j < n; ++j) {
-      const G d = static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
-      gx[j] = accumulate ? gx[j] + d : d;
-    }
+    for (; j + w <= n; j += w)
+      simd::store(gx + j, bs * (simd::exp_nonpositive(simd::load(x + j) - bl) - bo));
+    for (; j < n; ++j)
+      gx[j] = static_cast<G>(scale * (std::exp(static_cast<double>(x[j]) - lse) - off));
   } else {
-    for (index_t j = 0; j < n; ++j) {
-      const G d =
+    for (index_t j = 0; j < n; ++j)
+      gx[j] =
           static_cast<G>(scale * (std::exp(static_cast<double>(compute_t<T>(x[j])) - lse) - off));
-      gx[j] = accumulate ? gx[j] + d : d;
-    }
   }
 }
 
@@ -167,8 +168,8 @@ var_ptr<T> ce_forward(const T* x, index_t rows, index_t V, const ce_targets& tg,
     }
     auto [l, s] = row_lse_and_sum(x + r * V, V);
     lse[static_cast<std::size_t>(r)] = l;
-    double xt = static_cast<double>(compute_t<T>(x[r * V + t]));
-    losses[static_cast<std::size_t>(r)] = l - (1 - eps) * xt - eps * s / static_cast<double>(V);
+    const double xt = static_cast<double>(compute_t<T>(x[r * V + t]));
+    losses[static_cast<std::size_t>(r)] = ce_row_loss(l, xt, s, eps, V);
   }
   std::vector<index_t> oe;
   if constexpr (Red == ce_reduction::none) oe = lead;
@@ -197,15 +198,31 @@ double ce_row_scale(const G* g, index_t r, index_t counted) {
 }
 
 /// Gradient of the loss with respect to the logit columns [v0, v0 + n) of row r (x points at
-/// column v0 of the row), written (or added, with accumulate) to gx[0 .. n).
+/// column v0 of the row), written (or added, with accumulate) to gx[0 .. n); without
+/// accumulate gx may be x.
+///
+/// With accumulate the stretch is first computed exactly as without, into a per-thread scratch
+/// row, then added in a loop of its own, so each element is gx_j + c_j rounded once: the bits of
+/// assigning c to a fresh gradient and adding it to the old one after (what the engine gives when
+/// another op's vjp reaches the logits first, in either order). Added in place instead, GCC
+/// contracts gx_j + scale * e_j into a fused multiply-add (-ffp-contract=fast, its default
+/// outside ISO mode) and the target term is taken from the sum rather than from c_t.
 template <class T, class G>
 void ce_row_grad(const T* x, G* gx, index_t v0, index_t n, index_t V, std::int64_t t,
                  std::int64_t ignore, double lse, double scale, double eps, bool accumulate) {
-  if (t == ignore) {
-    if (!accumulate) std::fill(gx, gx + n, G(0));
+  if (accumulate) {
+    if (t == ignore) return;  // adds zeros
+    static thread_local std::vector<G> row;
+    if (row.size() < static_cast<std::size_t>(n)) row.resize(static_cast<std::size_t>(n));
+    ce_row_grad(x, row.data(), v0, n, V, t, ignore, lse, scale, eps, false);
+    for (index_t j = 0; j < n; ++j) gx[j] += row[static_cast<std::size_t>(j)];
     return;
   }
-  row_softmax_grad(x, gx, n, lse, scale, eps / static_cast<double>(V), accumulate);
+  if (t == ignore) {
+    std::fill(gx, gx + n, G(0));
+    return;
+  }
+  row_softmax_grad(x, gx, n, lse, scale, eps / static_cast<double>(V));
   if (t >= v0 && t < v0 + n) gx[t - v0] -= static_cast<G>(scale * (1 - eps));
 }
 

@@ -60,6 +60,7 @@
 #include "typeformer/config/error.hpp"
 #include "typeformer/core/random.hpp"
 #include "typeformer/core/shape.hpp"
+#include "typeformer/ops/moe_kind.hpp"
 #include "typeformer/ops/moe_route.hpp"
 
 #include <algorithm>
@@ -75,9 +76,6 @@
 TFM_BEGIN_NAMESPACE
 
 // ---- options and results ------------------------------------------------------------------------
-
-/// Which router moe_route_tokens runs (see the file comment for the formulas and papers).
-enum class moe_router_kind { softmax_topk, gshard_topk, switch_top1, sigmoid_bias, expert_choice };
 
 struct moe_router_options {
   moe_router_kind kind = moe_router_kind::softmax_topk;
@@ -148,14 +146,10 @@ inline void moe_check_finite_positive(const char* who, const char* what, double 
     fail(errc::value, who, ": ", what, " must be finite and > 0, got ", v, ".");
 }
 
-inline void moe_check_coef(const char* who, double coef) {
-  if (!(coef >= 0) || !std::isfinite(coef))
-    fail(errc::value, who, ": the coefficient must be finite and >= 0, got ", coef, ".");
-}
-
-/// The (N, E) of a rank-2 record, with every value finite.
+/// The (N, E) of a rank-2 record of float or double, with every value finite.
 template <class T>
 std::pair<index_t, index_t> moe_logits_dims(const char* who, const var_ptr<T>& d) {
+  moe_check_type<T>();
   if (!d) fail(errc::value, who, ": the logits var is empty.");
   const index_t N = d->extents[0], E = d->extents[1];
   if (E == 0) fail(errc::value, who, ": the logits have E = 0 experts (shape (", N, ", 0)).");
@@ -167,13 +161,29 @@ std::pair<index_t, index_t> moe_logits_dims(const char* who, const var_ptr<T>& d
   return {N, E};
 }
 
-/// p = softmax(row) in double.
+/// The checks a balancing loss starts with: its coefficient, then its logits (moe_logits_dims,
+/// whose (N, E) it returns).
 template <class T>
-void moe_softmax_row(const T* row, index_t E, double* p) {
+std::pair<index_t, index_t> moe_loss_dims(const char* who, const var_ptr<T>& d, double coef) {
+  if (!(coef >= 0) || !std::isfinite(coef))
+    fail(errc::value, who, ": the coefficient must be finite and >= 0, got ", coef, ".");
+  return moe_logits_dims(who, d);
+}
+
+/// p[e] = exp(row[e] - m) in double, m the row's maximum; returns {m, sum_e p[e]}.
+template <class T>
+std::pair<double, double> moe_exp_row(const T* row, index_t E, double* p) {
   double m = static_cast<double>(row[0]);
   for (index_t e = 1; e < E; ++e) m = std::max(m, static_cast<double>(row[e]));
   double z = 0;
   for (index_t e = 0; e < E; ++e) z += (p[e] = std::exp(static_cast<double>(row[e]) - m));
+  return {m, z};
+}
+
+/// p = softmax(row) in double.
+template <class T>
+void moe_softmax_row(const T* row, index_t E, double* p) {
+  const double z = moe_exp_row(row, E, p).second;
   for (index_t e = 0; e < E; ++e) p[e] /= z;
 }
 
@@ -363,7 +373,6 @@ index_t moe_select_experts(const var_ptr<T>& logits, double cf, std::vector<std:
 /// Routes N tokens to E experts from their router logits (N, E); see the file comment.
 template <class T, class S>
 moe_routing<T> moe_route_tokens(const var<T, S>& logits, const moe_router_options& opt = {}) {
-  detail::moe_check_type<T>();
   static_assert(S::rank == 2, "tfm::moe_route_tokens: the router logits must be (N, E)");
   constexpr const char* who = "tfm::moe_route_tokens";
   const auto& d = logits.data();
@@ -485,14 +494,12 @@ var<T, S> moe_noisy_logits(const var<T, S>& clean, const var<T, S2>& noise_logit
 /// come from routing these logits (same N and E). Records node "moe_aux_loss".
 template <class T, class S>
 var<T, shape<>> moe_aux_loss(const var<T, S>& logits, const moe_route_stats& stats, double coef) {
-  detail::moe_check_type<T>();
   static_assert(S::rank == 2, "tfm::moe_aux_loss: the router logits must be (N, E)");
   constexpr const char* who = "tfm::moe_aux_loss";
-  detail::moe_check_coef(who, coef);
   const auto& d = logits.data();
   // Plain variables, not a structured binding: the vjp lambdas capture them (clang 14 cannot
   // capture bindings).
-  const std::pair<index_t, index_t> ne = detail::moe_logits_dims(who, d);
+  const std::pair<index_t, index_t> ne = detail::moe_loss_dims(who, d, coef);
   const index_t N = ne.first, E = ne.second;
   if (stats.tokens != N || stats.n_expert != E || static_cast<index_t>(stats.selected.size()) != E)
     fail(errc::shape, who, ": the logits are (N, E) = (", N, ", ", E,
@@ -533,25 +540,20 @@ var<T, shape<>> moe_aux_loss(const var<T, S>& logits, const moe_route_stats& sta
 /// arXiv:2202.08906 eq. 5; the paper's coefficient is 1e-3). Records node "moe_z_loss".
 template <class T, class S>
 var<T, shape<>> moe_z_loss(const var<T, S>& logits, double coef) {
-  detail::moe_check_type<T>();
   static_assert(S::rank == 2, "tfm::moe_z_loss: the router logits must be (N, E)");
   constexpr const char* who = "tfm::moe_z_loss";
-  detail::moe_check_coef(who, coef);
   const auto& d = logits.data();
   // Plain variables, not a structured binding: the vjp lambdas capture them (clang 14 cannot
   // capture bindings).
-  const std::pair<index_t, index_t> ne = detail::moe_logits_dims(who, d);
+  const std::pair<index_t, index_t> ne = detail::moe_loss_dims(who, d, coef);
   const index_t N = ne.first, E = ne.second;
   if (N == 0) fail(errc::value, who, ": no tokens (N = 0): the mean has no value.");
   auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(N));
+  std::vector<double> ex(static_cast<std::size_t>(E));
   double v = 0;
   for (index_t n = 0; n < N; ++n) {
-    const T* row = d->value.data() + n * E;
-    double m = static_cast<double>(row[0]);
-    for (index_t e = 1; e < E; ++e) m = std::max(m, static_cast<double>(row[e]));
-    double z = 0;
-    for (index_t e = 0; e < E; ++e) z += std::exp(static_cast<double>(row[e]) - m);
-    (*lse)[n] = m + std::log(z);
+    const std::pair<double, double> mz = detail::moe_exp_row(d->value.data() + n * E, E, ex.data());
+    (*lse)[n] = mz.first + std::log(mz.second);
     v += (*lse)[n] * (*lse)[n];
   }
   auto out = detail::make_var_data<T>({});

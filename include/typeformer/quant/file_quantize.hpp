@@ -41,7 +41,11 @@
 //          Q4_K_M, Q5_K_M -> Q6_K when use_more_bits(i, n); Q4_K_S -> Q5_K for i < n/8; with an
 //          imatrix, Q4_0 / Q5_0 -> Q4_1 / Q5_1 for i < n/8.
 //        - attn_output: Q2_K -> Q3_K; Q3_K_M -> Q4_K; Q3_K_L -> Q5_K.
-//        Not modelled: llama.cpp's cases for 8-expert MoE models, Falcon and 70B llamas.
+//        - 8-expert MoE models (<arch>.expert_count == 8, Mixtral's shape): attn_v-like and
+//          attn_k -> Q8_0 (after the rules above; Q2_K's attn_v rule takes gqa >= 4 or E >= 4);
+//          attn_output -> Q5_K for Q2_K, Q3_K_S, Q3_K_M, Q4_K_S, Q4_K_M (instead of the rules
+//          above). Checked against llama_model_quantize on an 8-expert file (Q4_0, Q8_0, Q4_K_M).
+//        Not modelled: llama.cpp's cases for Falcon and 70B llamas, and the IQ presets'.
 //     4. Fallback when ne[0] is not a multiple of the chosen type's block (llama.cpp's
 //        tensor_type_fallback): Q2_K, Q3_K -> Q4_0; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0;
 //        then, or for a legacy 32-block type, F16 when ne[0] is still not a whole block.
@@ -290,10 +294,11 @@ inline std::string upper_name(ggml_type t) { return std::string(ggml_type_name(t
 /// layer (its index among the ffn_down tensors) and the layer count; gqa = heads / kv heads.
 inline ggml_type mix_type(const quantize_preset& p, category cat, ggml_type base,
                           std::int64_t ncols, bool tied, int i_wv, int n_wv, int i_layer,
-                          int n_layer, int gqa, bool has_imatrix, std::string& note) {
+                          int n_layer, int gqa, bool has_imatrix, std::string& note,
+                          int n_expert = 0) {
   const std::uint32_t ft = p.file_type;
-  constexpr std::uint32_t Q4_0 = 2, Q5_0 = 8, Q2_K = 10, Q3_K_M = 12, Q3_K_L = 13, Q4_K_S = 14,
-                          Q4_K_M = 15, Q5_K_M = 17;
+  constexpr std::uint32_t Q4_0 = 2, Q5_0 = 8, Q2_K = 10, Q3_K_S = 11, Q3_K_M = 12, Q3_K_L = 13,
+                          Q4_K_S = 14, Q4_K_M = 15, Q5_K_M = 17;
   ggml_type ty = base;
   auto why = [&](std::string s) { note = std::move(s); };
   if (cat == category::output || (tied && cat == category::token_embd)) {
@@ -317,8 +322,9 @@ inline ggml_type mix_type(const quantize_preset& p, category cat, ggml_type base
       "ffn_down layer " + std::to_string(i_layer) + "/" + std::to_string(n_layer);
   if (attn_v_like(cat)) {
     if (ft == Q2_K) {
-      ty = gqa >= 4 ? ggml_type::q4_K : ggml_type::q3_K;
-      why(wv + (gqa >= 4 ? " (gqa >= 4) -> Q4_K" : " -> Q3_K"));
+      const bool more = gqa >= 4 || n_expert >= 4;
+      ty = more ? ggml_type::q4_K : ggml_type::q3_K;
+      why(wv + (more ? " (gqa >= 4 or >= 4 experts) -> Q4_K" : " -> Q3_K"));
     } else if (ft == Q3_K_M) {
       ty = i_wv < 2 ? ggml_type::q5_K : ggml_type::q4_K;
       why(wv + (i_wv < 2 ? " first two -> Q5_K" : " -> Q4_K"));
@@ -332,6 +338,13 @@ inline ggml_type mix_type(const quantize_preset& p, category cat, ggml_type base
       ty = ggml_type::q5_K;
       why(wv + " first four -> Q5_K");
     }
+    if (n_expert == 8) {
+      ty = ggml_type::q8_0;
+      why(wv + ", 8 experts -> Q8_0");
+    }
+  } else if (cat == category::attn_k && n_expert == 8) {
+    ty = ggml_type::q8_0;
+    why("attn_k, 8 experts -> Q8_0");
   } else if (cat == category::ffn_down) {
     if (ft == Q2_K) {
       ty = ggml_type::q3_K;
@@ -356,6 +369,11 @@ inline ggml_type mix_type(const quantize_preset& p, category cat, ggml_type base
     } else if ((ft == Q4_0 || ft == Q5_0) && has_imatrix && i_layer < n_layer / 8) {
       ty = ft == Q4_0 ? ggml_type::q4_1 : ggml_type::q5_1;
       why(fd + " first 1/8 with imatrix -> " + upper_name(ty));
+    }
+  } else if (cat == category::attn_output && n_expert == 8) {
+    if (ft == Q2_K || ft == Q3_K_S || ft == Q3_K_M || ft == Q4_K_S || ft == Q4_K_M) {
+      ty = ggml_type::q5_K;
+      why("attn_output, 8 experts -> Q5_K");
     }
   } else if (cat == category::attn_output) {
     if (ft == Q2_K) {
@@ -431,7 +449,7 @@ inline std::vector<tensor_quant_plan> plan_quantization(const io::gguf_file& f,
       int layer = i_ffn_down;
       if (n_expert > 1 && fq::layer_of(t.name) >= 0) layer = fq::layer_of(t.name);
       ty = fq::mix_type(p, cat, p.base, ncols, tied, i_wv, n_wv, layer, n_layer, gqa, has_imatrix,
-                        r.note);
+                        r.note, n_expert);
       if (fq::attn_v_like(cat)) ++i_wv;
       if (cat == fq::category::ffn_down) ++i_ffn_down;
       if (ncols % block_of(ty) != 0) {  // llama.cpp's tensor_type_fallback

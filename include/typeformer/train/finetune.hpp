@@ -84,6 +84,10 @@ inline std::vector<std::string> gguf_sources(const std::string& name, bool llama
     return one("attn_qkv");
   }
   if (rest.rfind("attn.c_proj.", 0) == 0) return one("attn_output");
+  if (rest == "mlp.router.weight") return {blk + "ffn_gate_inp.weight"};  // mixture of experts
+  if (rest == "mlp.experts.gate") return {blk + "ffn_gate_exps.weight"};
+  if (rest == "mlp.experts.up") return {blk + "ffn_up_exps.weight"};
+  if (rest == "mlp.experts.down") return {blk + "ffn_down_exps.weight"};
   if (rest.rfind("mlp.gate.", 0) == 0) return one("ffn_gate");
   if (rest.rfind("mlp.up.", 0) == 0 || rest.rfind("mlp.c_fc.", 0) == 0) return one("ffn_up");
   if (rest.rfind("mlp.down.", 0) == 0 || rest.rfind("mlp.c_proj.", 0) == 0) return one("ffn_down");

@@ -312,18 +312,6 @@ auto tempered_nll(const nn::gpt<Cfg, T>& m, const H& h, const rows& r, double ta
   return linear_cross_entropy<ce_reduction::none>(hs, m.head_weight(), r.targets, ce);
 }
 
-/// The head's weight for sampling: head_weight(), or the bf16/NF4 head (gpt::head_rows) widened
-/// to f32 once per call (a constant; rollouts need no gradient).
-template <class Cfg, class T>
-auto sampling_head(const nn::gpt<Cfg, T>& m) {
-  using W = std::remove_cvref_t<decltype(m.head_weight())>;
-  if (!m.head_rows()) return m.head_weight();
-  const auto& r = *m.head_rows();
-  tensor<T, typename W::shape_type> w(W::shape_type::from_extents({r.rows(), r.cols()}));
-  r.read_rows(0, r.rows(), w.data());
-  return W(w, false);
-}
-
 /// Per-token NLL (B, T) of -log softmax(logits / tau)[target], 0 at ignored targets.
 template <class Cfg, class T>
 auto tempered_nll(const nn::gpt<Cfg, T>& m, const rows& r, double tau, bool training) {
@@ -430,7 +418,7 @@ std::vector<rl_sample> sample_completions(const nn::gpt<Cfg, T>& m,
       if (!cur.empty()) batches.push_back(std::move(cur));
     }
   }
-  const auto head = detail::rl::sampling_head(m);
+  const auto head = m.evaluation_head();  // rollouts need no gradient
   for (const auto& batch : batches) {
     const auto K = static_cast<index_t>(batch.size());
     const index_t rows = K * G;

@@ -160,8 +160,16 @@ inline void print_run_summary(const run_settings& s, const nn::model_summary& su
               format_si(static_cast<double>(sum.parameters)).c_str(), (long long)sum.parameters,
               format_si(static_cast<double>(sum.non_embedding)).c_str(), s.bf16 ? "bf16" : "f32",
               bytes_text(param_bytes).c_str());
+  if (c.mlp == nn::mlp_kind::moe)
+    std::printf(
+        "  experts     %lld per layer (%s), %lld used per token, %lld wide, %lld shared; %s "
+        "parameters active per token\n",
+        (long long)c.n_expert, to_string(c.router), (long long)c.n_expert_used,
+        (long long)(c.expert_ffn > 0 ? c.expert_ffn : c.ffn), (long long)c.n_shared_expert,
+        format_si(static_cast<double>(sum.active)).c_str());
   std::printf(
-      "  compute     %s FLOPs per training token (6N + 12*L*C*T at T = %lld); this run %s FLOPs\n",
+      "  compute     %s FLOPs per training token (6N + 12*L*C*T at T = %lld, N active); this run "
+      "%s FLOPs\n",
       format_si(sum.train_flops_per_token).c_str(), (long long)s.seq,
       format_si(sum.train_flops_per_token * run_tokens).c_str());
   std::printf("  kv cache    %s per token (%s for a full %lld-token context)\n",
@@ -345,6 +353,7 @@ int run(run_settings& s, const std::optional<training_state>& resumed, const tex
            "tfm::train: the data files changed since the checkpoint was written (their tokens ",
            "differ); exact resume needs the same data.");
     model.set_dropout_offset(st.dropout_offset);
+    get_moe_state(st.meta, model);
   } else {
     st.model_seed = s.seed;
     st.data_seed = data_seed_of(s.seed);
@@ -391,9 +400,15 @@ int run(run_settings& s, const std::optional<training_state>& resumed, const tex
     std::string line = "step " + std::to_string(st.step) + ": val loss " + fmt("%.4f", v) +
                        " (ppl " + fmt("%.2f", std::exp(v)) + ")";
     if (!std::isnan(p.train_loss)) line += ", train loss " + fmt("%.4f", p.train_loss);
+    if (const auto ms = model.moe_stats(); !ms.empty()) {  // the last validation batch's routing
+      double worst = 0;
+      for (const auto& m : ms) worst = std::max(worst, m.max_over_mean());
+      line += ", expert load max/mean " + fmt("%.2f", worst);
+    }
     bar.print(line);
   };
   auto save = [&] {
+    put_moe_state(st.meta, model);
     save_training_state(ckpt, ps, opt, st);
     log.write_plot(st.curve);
   };

@@ -86,14 +86,32 @@ inline constexpr std::string_view training_state_format = "tfm-train-1";
 
 /// The words of a config enum, in enumerator order ("|"-separated, as help text shows them).
 inline const char* words_of(nn::norm_kind) { return "layer_norm|rms_norm"; }
-inline const char* words_of(nn::mlp_kind) { return "gelu|swiglu"; }
+inline const char* words_of(nn::mlp_kind) { return "gelu|swiglu|moe"; }
+inline const char* words_of(moe_router_kind) {
+  return "softmax_topk|gshard_topk|switch_top1|sigmoid_bias|expert_choice";
+}
 inline const char* words_of(nn::position_kind) { return "learned|rope|alibi"; }
 
 inline const char* to_string(nn::norm_kind k) {
   return k == nn::norm_kind::rms_norm ? "rms_norm" : "layer_norm";
 }
 inline const char* to_string(nn::mlp_kind k) {
-  return k == nn::mlp_kind::swiglu ? "swiglu" : "gelu";
+  return k == nn::mlp_kind::swiglu ? "swiglu" : k == nn::mlp_kind::moe ? "moe" : "gelu";
+}
+inline const char* to_string(moe_router_kind k) {
+  switch (k) {
+    case moe_router_kind::softmax_topk:
+      return "softmax_topk";
+    case moe_router_kind::gshard_topk:
+      return "gshard_topk";
+    case moe_router_kind::switch_top1:
+      return "switch_top1";
+    case moe_router_kind::sigmoid_bias:
+      return "sigmoid_bias";
+    case moe_router_kind::expert_choice:
+      return "expert_choice";
+  }
+  return "softmax_topk";
 }
 inline const char* to_string(nn::position_kind k) {
   return k == nn::position_kind::rope    ? "rope"
@@ -111,6 +129,14 @@ inline bool parse_word(std::string_view s, nn::norm_kind& k) {
 inline bool parse_word(std::string_view s, nn::mlp_kind& k) {
   if (s == "gelu") return k = nn::mlp_kind::gelu, true;
   if (s == "swiglu") return k = nn::mlp_kind::swiglu, true;
+  if (s == "moe") return k = nn::mlp_kind::moe, true;
+  return false;
+}
+inline bool parse_word(std::string_view s, moe_router_kind& k) {
+  for (auto c :
+       {moe_router_kind::softmax_topk, moe_router_kind::gshard_topk, moe_router_kind::switch_top1,
+        moe_router_kind::sigmoid_bias, moe_router_kind::expert_choice})
+    if (s == to_string(c)) return k = c, true;
   return false;
 }
 inline bool parse_word(std::string_view s, nn::position_kind& k) {
@@ -495,6 +521,44 @@ training_state load_training_state(const std::string& path, const nn::parameter_
   return st;
 }
 
+// ---- mixture-of-experts state ---------------------------------------------------------------
+
+/// Stores a model's MoE router biases (sigmoid_bias; nn::gpt::moe_bias) in `meta` under
+/// "moe.bias.<layer>" (exact decimal values, comma-separated); nothing for other models.
+template <class Model>
+void put_moe_state(std::map<std::string, std::string>& meta, const Model& model) {
+  if constexpr (requires { model.moe_bias(); }) {
+    const auto bias = model.moe_bias();
+    for (std::size_t l = 0; l < bias.size(); ++l) {
+      if (bias[l].empty()) continue;
+      std::string t;
+      for (double b : bias[l]) t += (t.empty() ? "" : ",") + exact_string(b);
+      meta["moe.bias." + std::to_string(l)] = t;
+    }
+  }
+}
+/// Restores what put_moe_state stored (parse_error naming the key when malformed).
+template <class Model>
+void get_moe_state(const std::map<std::string, std::string>& meta, Model& model) {
+  if constexpr (requires { model.moe_bias(); }) {
+    auto bias = model.moe_bias();
+    for (std::size_t l = 0; l < bias.size(); ++l) {
+      const std::string key = "moe.bias." + std::to_string(l);
+      auto it = meta.find(key);
+      if (it == meta.end()) continue;
+      std::vector<double> v;
+      std::string_view rest = it->second;
+      while (!rest.empty()) {
+        const auto comma = rest.find(',');
+        v.push_back(detail::parse_number<double>(rest.substr(0, comma), key));
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      }
+      bias[l] = std::move(v);
+    }
+    model.set_moe_bias(bias);
+  }
+}
+
 // ---- the step --------------------------------------------------------------------------------
 
 /// The end of every training step (pretraining, fine-tuning, alignment): the optimizer update
@@ -558,6 +622,8 @@ step_result train_step(Model& model, optim::optimizer<T>& opt, const token_datas
     auto [x, y] = data.batch(split::train, o.batch, o.seq, st.data_seed, st.batch_index++);
     auto loss = model.loss(x, y, true);
     sum += static_cast<double>(compute_t<T>(loss.value()()));
+    if constexpr (requires { model.last_balancing_loss(); })
+      sum -= model.last_balancing_loss();  // the curve shows the cross-entropy
     if (o.grad_accum == 1)
       loss.backward();
     else
@@ -566,6 +632,8 @@ step_result train_step(Model& model, optim::optimizer<T>& opt, const token_datas
   st.dropout_offset = model.dropout_offset();
   res.loss = sum * inv_k;
   const auto u = apply_update(opt, o.clip, res.lr, res.loss, st);
+  if constexpr (requires { model.moe_balance(); })
+    if (u.applied) model.moe_balance();  // sigmoid_bias routers: the bias update
   res.grad_norm = u.grad_norm;
   res.applied = u.applied;
   return res;

@@ -7,7 +7,9 @@
 // The recompute mode (lce_logits::recompute) must give the same bits too, and hold no rows x V
 // buffer between forward and backward (allocation counters); the frozen_rows form (W read a chunk
 // at a time, online log-sum-exp) must equal the stored op within rounding and pass a float64
-// gradient check.
+// gradient check. The reference backend's products (linear_cross_entropy<Red, reference>, the
+// backend/reference/linear_loss.hpp oracle) must agree with the cpu ones to rounding in every
+// mode, and both backends' row-stable logits must not depend on the rows or columns sharing a call.
 // (The float64 gradcheck of the op is in gc_misc.cpp.)
 #include "gc_support.hpp"
 
@@ -74,24 +76,17 @@ outcome<T> run(const tensor<T, SX>& xv, const tensor<T, S2>& wv,
   return {value_of(l), grad_of(x), grad_of(w)};
 }
 
+// Bitwise, the loss too: every mode computes a row's loss with the one ce_row_loss
+// (ops/loss.hpp), whose multiply-add is an explicit fma, so no copy of it can be contracted
+// differently (before, an -O1 and an -O2 copy of the same expression were an ulp of double apart
+// for some seeds).
 template <class T>
-void check_bitwise(const outcome<T>& a, const outcome<T>& b, double loss_ulps = 0) {
+void check_bitwise(const outcome<T>& a, const outcome<T>& b) {
   REQUIRE(a.loss.size() == b.loss.size());
   REQUIRE(a.gx.size() == b.gx.size());
   REQUIRE(a.gw.size() == b.gw.size());
   int bad_l = 0, bad_x = 0, bad_w = 0;
-  for (std::size_t i = 0; i < a.loss.size(); ++i) {
-    // loss_ulps > 0 (the recompute mode): a row's loss l - (1 - eps) x_t - eps s / V is the same
-    // expression in two functions, and the compiler may fuse its multiply-add in one and not the
-    // other (-ffp-contract=fast): an ulp of double apart (8.9e-16 on 5.6), which can round to an
-    // ulp of float.
-    const double d = std::abs(double(a.loss[i]) - double(b.loss[i]));
-    // Measured against the size of the terms (the log-sum-exp, about log V + |x_t| < 32 here),
-    // not of their difference, which can be small.
-    const double tol =
-        loss_ulps * double(std::numeric_limits<T>::epsilon()) * (std::abs(double(b.loss[i])) + 32);
-    bad_l += loss_ulps > 0 ? !(d <= tol) : !(a.loss[i] == b.loss[i]);
-  }
+  for (std::size_t i = 0; i < a.loss.size(); ++i) bad_l += !(a.loss[i] == b.loss[i]);
   for (std::size_t i = 0; i < a.gx.size(); ++i) bad_x += !(a.gx[i] == b.gx[i]);
   for (std::size_t i = 0; i < a.gw.size(); ++i) bad_w += !(a.gw[i] == b.gw[i]);
   CHECK_MESSAGE(bad_l == 0, bad_l, " loss values differ");
@@ -141,13 +136,13 @@ void bitwise_sweep(std::uint64_t seed) {
                     run<ce_reduction::none, false>(xv, wv, tgt, plain));
       const auto re = lce_logits::recompute;
       check_bitwise(run<ce_reduction::mean, true>(xv, wv, tgt, plain, re),
-                    run<ce_reduction::mean, false>(xv, wv, tgt, plain), 4);
+                    run<ce_reduction::mean, false>(xv, wv, tgt, plain));
       check_bitwise(run<ce_reduction::mean, true>(xv, wv, tgt, smooth, re),
-                    run<ce_reduction::mean, false>(xv, wv, tgt, smooth), 4);
+                    run<ce_reduction::mean, false>(xv, wv, tgt, smooth));
       check_bitwise(run<ce_reduction::sum, true>(xv, wv, tgt, smooth, re),
-                    run<ce_reduction::sum, false>(xv, wv, tgt, smooth), 4);
+                    run<ce_reduction::sum, false>(xv, wv, tgt, smooth));
       check_bitwise(run<ce_reduction::none, true>(xv, wv, tgt, smooth, re),
-                    run<ce_reduction::none, false>(xv, wv, tgt, smooth), 4);
+                    run<ce_reduction::none, false>(xv, wv, tgt, smooth));
       // Another ignore_index: the rows whose target is 2 count for nothing.
       cross_entropy_options other = smooth;
       other.ignore_index = 2;
@@ -155,7 +150,7 @@ void bitwise_sweep(std::uint64_t seed) {
       for (index_t i = 0; i < tgt2.size(); ++i)
         if (tgt2.data()[i] == -100) tgt2.data()[i] = 2;
       check_bitwise(run<ce_reduction::mean, true>(xv, wv, tgt2, other, re),
-                    run<ce_reduction::mean, false>(xv, wv, tgt2, other), 4);
+                    run<ce_reduction::mean, false>(xv, wv, tgt2, other));
     }
   }
 }
@@ -485,4 +480,127 @@ TEST_CASE("linear_cross_entropy: bad shapes and targets are reported") {
   o.label_smoothing = 1.5;
   CHECK_THROWS_WITH_AS(linear_cross_entropy(x, w2, tgt, o),
                        doctest::Contains("label_smoothing must be in [0, 1]"), tfm::value_error);
+}
+
+// The backend seam (backend/reference/linear_loss.hpp and backend/cpu/linear_loss.hpp): the
+// row-stable logits of both backends have the same bits whatever rows and columns share a call,
+// and the bits of the whole product wherever lce_logits_rows_match_full says so; the op on the
+// reference backend (plain loops, double sums) agrees with the op on cpu to rounding in the
+// stored, recompute and frozen_rows modes, and its recompute mode equals its stored mode bitwise.
+namespace {
+template <class B, class T>
+void check_row_stable_logits(std::mt19937& g) {
+  const index_t M = 37, N = 300, C = 24;
+  const auto xv = urnd<T>(S2(M, C), g, -1, 1);
+  const auto wv = urnd<T>(S2(N, C), g, -1, 1);
+  const auto mn = static_cast<std::size_t>(M * N);
+  std::vector<T> all(mn), part(mn, T(-1)), blocks(mn, T(-1)), full(mn);
+  lce_logits_rows(B{}, M, N, C, xv.data(), wv.data(), all.data(), N);
+  for (index_t i = 0; i < M; ++i)  // one row at a time (M == 1: gemm would take its GEMV)
+    lce_logits_rows(B{}, 1, N, C, xv.data() + i * C, wv.data(), part.data() + i * N, N);
+  TFM_CHECK_BITWISE(part, all);
+  for (index_t i0 = 0; i0 < M; i0 += 5)  // blocks of 5 rows x chunks of 64 columns
+    for (index_t j0 = 0; j0 < N; j0 += 64)
+      lce_logits_rows(B{}, std::min<index_t>(5, M - i0), std::min<index_t>(64, N - j0), C,
+                      xv.data() + i0 * C, wv.data() + j0 * C, blocks.data() + i0 * N + j0, N);
+  TFM_CHECK_BITWISE(blocks, all);
+  REQUIRE(lce_logits_rows_match_full(B{}, M, N, C));
+  lce_logits_full(B{}, M, N, C, xv.data(), wv.data(), full.data());
+  TFM_CHECK_BITWISE(full, all);
+}
+
+/// One forward + backward of the op on backend B: stored or recompute mode, or (rows) the
+/// frozen_rows form, whose W gets no gradient (gw stays empty).
+template <ce_reduction Red, class B, class T>
+outcome<T> run_on(const tensor<T, S3>& xv, const tensor<T, S2>& wv,
+                  const tensor<std::int32_t, S2>& tgt, const cross_entropy_options& o,
+                  lce_logits keep, bool rows) {
+  auto x = parameter(xv);
+  auto w = parameter(wv);
+  auto l = [&] {
+    if (rows)
+      return linear_cross_entropy<Red, B>(
+          x, std::shared_ptr<const frozen_rows<T>>(std::make_shared<plain_rows<T>>(wv)), tgt, o);
+    return linear_cross_entropy<Red, B>(x, w, tgt, o, keep);
+  }();
+  if constexpr (Red == ce_reduction::none)
+    sum(l).backward();
+  else
+    l.backward();
+  return {value_of(l), grad_of(x), rows ? std::vector<T>{} : grad_of(w)};
+}
+
+/// got within tol of want: the loss relative to 1 + |want|, a gradient relative to its largest
+/// element.
+template <class T>
+void check_close(const outcome<T>& got, const outcome<T>& want, double tol) {
+  REQUIRE(got.loss.size() == want.loss.size());
+  REQUIRE(got.gx.size() == want.gx.size());
+  REQUIRE(got.gw.size() == want.gw.size());
+  int bad = 0;
+  for (std::size_t i = 0; i < got.loss.size(); ++i)
+    bad += !(std::abs(double(got.loss[i]) - double(want.loss[i])) <=
+             tol * (1 + std::abs(double(want.loss[i]))));
+  CHECK_MESSAGE(bad == 0, bad, " loss values differ");
+  for (auto p : {&outcome<T>::gx, &outcome<T>::gw}) {
+    const std::vector<T>& a = got.*p;
+    const std::vector<T>& b = want.*p;
+    double gmax = 0, worst = 0;
+    for (auto v : b) gmax = std::max(gmax, std::abs(double(v)));
+    for (std::size_t i = 0; i < a.size(); ++i)
+      worst = std::max(worst, std::abs(double(a[i]) - double(b[i])));
+    CHECK_MESSAGE(worst <= tol * (gmax + 1e-30), "gradient max error ", worst, " of max ", gmax);
+  }
+}
+
+template <class T>
+void reference_sweep(std::uint64_t seed, double tol) {
+  auto g = tfm_test::rng(seed);
+  check_row_stable_logits<reference, T>(g);
+  check_row_stable_logits<cpu, T>(g);
+  // 1 x 5 x 4 x 7: the cpu recompute mode leaves it to the stored mode, the reference's runs;
+  // V = 3073: several backward chunks on both (the reference's depth block is 256 columns);
+  // V = 50000: several forward row blocks of the recompute mode on both (45 rows: blocks of 41
+  // floats or 20 doubles on the reference; only that mode, for time; not in the sanitizer build).
+  struct dims {
+    index_t b, t, c, v;
+  };
+  std::vector<dims> all{dims{1, 5, 4, 7}, dims{1, 37, 24, 500}, dims{2, 30, 16, 3073},
+                        dims{1, 45, 4, 50000}};
+  if (tfm_test::sanitized) all.pop_back();
+  for (const dims d : all) {
+    CAPTURE(d.t);
+    CAPTURE(d.v);
+    const auto xv = urnd<T>(S3(d.b, d.t, d.c), g, -1, 1);
+    const auto wv = urnd<T>(S2(d.v, d.c), g, -0.5, 0.5);
+    tensor<std::int32_t, S2> tgt(S2(d.b, d.t));
+    for (index_t i = 0; i < tgt.size(); ++i)
+      tgt.data()[i] = i % 7 == 3 ? -100 : static_cast<std::int32_t>((i * 131 + 5) % d.v);
+    cross_entropy_options smooth;
+    smooth.label_smoothing = 0.1;
+    const auto st = lce_logits::store, re = lce_logits::recompute;
+    for (bool rows : {false, true}) {
+      if (d.v == 50000) break;
+      CAPTURE(rows);
+      check_close(run_on<ce_reduction::mean, reference>(xv, wv, tgt, {}, st, rows),
+                  run_on<ce_reduction::mean, cpu>(xv, wv, tgt, {}, st, rows), tol);
+      check_close(run_on<ce_reduction::sum, reference>(xv, wv, tgt, smooth, st, rows),
+                  run_on<ce_reduction::sum, cpu>(xv, wv, tgt, smooth, st, rows), tol);
+      check_close(run_on<ce_reduction::none, reference>(xv, wv, tgt, smooth, st, rows),
+                  run_on<ce_reduction::none, cpu>(xv, wv, tgt, smooth, st, rows), tol);
+    }
+    const auto ref_store = run_on<ce_reduction::mean, reference>(xv, wv, tgt, smooth, st, false);
+    const auto ref_re = run_on<ce_reduction::mean, reference>(xv, wv, tgt, smooth, re, false);
+    check_close(ref_re, run_on<ce_reduction::mean, cpu>(xv, wv, tgt, smooth, re, false), tol);
+    check_bitwise(ref_re, ref_store);
+  }
+}
+}  // namespace
+
+TEST_CASE("linear_cross_entropy on the reference backend agrees with cpu: float") {
+  reference_sweep<float>(41, 2e-5);
+}
+
+TEST_CASE("linear_cross_entropy on the reference backend agrees with cpu: double") {
+  reference_sweep<double>(42, 1e-12);
 }

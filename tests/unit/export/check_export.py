@@ -12,11 +12,15 @@ For every NAME, export_test.cpp has written, in WORK_DIR:
 This script reads them with gguf-py (GGUFReader), safetensors (safe_open, numpy) and, when it is
 installed, the `tokenizers` package, and checks
   - tensor names, shapes and dtypes (GGUF: llama.cpp's names, 1-D tensors F32; HF: transformers'
-    LlamaForCausalLM / GPT2LMHeadModel names, Conv1D weights (in, out)), the GGUF metadata keys
-    and config.json;
+    LlamaForCausalLM / GPT2LMHeadModel names, Conv1D weights (in, out); a mixture-of-experts
+    llama ("moe": true): llama.cpp's blk.N.ffn_{gate_inp,gate_exps,up_exps,down_exps}, the router
+    F32 in every file, and MixtralForCausalLM's block_sparse_moe.{gate,experts.e.w1/w2/w3}), the
+    GGUF metadata keys and config.json;
   - a float64 numpy forward written here from each format's own convention (GGUF llama: RoPE on
     adjacent pairs as ggml's "normal" rope; HF Llama: rotate_half on (i, i + D/2) pairs; GPT-2:
-    LayerNorm, tanh GELU, learned positions) against the C++ logits;
+    LayerNorm, tanh GELU, learned positions; MoE: softmax over all E router logits, the top k,
+    weights renormalised over them, as llama.cpp's llama arch and HF Mixtral) against the C++
+    logits;
   - tokenizer.json (`tokenizers`) encodes sample.txt to the C++ ids.
 With NAME "--hf2gguf" instead, WORK_DIR/hf2gguf.json lists [source HF directory, GGUF] pairs
 that `tfm convert HF_DIR OUT.gguf` (infer/hf_export_import.hpp) wrote; every GGUF tensor must
@@ -51,6 +55,16 @@ def check(cond, what):
 # ---- expected names -------------------------------------------------------------------------
 
 
+def is_moe(e):
+    """A mixture-of-experts llama (export_test.cpp's llama_moe); absent or false: dense."""
+    return bool(e.get("moe", False))
+
+
+def expert_width(e):
+    """Fe, each routed expert's hidden width (expert_ffn, or ffn when it is 0)."""
+    return e.get("expert_ffn") or e["ffn"]
+
+
 def gguf_expected(e):
     """name -> row-major shape of the GGUF tensors llama.cpp's loader wants."""
     V, C, F, L, T = e["vocab"], e["n_embd"], e["ffn"], e["n_layer"], e["block_size"]
@@ -62,9 +76,15 @@ def gguf_expected(e):
             b = f"blk.{l}."
             t.update({b + "attn_norm.weight": (C,), b + "attn_q.weight": (H * D, C),
                       b + "attn_k.weight": (G * D, C), b + "attn_v.weight": (G * D, C),
-                      b + "attn_output.weight": (C, C), b + "ffn_norm.weight": (C,),
-                      b + "ffn_gate.weight": (F, C), b + "ffn_up.weight": (F, C),
-                      b + "ffn_down.weight": (C, F)})
+                      b + "attn_output.weight": (C, C), b + "ffn_norm.weight": (C,)})
+            if is_moe(e):  # llama.cpp LLM_TENSOR_FFN_*_EXPS: ggml ne [C, Fe, E] / [Fe, C, E]
+                E, Fe = e["n_expert"], expert_width(e)
+                t.update({b + "ffn_gate_inp.weight": (E, C), b + "ffn_gate_exps.weight": (E, Fe, C),
+                          b + "ffn_up_exps.weight": (E, Fe, C),
+                          b + "ffn_down_exps.weight": (E, C, Fe)})
+            else:
+                t.update({b + "ffn_gate.weight": (F, C), b + "ffn_up.weight": (F, C),
+                          b + "ffn_down.weight": (C, F)})
         if not e["tied"]:
             t["output.weight"] = (V, C)
     else:
@@ -92,8 +112,18 @@ def hf_expected(e):
                       b + "self_attn.q_proj.weight": (H * D, C),
                       b + "self_attn.k_proj.weight": (G * D, C),
                       b + "self_attn.v_proj.weight": (G * D, C),
-                      b + "self_attn.o_proj.weight": (C, C), b + "mlp.gate_proj.weight": (F, C),
-                      b + "mlp.up_proj.weight": (F, C), b + "mlp.down_proj.weight": (C, F)})
+                      b + "self_attn.o_proj.weight": (C, C)})
+            if is_moe(e):  # transformers' modeling_mixtral.py MixtralSparseMoeBlock
+                E, Fe = e["n_expert"], expert_width(e)
+                m = b + "block_sparse_moe."
+                t[m + "gate.weight"] = (E, C)
+                for x in range(E):
+                    t.update({f"{m}experts.{x}.w1.weight": (Fe, C),
+                              f"{m}experts.{x}.w3.weight": (Fe, C),
+                              f"{m}experts.{x}.w2.weight": (C, Fe)})
+            else:
+                t.update({b + "mlp.gate_proj.weight": (F, C), b + "mlp.up_proj.weight": (F, C),
+                          b + "mlp.down_proj.weight": (C, F)})
     else:
         t = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C),
              "transformer.ln_f.weight": (C,), "transformer.ln_f.bias": (C,)}
@@ -161,7 +191,31 @@ def attention(q, k, v):
     return out
 
 
-def llama_forward(W, ids, e, hf):
+def moe_ffn(h, router, gate, up, down, k, force=None):
+    """The llama / Mixtral mixture of experts on h (T, C): router (E, C), gate and up (E, Fe, C),
+    down (E, C, Fe). p = softmax of the E router logits; the k largest p (ties: lower index
+    first) weighted by p / (their sum); each expert down_e(silu(gate_e h) * up_e h). Returns the
+    output (T, C), the chosen experts (T, k) (`force` (T, k), when given, is used instead) and
+    the smallest gap between the k-th and (k+1)-th largest p (inf when k = E)."""
+    logits = h @ router.T
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    order = np.argsort(-p, axis=-1, kind="stable")
+    top = order[:, :k]
+    ps = np.take_along_axis(p, order, -1)
+    gap = float((ps[:, k - 1] - ps[:, k]).min()) if k < p.shape[1] else math.inf
+    use = top if force is None else force
+    rows = np.arange(h.shape[0])[:, None]
+    w = np.zeros_like(p)
+    w[rows, use] = p[rows, use] / p[rows, use].sum(-1, keepdims=True)
+    a = silu(np.einsum("tc,efc->tef", h, gate)) * np.einsum("tc,efc->tef", h, up)
+    return np.einsum("te,tef,ecf->tc", w, a, down), top, gap
+
+
+def llama_forward(W, ids, e, hf, routes=None, force=None, gaps=None):
+    """The llama logits (T, V) of ids from W in the GGUF (hf false) or HF convention. A MoE
+    layer appends its chosen experts (T, k) to the list `routes` and moe_ffn's gap to `gaps`
+    when given, and uses force[l] instead of its own choice when `force` is given."""
     C, H, G = e["n_embd"], e["n_head"], e["n_kv_head"]
     D, eps, base = C // H, e["norm_eps"], e["rope_base"]
     T = len(ids)
@@ -189,7 +243,25 @@ def llama_forward(W, ids, e, hf):
         q, k = rope(q, base, not hf), rope(k, base, not hf)
         x = x + attention(q, k, v).reshape(T, C) @ n(p + names["o"]).T
         h = rms_norm(x, n(p + names["fn"]), eps)
-        x = x + (silu(h @ n(p + names["g"]).T) * (h @ n(p + names["u"]).T)) @ n(p + names["d"]).T
+        if not is_moe(e):
+            a = silu(h @ n(p + names["g"]).T) * (h @ n(p + names["u"]).T)
+            x = x + a @ n(p + names["d"]).T
+            continue
+        if hf:  # Mixtral: one (Fe, C) / (C, Fe) tensor per expert, w1 gate, w3 up, w2 down
+            m = p + "block_sparse_moe."
+            r = n(m + "gate.weight")
+            g, u, d = (np.stack([n(f"{m}experts.{j}.{w}.weight") for j in range(e["n_expert"])])
+                       for w in ("w1", "w3", "w2"))
+        else:
+            r, g, u, d = (n(p + f"ffn_{w}.weight")
+                          for w in ("gate_inp", "gate_exps", "up_exps", "down_exps"))
+        y, top, gap = moe_ffn(h, r, g, u, d, e["n_expert_used"],
+                              None if force is None else force[l])
+        if routes is not None:
+            routes.append(top)
+        if gaps is not None:
+            gaps.append(gap)
+        x = x + y
     x = rms_norm(x, n(fin), eps)
     return x @ (W[head] if head in W else n(emb)).T
 
@@ -223,6 +295,14 @@ def gpt2_forward(W, ids, e, hf):
 
 def rel_err(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def layout_ok(shapes, expected, tag):
+    """Whether the forward can run: the names and shapes already checked all match."""
+    if set(shapes) == set(expected) and all(shapes[k] == v for k, v in expected.items()):
+        return True
+    print(f"{tag}: names or shapes are wrong (above); numpy forward not run")
+    return False
 
 
 # ---- readers --------------------------------------------------------------------------------
@@ -266,6 +346,7 @@ def check_gguf(work, name, e, ids, want):
     F32, F16 = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16
     expected = gguf_expected(e)
     arch = e["arch"]
+    routes = []  # the f32 file's expert choices, per MoE layer
     for suffix, mtype in (("", F32), ("_f16", F16)):
         path = os.path.join(work, name + suffix + ".gguf")
         r, t = read_gguf(path)
@@ -274,13 +355,20 @@ def check_gguf(work, name, e, ids, want):
         for k, shape in expected.items():
             if k in t:
                 check(t[k][0] == shape, f"{tag}: {k} shape {t[k][0]} != {shape}")
-                want_type = F32 if len(shape) == 1 else mtype
+                # llama.cpp keeps the norms and the MoE router (ffn_gate_inp) F32
+                f32 = len(shape) == 1 or k.endswith(".ffn_gate_inp.weight")
+                want_type = F32 if f32 else mtype
                 check(t[k][1] == want_type, f"{tag}: {k} type {t[k][1]} != {want_type}")
         check(gguf_field(r, "general.architecture") == arch, f"{tag}: general.architecture")
         check(gguf_field(r, "general.file_type") == (1 if suffix else 0), f"{tag}: file_type")
         keys = {"context_length": e["block_size"], "embedding_length": e["n_embd"],
-                "feed_forward_length": e["ffn"], "block_count": e["n_layer"],
-                "attention.head_count": e["n_head"]}
+                "feed_forward_length": expert_width(e) if is_moe(e) else e["ffn"],
+                "block_count": e["n_layer"], "attention.head_count": e["n_head"]}
+        if is_moe(e):
+            keys.update({"expert_count": e["n_expert"], "expert_used_count": e["n_expert_used"]})
+        else:
+            for k in ("expert_count", "expert_used_count"):
+                check(gguf_field(r, f"{arch}.{k}") is None, f"{tag}: dense model has {arch}.{k}")
         if arch == "llama":
             keys.update({"attention.head_count_kv": e["n_kv_head"],
                          "rope.dimension_count": e["n_embd"] // e["n_head"],
@@ -303,8 +391,28 @@ def check_gguf(work, name, e, ids, want):
         check(len(merges) == (e["vocab"] - 256 if e["tokenizer"] == "bpe" else 0),
               f"{tag}: {len(merges)} merges")
         W = {k: v[2] for k, v in t.items()}
-        fwd = llama_forward if arch == "llama" else gpt2_forward
-        err = rel_err(fwd(W, ids, e, hf=False), want)
+        if not layout_ok({k: v[0] for k, v in t.items()}, expected, tag):
+            continue
+        if is_moe(e):
+            # The f16 file is run with the f32 file's expert choices: f16 rounding of the other
+            # weights may flip a near tie of the k-th and (k+1)-th router probability, a jump of
+            # the logits that says nothing of the export. Its own choices are counted.
+            own, gaps = [], []
+            force = routes if suffix and routes else None
+            got = llama_forward(W, ids, e, hf=False, routes=own, force=force, gaps=gaps)
+            if not suffix:  # a gap near 0 would let float32 rounding pick other experts
+                routes = own
+                print(f"{tag}: smallest gap between the k-th and (k+1)-th router probability "
+                      f"{min(gaps):.2e}")
+            elif force is not None:
+                flips = sum(int((np.sort(a, -1) != np.sort(b, -1)).any(-1).sum())
+                            for a, b in zip(own, routes))
+                print(f"{tag}: {flips} of {len(ids) * e['n_layer']} token-layer expert choices "
+                      f"differ from {name}.gguf's (the forward uses {name}.gguf's)")
+        else:
+            fwd = llama_forward if arch == "llama" else gpt2_forward
+            got = fwd(W, ids, e, hf=False)
+        err = rel_err(got, want)
         tol = 1e-4 if not suffix else 1e-2
         print(f"{tag}: numpy GGUF-convention forward vs nn::gpt logits, relative error {err:.2e}")
         check(err < tol, f"{tag}: logits relative error {err} >= {tol}")
@@ -332,12 +440,22 @@ def check_hf(work, name, e, ids, want):
     if e["arch"] == "llama":
         want_cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
                     "vocab_size": e["vocab"], "hidden_size": e["n_embd"],
-                    "intermediate_size": e["ffn"], "num_hidden_layers": e["n_layer"],
+                    "intermediate_size": expert_width(e) if is_moe(e) else e["ffn"],
+                    "num_hidden_layers": e["n_layer"],
                     "num_attention_heads": e["n_head"], "num_key_value_heads": e["n_kv_head"],
                     "head_dim": e["n_embd"] // e["n_head"],
                     "max_position_embeddings": e["block_size"], "rms_norm_eps": e["norm_eps"],
                     "rope_theta": e["rope_base"], "hidden_act": "silu", "attention_bias": False,
                     "mlp_bias": False, "tie_word_embeddings": e["tied"]}
+        if is_moe(e):  # transformers' MixtralConfig (its sliding_window defaults to 4096)
+            want_cfg.update({"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+                             "num_local_experts": e["n_expert"],
+                             "num_experts_per_tok": e["n_expert_used"]})
+            check("sliding_window" in cfg and cfg["sliding_window"] is None,
+                  f"{tag}: config.json sliding_window = {cfg.get('sliding_window', 'absent')!r}")
+        else:
+            for k in ("num_local_experts", "num_experts_per_tok"):
+                check(k not in cfg, f"{tag}: dense model's config.json has {k}")
     else:
         want_cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
                     "vocab_size": e["vocab"], "n_positions": e["block_size"],
@@ -347,10 +465,11 @@ def check_hf(work, name, e, ids, want):
     want_cfg["torch_dtype"] = "float32"
     for k, v in want_cfg.items():
         check(cfg.get(k) == v, f"{tag}: config.json {k} = {cfg.get(k)!r} != {v!r}")
-    fwd = llama_forward if e["arch"] == "llama" else gpt2_forward
-    err = rel_err(fwd(W, ids, e, hf=True), want)
-    print(f"{tag}: numpy HF-convention forward vs nn::gpt logits, relative error {err:.2e}")
-    check(err < 1e-4, f"{tag}: logits relative error {err}")
+    if layout_ok({k: v.shape for k, v in W.items()}, expected, tag):
+        fwd = llama_forward if e["arch"] == "llama" else gpt2_forward
+        err = rel_err(fwd(W, ids, e, hf=True), want)
+        print(f"{tag}: numpy HF-convention forward vs nn::gpt logits, relative error {err:.2e}")
+        check(err < 1e-4, f"{tag}: logits relative error {err}")
     try:
         import tokenizers
     except ImportError:

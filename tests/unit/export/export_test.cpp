@@ -95,6 +95,7 @@ struct variant {
   bool bpe = false;
   bool bias = true;
   bool tied = false;
+  bool moe = false;  ///< llama layout with mlp = moe (E 4, k 2, expert width 24)
 };
 
 nn::dynamic_config config_of(const variant& v, index_t vocab) {
@@ -114,6 +115,12 @@ nn::dynamic_config config_of(const variant& v, index_t vocab) {
     c.mlp = nn::mlp_kind::swiglu;
     c.position = nn::position_kind::rope;
     c.bias = false;
+    if (v.moe) {
+      c.mlp = nn::mlp_kind::moe;
+      c.n_expert = 4;
+      c.n_expert_used = 2;
+      c.expert_ffn = 24;
+    }
   } else {
     c.bias = v.bias;
   }
@@ -186,8 +193,10 @@ trained train_variant(const variant& v) {
       << ", \"bias\": " << (c.bias ? "true" : "false")
       << ", \"tied\": " << (c.tie_embeddings ? "true" : "false")
       << ", \"norm_eps\": " << train::exact_string(c.norm_eps)
-      << ", \"rope_base\": " << train::exact_string(c.rope_base) << ", \"tokenizer\": \""
-      << r.tok.kind() << "\"}\n";
+      << ", \"rope_base\": " << train::exact_string(c.rope_base)
+      << ", \"moe\": " << (v.moe ? "true" : "false") << ", \"n_expert\": " << c.n_expert
+      << ", \"n_expert_used\": " << c.n_expert_used << ", \"expert_ffn\": " << c.expert_ffn
+      << ", \"tokenizer\": \"" << r.tok.kind() << "\"}\n";
   return r;
 }
 
@@ -218,13 +227,14 @@ const variant llama_bpe{"llama_bpe", true, true, false, false};
 const variant llama_bytes_tied{"llama_bytes_tied", true, false, false, true};
 const variant gpt2_bytes{"gpt2_bytes", false, false, true, true};
 const variant gpt2_bpe_nobias{"gpt2_bpe_nobias", false, true, false, false};
+const variant llama_moe{"llama_moe", true, true, false, false, true};
 
 /// Trains, checkpoints and exports every variant once: <name>.gguf (f32), <name>_f16.gguf,
 /// <name>_hf/ (f32), <name>_hf_bf16/.
 const std::vector<trained>& exported() {
   static const std::vector<trained> all = [] {
     std::vector<trained> v;
-    for (const variant& x : {llama_bpe, llama_bytes_tied, gpt2_bytes, gpt2_bpe_nobias}) {
+    for (const variant& x : {llama_bpe, llama_bytes_tied, gpt2_bytes, gpt2_bpe_nobias, llama_moe}) {
       v.push_back(train_variant(x));
       const io::export_model m = io::read_export_model(v.back().dir);
       const std::string base = work_dir() + "/" + x.name;
@@ -501,6 +511,58 @@ TEST_CASE("configs that no format can express are refused naming the field") {
   c = gpt2;
   c.mlp = nn::mlp_kind::swiglu;
   CHECK(msg_of(c).find("field mlp") != std::string::npos);
+  // Mixtures of experts: llama.cpp's llama architecture gates with softmax top-k and has no
+  // shared experts.
+  const nn::dynamic_config moe = config_of(llama_moe, 256);
+  CHECK(io::export_arch_of(moe) == io::export_arch::llama);
+  c = moe;
+  c.router = moe_router_kind::sigmoid_bias;
+  CHECK(msg_of(c).find("field router") != std::string::npos);
+  c = moe;
+  c.n_shared_expert = 1;
+  CHECK(msg_of(c).find("field n_shared_expert") != std::string::npos);
+}
+
+TEST_CASE("MoE export: GGUF tensors and keys of llama.cpp's layout; read back bitwise") {
+  const trained& t = exported()[4];  // llama_moe
+  REQUIRE(t.cfg.mlp == nn::mlp_kind::moe);
+  const io::gguf_file f(t.dir + ".gguf");
+  CHECK(f.get<index_t>("llama.expert_count") == 4);
+  CHECK(f.get<index_t>("llama.expert_used_count") == 2);
+  CHECK(f.get<index_t>("llama.feed_forward_length") == 24);
+  const io::gguf_tensor_info* g = f.find_tensor("blk.1.ffn_gate_exps.weight");
+  REQUIRE(g != nullptr);
+  CHECK(g->extents() == std::vector<index_t>{4, 24, 32});
+  const io::gguf_tensor_info* d = f.find_tensor("blk.1.ffn_down_exps.weight");
+  REQUIRE(d != nullptr);
+  CHECK(d->extents() == std::vector<index_t>{4, 32, 24});
+  CHECK(f.find_tensor("blk.0.ffn_gate.weight") == nullptr);
+  const io::gguf_file h(t.dir + "_f16.gguf");  // the router stays F32, as llama.cpp keeps it
+  CHECK(h.find_tensor("blk.0.ffn_gate_inp.weight")->type == ggml_type::f32);
+  CHECK(h.find_tensor("blk.0.ffn_up_exps.weight")->type == ggml_type::f16);
+  // GGUF -> trainable model: the config and every parameter bitwise.
+  const auto m = train::load_gguf_model(f);
+  CHECK(m.config().mlp == nn::mlp_kind::moe);
+  CHECK(m.config().n_expert == 4);
+  CHECK(m.config().expert_ffn == 24);
+  const io::export_model ck = io::read_export_model(t.dir);
+  for (const auto& p : m.parameters()) {
+    INFO(p.name);
+    const auto& v = ck.weights.at(p.name).values;
+    REQUIRE(static_cast<index_t>(v.size()) == p.data->size());
+    CHECK(std::equal(v.begin(), v.end(), p.data->value.data()));
+  }
+  // The loaded model's logits are the training model's.
+  tensor<std::int32_t, shape<dyn, dyn>> x(1, static_cast<index_t>(t.ids.size()));
+  std::copy(t.ids.begin(), t.ids.end(), x.data());
+  no_grad ng;
+  const auto lg = m.forward(x);
+  CHECK(max_abs_err(std::vector<float>(lg.value().data(), lg.value().data() + lg.size()),
+                    t.logits) == 0.0);
+  // The HF directory is Mixtral's.
+  const std::string cfg = slurp(t.dir + "_hf/config.json");
+  CHECK(cfg.find("\"MixtralForCausalLM\"") != std::string::npos);
+  CHECK(cfg.find("\"num_local_experts\": 4") != std::string::npos);
 }
 
 TEST_CASE("parameters that do not fit the config are refused naming the parameter") {

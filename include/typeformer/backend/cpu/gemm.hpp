@@ -315,21 +315,39 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
                         in_parallel() ? 1 : num_threads());
 }
 
+namespace detail {
+template <class T>
+void gemm_bt_row_stable(index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
+                        index_t ldb, T* C, index_t ldc, bool accumulate) {
+  gemm_check<T>("gemm_bt_row_stable", M, N, K);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) gemm_scale_c(M, N, T(0), C, ldc);
+    return;
+  }
+  gemm_packed(false, true, M, N, K, T(1), A, lda, B, ldb, accumulate ? T(1) : T(0), C, ldc,
+              in_parallel() ? 1 : num_threads());
+}
+}  // namespace detail
+
 /// C(M, N) = A(M, K) B(N, K)^T (+ C when accumulate) on the packed kernel whatever the shape:
 /// unlike gemm(), which takes a GEMV for M == 1 and tiny products (another summation order), a
-/// row of C is then the same bits for every M. The serving engine's batches rely on it
-/// (infer/batch.hpp: a sequence's logits do not depend on what shares its step).
+/// row of C is then the same bits for every M (and an element the same bits whatever block of
+/// rows or columns of C it is computed in). The serving engine's batches rely on it
+/// (infer/batch.hpp: a sequence's logits do not depend on what shares its step), and so does the
+/// fused head + loss (backend/cpu/linear_loss.hpp). Where gemm() takes its packed path (M > 1,
+/// N > 1, M N K > 16^3) the elements are bitwise gemm()'s.
 inline void gemm_bt_row_stable(index_t M, index_t N, index_t K, const float* A, index_t lda,
                                const float* B, index_t ldb, float* C, index_t ldc,
                                bool accumulate) {
-  detail::gemm_check<float>("gemm_bt_row_stable", M, N, K);
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    if (!accumulate) detail::gemm_scale_c(M, N, 0.0f, C, ldc);
-    return;
-  }
-  detail::gemm_packed(false, true, M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc,
-                      in_parallel() ? 1 : num_threads());
+  detail::gemm_bt_row_stable<float>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+/// The same in double.
+inline void gemm_bt_row_stable(index_t M, index_t N, index_t K, const double* A, index_t lda,
+                               const double* B, index_t ldb, double* C, index_t ldc,
+                               bool accumulate) {
+  detail::gemm_bt_row_stable<double>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 /// Strided batch of gemm: product b reads A + b*stride_a and B + b*stride_b and writes

@@ -160,6 +160,23 @@ void put(const moe_grad_target<T>& t, index_t i, double v) {
 
 inline double sigmoid(double a) { return 1.0 / (1.0 + std::exp(-a)); }
 
+/// One expert's hidden layer for one token v (C values): a = W_gate v and b = W_up v (wg, wu:
+/// the expert's (F, C) blocks) and h = silu(a) * b, F values each, in double accumulation.
+template <class T>
+void swiglu_hidden(const T* wg, const T* wu, const T* v, index_t C, index_t F, double* a, double* b,
+                   double* h) {
+  for (index_t f = 0; f < F; ++f) {
+    double sa = 0, sb = 0;
+    for (index_t c = 0; c < C; ++c) {
+      sa += static_cast<double>(wg[f * C + c]) * static_cast<double>(v[c]);
+      sb += static_cast<double>(wu[f * C + c]) * static_cast<double>(v[c]);
+    }
+    a[f] = sa;
+    b[f] = sb;
+    h[f] = sa * sigmoid(sa) * sb;
+  }
+}
+
 }  // namespace detail::moe
 
 /// Groups the tokens * k slots of a route by expert (stable counting sort, file comment).
@@ -214,24 +231,17 @@ void moe_ffn_forward(reference, const moe_ffn_problem<T>& p, moe_ffn_cache<T>& c
   cache.grouped = false;
   moe_group(p.expert, p.tokens, p.k, p.n_expert, cache.groups);
   const index_t C = p.C, F = p.F;
-  std::vector<double> h(static_cast<std::size_t>(F)), acc(static_cast<std::size_t>(C));
+  std::vector<double> a(static_cast<std::size_t>(F)), b(a.size()), h(a.size()),
+      acc(static_cast<std::size_t>(C));
   for (index_t n = 0; n < p.tokens; ++n) {
     const T* xn = p.x + n * C;
     std::fill(acc.begin(), acc.end(), 0.0);
     for (index_t j = 0; j < p.k; ++j) {
       const index_t e = p.expert[n * p.k + j];
       if (e < 0) continue;
-      const T* wg = p.w_gate + e * F * C;
-      const T* wu = p.w_up + e * F * C;
       const T* wd = p.w_down + e * C * F;
-      for (index_t f = 0; f < F; ++f) {
-        double sa = 0, sb = 0;
-        for (index_t c = 0; c < C; ++c) {
-          sa += static_cast<double>(wg[f * C + c]) * static_cast<double>(xn[c]);
-          sb += static_cast<double>(wu[f * C + c]) * static_cast<double>(xn[c]);
-        }
-        h[static_cast<std::size_t>(f)] = sa * detail::moe::sigmoid(sa) * sb;
-      }
+      detail::moe::swiglu_hidden(p.w_gate + e * F * C, p.w_up + e * F * C, xn, C, F, a.data(),
+                                 b.data(), h.data());
       const double g = static_cast<double>(p.gates[n * p.k + j]);
       for (index_t c = 0; c < C; ++c) {
         double s = 0;
@@ -266,16 +276,7 @@ void moe_ffn_backward(reference, const moe_ffn_problem<T>& p, moe_ffn_cache<T>& 
       const T* wg = p.w_gate + e * F * C;
       const T* wu = p.w_up + e * F * C;
       const T* wd = p.w_down + e * C * F;
-      for (index_t f = 0; f < F; ++f) {
-        double sa = 0, sb = 0;
-        for (index_t c = 0; c < C; ++c) {
-          sa += static_cast<double>(wg[f * C + c]) * static_cast<double>(xn[c]);
-          sb += static_cast<double>(wu[f * C + c]) * static_cast<double>(xn[c]);
-        }
-        a[sz(f)] = sa;
-        b[sz(f)] = sb;
-        h[sz(f)] = sa * detail::moe::sigmoid(sa) * sb;
-      }
+      detail::moe::swiglu_hidden(wg, wu, xn, C, F, a.data(), b.data(), h.data());
       const double g = static_cast<double>(p.gates[n * K + j]);
       double dgate = 0;
       for (index_t c = 0; c < C; ++c) {

@@ -1,0 +1,15 @@
+// typeformer/ops/moe_kind.hpp
+//
+// The kinds of mixture-of-experts router (ops/moe_router.hpp has the formulas and papers), in
+// a header of their own so that model configs (nn/config.hpp) can name one without including
+// the routing code.
+#pragma once
+
+#include "typeformer/config/config.hpp"
+
+TFM_BEGIN_NAMESPACE
+
+/// Which router moe_route_tokens runs (see ops/moe_router.hpp for the formulas and papers).
+enum class moe_router_kind { softmax_topk, gshard_topk, switch_top1, sigmoid_bias, expert_choice };
+
+TFM_END_NAMESPACE
