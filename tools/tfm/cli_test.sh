@@ -45,6 +45,22 @@ expect 2 "tfm train --bias 2" "$tfm" train --bias 2
 expect 2 "tfm train --n-head 3" "$tfm" train --n-head 3 --data "$src/README.md"
 expect 2 "tfm train --steps 0" "$tfm" train --steps 0 --data "$src/README.md"
 expect 2 "tfm train --resume nowhere" "$tfm" train --resume "$work/no_such_run"
+# A mixture-of-experts run: trains, exports to GGUF, and the engine reads and scores it.
+expect 2 "tfm train --router topk" "$tfm" train --mlp moe --router topk
+grep -q "softmax_topk" "$work/err" || fail "tfm train --router topk: the message lists no router"
+expect 2 "tfm train --n-expert-used 9" "$tfm" train --mlp moe --n-expert 8 --n-expert-used 9 \
+  --data "$src/README.md"
+moe_flags=(--mlp moe --n-expert 4 --n-expert-used 2 --expert-ffn 32 --norm rms_norm --position rope
+           --bias 0 --n-layer 2 --n-embd 32 --n-head 2 --n-kv-head 1 --block-size 32 --seq 32
+           --batch 4 --steps 8 --eval-interval 4 --data "$src/README.md" --out "$work/moe_run")
+expect 0 "tfm train --mlp moe" "$tfm" train "${moe_flags[@]}"
+grep -q "expert load max/mean" "$work/out" || fail "tfm train --mlp moe prints no expert load"
+grep -q "experts     4 per layer" "$work/out" || fail "tfm train --mlp moe prints no experts line"
+expect 0 "tfm convert an MoE run" "$tfm" convert "$work/moe_run" "$work/moe.gguf"
+expect 0 "tfm perplexity on the MoE GGUF" "$tfm" perplexity -m "$work/moe.gguf" \
+  -f "$src/README.md" --ctx 32
+expect 0 "tfm inspect the MoE GGUF" "$tfm" inspect "$work/moe.gguf"
+grep -q "llama.expert_count" "$work/out" || fail "tfm inspect: no llama.expert_count"
 for sub in generate chat perplexity bench; do
   expect 2 "tfm $sub --kv-type q4_0" "$tfm" "$sub" -m "$work/none.gguf" --kv-type q4_0
   grep -q "kv-type must be f32, f16, q8_0 or int8" "$work/err" || fail "tfm $sub --kv-type q4_0: message"
