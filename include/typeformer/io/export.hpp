@@ -163,11 +163,11 @@ inline export_arch export_arch_of(const nn::dynamic_config& c) {
     if (c.mlp == nn::mlp_kind::gelu)
       refuse("mlp", "= gelu with rope fits no exportable architecture");
     if (c.mlp == nn::mlp_kind::moe) {  // llama.cpp's llama MoE (Mixtral): softmax top-k
-      if (c.router != moe_router_kind::softmax_topk)
+      if (c.router != moe_router_kind::softmax_topk && c.router != moe_router_kind::noisy_topk)
         fail(errc::unsupported,
-             "tfm::io::export: config field router is not softmax_topk; the llama "
-             "architecture's mixture of experts (llama.cpp, Mixtral) gates with the softmax of "
-             "the k chosen logits.");
+             "tfm::io::export: config field router is not softmax_topk (or noisy_topk, whose "
+             "inference is softmax_topk); the llama architecture's mixture of experts (llama.cpp, "
+             "Mixtral) gates with the softmax of the k chosen logits.");
       if (c.n_shared_expert > 0)
         fail(errc::unsupported,
              "tfm::io::export: config field n_shared_expert = ", c.n_shared_expert,
@@ -299,6 +299,8 @@ void map_moe(source& src, Put&& put, const nn::dynamic_config& c, const std::str
              const std::string& o, bool hf) {
   const index_t E = c.n_expert, C = c.n_embd, Fe = expert_width(c);
   const export_tensor& router = src.get(p + "mlp.router.weight", {E, C});
+  if (c.router == moe_router_kind::noisy_topk)  // training-time noise only: not written
+    (void)src.get(p + "mlp.noise.weight", {E, C});
   const export_tensor& g = src.get(p + "mlp.experts.gate", {E, Fe, C});
   const export_tensor& u = src.get(p + "mlp.experts.up", {E, Fe, C});
   const export_tensor& d = src.get(p + "mlp.experts.down", {E, C, Fe});

@@ -190,7 +190,7 @@ class block : public module_base<T, block<T, Cfg>> {
       return r;
     };
     var<T, S> h = x + drop(attn(ln_1(x), pos0, cache, layer, segments));
-    if (is_moe()) return h + drop(moe_(ln_2(h), training));
+    if (is_moe()) return h + drop(moe_(ln_2(h), training, seed, offset));
     return h + drop(var<T, S>(mlp_(ln_2(h)).data()));
   }
   /// x (B, T, C) at positions 0 .. T - 1, without a cache or dropout (evaluation).

@@ -12,13 +12,18 @@
 //
 // Shapes and names (inside block N: "h.N.mlp."):
 //   router.weight  (E, C)       experts.gate, experts.up (E, Fe, C)     experts.down (E, C, Fe)
+//   noise.weight   (E, C)       (noisy_topk only)
 //   shared.gate / shared.up / shared.down .weight (SwiGLU, width n_shared_expert * Fe)
 // Fe = expert_ffn, or ffn when expert_ffn is 0. With a static config, E and Fe are in the
 // parameters' types (a table of another number of experts does not convert), and k <= E is
 // checked at compile time where both are static.
 //
 // Routers: the config's `router` (softmax_topk: Mixtral; gshard_topk; switch_top1;
-// sigmoid_bias: DeepSeek-V3 with its auxiliary-loss-free bias balancing; expert_choice). The
+// sigmoid_bias: DeepSeek-V3 with its auxiliary-loss-free bias balancing; expert_choice;
+// noisy_topk: Shazeer et al. 2017's noisy top-k gating, a second (E, C) map "noise.weight",
+// zero at start, whose softplus scales N(0, 1) noise added to the router logits while training:
+// the noise comes from the block's dropout stream (seed, offset), so a resumed run draws the same;
+// evaluation and generation route the clean logits, as softmax_topk). The
 // capacity factor moe_capacity = 0 routes dropless; > 0 drops the slots past
 // ceil(cf N k / E) per expert (their tokens pass through the block's residual add).
 //
@@ -72,7 +77,7 @@ moe_settings moe_settings_of(const Cfg& cfg) {
 /// The router options a forward uses (bias: the sigmoid_bias balancer's, else empty).
 inline moe_router_options moe_options_of(const moe_settings& s, std::span<const double> bias) {
   moe_router_options o;
-  o.kind = s.router;
+  o.kind = s.router == moe_router_kind::noisy_topk ? moe_router_kind::softmax_topk : s.router;
   o.k = s.n_expert_used;
   o.renormalize = s.router == moe_router_kind::sigmoid_bias;  // DeepSeek-V3 normalises
   if (s.router == moe_router_kind::expert_choice) {
@@ -106,6 +111,8 @@ class moe_ffn : public module_base<T, moe_ffn<T, Cfg>> {
     const index_t e = checked_extent(s_.n_expert, E, type, "n_expert");
     const index_t f = checked_extent(s_.expert_width, Fe, type, "expert width");
     router = linear<T, C, E>(b.sub("router"), c, e, false);
+    if (s_.router == moe_router_kind::noisy_topk)  // W_noise = 0 (stddev 0): scale softplus(0)
+      noise = linear<T, C, E>(b.sub("noise"), c, e, false, 0.0);
     const builder x = b.sub("experts");
     w_gate =
         make_parameter<T>(x, "gate", shape<E, Fe, C>::from_extents({e, f, c}), init::normal(0.02));
@@ -119,27 +126,45 @@ class moe_ffn : public module_base<T, moe_ffn<T, Cfg>> {
     pending_.assign(static_cast<std::size_t>(e), 0);
   }
 
-  /// x (..., C) -> (..., C). training: record the balancing losses (when gradients are on) and
-  /// count the router's choices for balance().
+  /// x (..., C) -> (..., C). training: record the balancing losses and count the router's
+  /// choices for balance(); noisy_topk draws its noise at (seed, offset) and advances offset by
+  /// N E (the caller's dropout stream).
   template <class S>
-  var<T, S> operator()(const var<T, S>& x, bool training = false) const {
+  var<T, S> operator()(const var<T, S>& x, bool training, std::uint64_t seed,
+                       std::uint64_t& offset) const {
     if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
       (void)training;
+      (void)seed;
+      (void)offset;
       fail(errc::unsupported,
            "tfm::nn::moe_ffn: mixture-of-experts layers run in float or double (the expert "
            "kernels); train this model with float parameters.");
       return x;
     } else {
-      return run(x, training);
+      return run(x, training, seed, offset);
     }
+  }
+  /// Evaluation (no noise, no balancing losses), or training with the noise stream at 0.
+  template <class S>
+  var<T, S> operator()(const var<T, S>& x, bool training = false) const {
+    std::uint64_t offset = 0;
+    return (*this)(x, training, 0, offset);
   }
 
  private:
   template <class S>
-  var<T, S> run(const var<T, S>& x, bool training) const {
+  var<T, S> run(const var<T, S>& x, bool training, std::uint64_t seed,
+                std::uint64_t& offset) const {
     const index_t Cn = x.extent(S::rank - 1), N = x.size() / (Cn > 0 ? Cn : 1);
     auto xf = reshape(x, shape<dyn, C>::from_extents({N, Cn}));
     auto logits = router(xf);  // (N, E)
+    if (s_.router == moe_router_kind::noisy_topk && training) {
+      moe_noise nz;
+      nz.seed = seed;
+      nz.offset = offset;
+      logits = moe_noisy_logits(logits, noise(xf), nz);
+      offset += static_cast<std::uint64_t>(logits.size());
+    }
     const auto r = moe_route_tokens(logits, moe_options_of(s_, bias()));
     auto y = moe_experts(xf, r.route, w_gate, w_up, w_down);
     if (s_.n_shared_expert > 0) y = y + shared(xf);
@@ -159,6 +184,7 @@ class moe_ffn : public module_base<T, moe_ffn<T, Cfg>> {
  public:
   void collect(parameter_list<T>& out) const {
     router.collect(out);
+    if (s_.router == moe_router_kind::noisy_topk) noise.collect(out);
     add_parameter(out, w_gate, true);
     add_parameter(out, w_up, true);
     add_parameter(out, w_down, true);
@@ -193,6 +219,7 @@ class moe_ffn : public module_base<T, moe_ffn<T, Cfg>> {
   }
 
   linear<T, C, E> router;
+  linear<T, C, E> noise;  // noisy_topk's noise scale map W_noise (empty for the other routers)
   var<T, shape<E, Fe, C>> w_gate, w_up;
   var<T, shape<E, C, Fe>> w_down;
   mlp<T, C, dyn> shared;  // empty without shared experts

@@ -10,6 +10,16 @@
 TFM_BEGIN_NAMESPACE
 
 /// Which router moe_route_tokens runs (see ops/moe_router.hpp for the formulas and papers).
-enum class moe_router_kind { softmax_topk, gshard_topk, switch_top1, sigmoid_bias, expert_choice };
+/// noisy_topk names, for a model's config, softmax top-k routing of noisy logits while training
+/// (moe_noisy_logits, Shazeer et al. 2017; nn/moe.hpp adds the noise); moe_route_tokens routes
+/// it as softmax_topk.
+enum class moe_router_kind {
+  softmax_topk,
+  gshard_topk,
+  switch_top1,
+  sigmoid_bias,
+  expert_choice,
+  noisy_topk
+};
 
 TFM_END_NAMESPACE

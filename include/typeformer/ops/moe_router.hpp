@@ -22,6 +22,8 @@
 //     moe_router_kind::expert_choice   p = softmax over E; each expert takes its c tokens of
 //                                      largest p, c = ceil(capacity_factor * N / E) (at most N);
 //                                      gates = p (Zhou et al. 2022, arXiv:2202.09368)
+//     moe_router_kind::noisy_topk      routed as softmax_topk; the caller has made the logits
+//                                      noisy with moe_noisy_logits (nn/moe.hpp does, training)
 //   moe_noisy_logits(clean, noise_logits, noise)   H = clean + n * softplus(noise_logits),
 //                                      n ~ N(0, 1) (Shazeer et al. 2017, arXiv:1701.06538 eq. 4);
 //                                      route H with softmax_topk for noisy top-k gating
@@ -424,9 +426,10 @@ moe_routing<T> moe_route_tokens(const var<T, S>& logits, const moe_router_option
     }
     st.entropy = N > 0 ? st.entropy / static_cast<double>(N) : 0.0;
   }
-  const auto fn = opt.kind == kind::softmax_topk ? detail::moe_gate_fn::softmax_chosen
-                  : sig                          ? detail::moe_gate_fn::sigmoid
-                                                 : detail::moe_gate_fn::softmax_all;
+  const auto fn = opt.kind == kind::softmax_topk || opt.kind == kind::noisy_topk
+                      ? detail::moe_gate_fn::softmax_chosen
+                  : sig ? detail::moe_gate_fn::sigmoid
+                        : detail::moe_gate_fn::softmax_all;
   const bool renorm = opt.renormalize && (opt.kind == kind::gshard_topk || sig);
   r.route.tokens = N;
   r.route.k = K;

@@ -88,7 +88,7 @@ inline constexpr std::string_view training_state_format = "tfm-train-1";
 inline const char* words_of(nn::norm_kind) { return "layer_norm|rms_norm"; }
 inline const char* words_of(nn::mlp_kind) { return "gelu|swiglu|moe"; }
 inline const char* words_of(moe_router_kind) {
-  return "softmax_topk|gshard_topk|switch_top1|sigmoid_bias|expert_choice";
+  return "softmax_topk|gshard_topk|switch_top1|sigmoid_bias|expert_choice|noisy_topk";
 }
 inline const char* words_of(nn::position_kind) { return "learned|rope|alibi"; }
 
@@ -110,6 +110,8 @@ inline const char* to_string(moe_router_kind k) {
       return "sigmoid_bias";
     case moe_router_kind::expert_choice:
       return "expert_choice";
+    case moe_router_kind::noisy_topk:
+      return "noisy_topk";
   }
   return "softmax_topk";
 }
@@ -135,7 +137,7 @@ inline bool parse_word(std::string_view s, nn::mlp_kind& k) {
 inline bool parse_word(std::string_view s, moe_router_kind& k) {
   for (auto c :
        {moe_router_kind::softmax_topk, moe_router_kind::gshard_topk, moe_router_kind::switch_top1,
-        moe_router_kind::sigmoid_bias, moe_router_kind::expert_choice})
+        moe_router_kind::sigmoid_bias, moe_router_kind::expert_choice, moe_router_kind::noisy_topk})
     if (s == to_string(c)) return k = c, true;
   return false;
 }

@@ -519,6 +519,9 @@ TEST_CASE("configs that no format can express are refused naming the field") {
   c.router = moe_router_kind::sigmoid_bias;
   CHECK(msg_of(c).find("field router") != std::string::npos);
   c = moe;
+  c.router = moe_router_kind::noisy_topk;  // inference is softmax_topk: exportable
+  CHECK(io::export_arch_of(c) == io::export_arch::llama);
+  c = moe;
   c.n_shared_expert = 1;
   CHECK(msg_of(c).find("field n_shared_expert") != std::string::npos);
 }

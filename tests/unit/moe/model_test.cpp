@@ -167,9 +167,9 @@ TEST_CASE("a static MoE config puts E and the expert width in the parameter type
   static_assert(std::is_same_v<decltype(b.moe_.router.weight), var<float, shape<4, 16>>>);
   static_assert(nn::static_n_expert<nn::gpt2_tiny> == dyn);  // a preset without the fields
   CHECK(b.is_moe());
-  nn::gpt<static_moe> g(static_moe{}, 1);
-  CHECK(g.is_moe());
-  CHECK(g.parameters().size() == 1 + 8 + 1);  // wte; ln_1, c_attn, c_proj, ln_2, 4 moe; ln_f
+  nn::parameter_list<float> ps;
+  b.collect(ps);
+  CHECK(ps.size() == 8);  // ln_1, c_attn, c_proj, ln_2; router, gate, up, down
 }
 
 TEST_CASE("MoE gpt: balancing losses in loss(), statistics, active parameters") {
@@ -209,7 +209,8 @@ TEST_CASE("MoE gpt: balancing losses in loss(), statistics, active parameters") 
 
 TEST_CASE(
     "MoE gpt: gradients of the training loss (with aux and z losses) match finite differences") {
-  for (auto router : {moe_router_kind::softmax_topk, moe_router_kind::sigmoid_bias}) {
+  for (auto router : {moe_router_kind::softmax_topk, moe_router_kind::sigmoid_bias,
+                      moe_router_kind::noisy_topk}) {
     auto c = tiny_moe();
     c.router = router;
     c.moe_aux_loss = 0.1;
@@ -220,6 +221,12 @@ TEST_CASE(
     fill_ids(x, y, 2, c.vocab);
     MESSAGE("model seed 3, router ", std::string(train::to_string(router)));
     auto ps = m.parameters();
+    if (router == moe_router_kind::noisy_topk)  // a noise scale away from its zero start
+      for (auto& p : ps)
+        if (p.name.find("noise") != std::string::npos)
+          for (index_t i = 0; i < p.data->size(); ++i)
+            p.data->value.data()[i] = 0.3 * std::sin(static_cast<double>(i));
+    m.set_dropout_offset(0);  // the noise stream: the same draws in every evaluation below
     m.loss(x, y, true).backward();
     double worst = 0;
     for (auto& p : ps) {
@@ -229,8 +236,10 @@ TEST_CASE(
         const double keep = *w;
         no_grad ng;
         *w = keep + 1e-6;
+        m.set_dropout_offset(0);
         const double lp = m.loss(x, y, true).value()();
         *w = keep - 1e-6;
+        m.set_dropout_offset(0);
         const double lm = m.loss(x, y, true).value()();
         *w = keep;
         const double num = (lp - lm) / 2e-6, an = p.data->grad_data()[k];
@@ -367,4 +376,37 @@ TEST_CASE("MoE config: flags, checkpoint text and errors") {
   nn::gpt<nn::dynamic_config, float> m2(ck, 1);
   m2.set_checkpointing(true);
   CHECK(std::isfinite(m2.loss(x, y, true).value()()));
+}
+
+TEST_CASE(
+    "noisy_topk: noise only while training, from the dropout stream; inference = softmax_topk") {
+  auto c = tiny_moe();
+  c.router = moe_router_kind::noisy_topk;
+  nn::gpt<nn::dynamic_config, double> noisy(c, 4);
+  auto plain_cfg = c;
+  plain_cfg.router = moe_router_kind::softmax_topk;
+  nn::gpt<nn::dynamic_config, double> plain(plain_cfg, 4);
+  for (const auto& p : noisy.parameters()) {  // W_noise starts at 0
+    const bool zero = p.name.find("noise") == std::string::npos || p.data->value.data()[0] == 0.0;
+    CHECK(zero);
+  }
+  ids_t x(2, 6), y(2, 6);
+  fill_ids(x, y, 3, c.vocab);
+  // The same seed gives the same router and experts; the noise map is the only extra.
+  CHECK(noisy.parameters().size() == plain.parameters().size() + 2);
+  const double e1 = noisy.loss(x, y, false).value()(), e2 = plain.loss(x, y, false).value()();
+  CHECK(e1 == e2);  // evaluation routes the clean logits
+  noisy.set_dropout_offset(0);
+  const double t1 = noisy.loss(x, y, true).value()();
+  const std::uint64_t after = noisy.dropout_offset();
+  CHECK(after == 2 * 12 * 4);  // N E draws per layer, 2 layers
+  noisy.set_dropout_offset(0);
+  const double t2 = noisy.loss(x, y, true).value()();
+  CHECK(t1 == t2);                                     // the same offset, the same noise
+  const double t3 = noisy.loss(x, y, true).value()();  // the stream moved on
+  const double base = noisy.last_balancing_loss();
+  CHECK(std::isfinite(base));
+  CHECK(t3 != t1);
+  MESSAGE("noisy_topk training losses at offsets 0 and 96: ", t1, ", ", t3, "; evaluation ", e1);
+  CHECK(train::to_string(moe_router_kind::noisy_topk) == std::string("noisy_topk"));
 }
