@@ -74,7 +74,15 @@ def rope(x, pos, base):  # x (T, heads, D); pairs (2i, 2i+1)
     return y
 
 
-def forward(cfg, w, ids):
+def dense_ffn(w, p, h):
+    """The SwiGLU MLP of block prefix p on the normed rows h."""
+    a = h @ w[p + "ffn_gate.weight"].T
+    return ((a / (1 + np.exp(-a))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+
+
+def forward(cfg, w, ids, ffn=dense_ffn):
+    """Logits (T, V) of a llama GGUF's tensors w; ffn(w, p, h): the FFN of block p on the normed
+    rows h (the dense SwiGLU, or tests/data/infer_moe's mixture of experts)."""
     x = w["token_embd.weight"][ids]
     T = len(ids)
     H, G = cfg["n_head"], cfg["n_kv"]
@@ -98,8 +106,7 @@ def forward(cfg, w, ids):
             o[:, hh, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, g, :]
         x = x + o.reshape(T, H * D) @ w[p + "attn_output.weight"].T
         h = rmsnorm(x, w[p + "ffn_norm.weight"], cfg["eps"])
-        a = h @ w[p + "ffn_gate.weight"].T
-        x = x + ((a / (1 + np.exp(-a))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+        x = x + ffn(w, p, h)
     out = w.get("output.weight", w["token_embd.weight"])
     return rmsnorm(x, w["output_norm.weight"], cfg["eps"]) @ out.T
 

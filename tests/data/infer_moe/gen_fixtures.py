@@ -35,7 +35,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "infer_model"))
-from reference import read_model, rmsnorm, rope  # noqa: E402
+from reference import forward as reference_forward, read_model  # noqa: E402
 
 PROMPT = [3, 17, 42, 5, 63, 8, 28, 11, 9, 50, 33]
 
@@ -48,36 +48,17 @@ def fnv64(path):
 
 
 def forward(cfg, w, ids, k, gaps):
-    x = w["token_embd.weight"][ids]
-    T = len(ids)
-    H, G = cfg["n_head"], cfg["n_kv"]
-    pos = np.arange(T, dtype=np.float64)
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    for l in range(cfg["n_layer"]):
-        p = "blk.%d." % l
-        h = rmsnorm(x, w[p + "attn_norm.weight"], cfg["eps"])
-        q = h @ w[p + "attn_q.weight"].T
-        kk = h @ w[p + "attn_k.weight"].T
-        v = h @ w[p + "attn_v.weight"].T
-        D = q.shape[1] // H
-        q = rope(q.reshape(T, H, D), pos, cfg["base"])
-        kk = rope(kk.reshape(T, G, D), pos, cfg["base"])
-        v = v.reshape(T, G, D)
-        o = np.empty((T, H, D))
-        for hh in range(H):
-            g = hh // (H // G)
-            s = q[:, hh, :] @ kk[:, g, :].T / np.sqrt(D) + mask
-            s = np.exp(s - s.max(axis=1, keepdims=True))
-            o[:, hh, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, g, :]
-        x = x + o.reshape(T, H * D) @ w[p + "attn_output.weight"].T
-        h = rmsnorm(x, w[p + "ffn_norm.weight"], cfg["eps"])
+    """reference.forward with the mixture-of-experts FFN (llama.cpp's gating of the llama
+    architecture: softmax over all E, the top k (ties: lower id), renormalised); gaps collects
+    each token's router-logit gap between its k-th and (k+1)-th expert."""
+    def moe_ffn(w, p, h):
         z = h @ w[p + "ffn_gate_inp.weight"].T  # (T, E)
         pr = np.exp(z - z.max(axis=1, keepdims=True))
         pr /= pr.sum(axis=1, keepdims=True)
         wg, wu, wd = (w[p + n] for n in ("ffn_gate_exps.weight", "ffn_up_exps.weight",
                                          "ffn_down_exps.weight"))  # (E,F,C) (E,F,C) (E,C,F)
-        y = np.zeros_like(x)
-        for t in range(T):
+        y = np.zeros_like(h)
+        for t in range(h.shape[0]):
             order = np.argsort(-pr[t], kind="stable")
             sel = order[:k]
             if len(order) > k:
@@ -87,9 +68,9 @@ def forward(cfg, w, ids, k, gaps):
                 gate = wg[e] @ h[t]
                 act = gate / (1 + np.exp(-gate)) * (wu[e] @ h[t])
                 y[t] += a * (wd[e] @ act)
-        x = x + y
-    w_out = w.get("output.weight", w["token_embd.weight"])
-    return rmsnorm(x, w["output_norm.weight"], cfg["eps"]) @ w_out.T
+        return y
+
+    return reference_forward(cfg, w, ids, ffn=moe_ffn)
 
 
 def llamacpp_logits(path):
